@@ -1,0 +1,98 @@
+"""Bit-exact, vectorized model of the FPGA's digital unit.
+
+It holds what the gateware holds (hidden-weight memory, the loaded meta LUT, per-synapse
+level-change counters) and applies update blocks with :meth:`metaplast.contract.Contract.apply`,
+the same arithmetic the gateware implements. The in-process training session, the simulated
+board and the gateware tests all use it, which is what makes the fast path trustworthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from metaplast.contract import Contract, address_hash
+
+
+class LevelChanges(NamedTuple):
+    """Level-change events of one update block: each drives one reprogramming."""
+
+    address: Tensor
+    old_level: Tensor
+    new_level: Tensor
+
+    def __len__(self) -> int:
+        return int(self.address.numel())
+
+
+class DigitalUnit:
+    """Hidden-weight memory, meta LUT and level-change detector for ``synapses`` synapses."""
+
+    def __init__(self, contract: Contract, synapses: int) -> None:
+        if synapses < 1:
+            raise ValueError(f"synapse count must be >= 1, got {synapses}")
+        self.contract = contract
+        self.synapses = synapses
+        self.hidden = torch.zeros(synapses, dtype=torch.int64)
+        self.change_count = torch.zeros(synapses, dtype=torch.int64)
+        self.mstar = 0.0
+        self.lut: tuple[int, ...] = contract.meta_lut(0.0)
+        self._levels = contract.level_of(self.hidden)
+        self._addr_hash = address_hash(torch.arange(synapses))
+
+    def load_lut(self, mstar: float) -> None:
+        """Switch the meta-function, as the session does after pre-training."""
+        self.lut = self.contract.meta_lut(mstar)
+        self.mstar = float(mstar)
+
+    def _span(self, start: int, count: int) -> slice:
+        if start < 0 or count < 0 or start + count > self.synapses:
+            raise IndexError(
+                f"synapses {start}..{start + count - 1} out of range 0..{self.synapses - 1}"
+            )
+        return slice(start, start + count)
+
+    def write(self, start: int, values: Tensor | Sequence[int]) -> None:
+        """Write raw hidden-weight integers (no events: this is initialization, not learning)."""
+        v = torch.as_tensor(values, dtype=torch.int64).flatten()
+        c = self.contract
+        if v.numel() and (v.min() < c.w_min or v.max() > c.w_max):
+            raise ValueError(f"hidden weights must lie in [{c.w_min}, {c.w_max}]")
+        span = self._span(start, v.numel())
+        self.hidden[span] = v
+        self._levels[span] = self.contract.level_of(v)
+
+    def read(self, start: int = 0, count: int | None = None) -> Tensor:
+        count = self.synapses - start if count is None else count
+        return self.hidden[self._span(start, count)].clone()
+
+    def levels(self) -> Tensor:
+        """Level index of every synapse: what the crossbar is programmed to."""
+        return self._levels
+
+    def load_hidden(self, hidden: Tensor) -> None:
+        """Replace the whole memory (restoring a checkpoint)."""
+        if hidden.shape != self.hidden.shape:
+            raise ValueError(f"expected {self.synapses} hidden weights, got {hidden.numel()}")
+        self.write(0, hidden)
+
+    def update(self, d: Tensor, *, start: int = 0, seed: int = 0) -> LevelChanges:
+        """Apply one block of updates (update format) to synapses ``start .. start+len(d)-1``."""
+        d = torch.as_tensor(d, dtype=torch.int64).flatten()
+        span = self._span(start, d.numel())
+        new, before, after = self.contract.apply(
+            self.hidden[span],
+            d,
+            self.lut,
+            dither=self.contract.dither(seed, self._addr_hash[span]),
+            level=self._levels[span],
+        )
+        changed = torch.nonzero(before != after).flatten()
+        old_level = before[changed]
+        self.hidden[span] = new
+        self._levels[span] = after
+        self.change_count[span.start + changed] += 1
+        return LevelChanges(span.start + changed, old_level, after[changed])

@@ -1,0 +1,152 @@
+"""A training session's configuration: presets, validation, and its identity for resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaplast.contract import ROUNDINGS, Contract
+from metaplast.host.datasets import TASKS
+from metaplast.host.qnn import ACTIVATIONS
+from metaplast.rule import DEFAULT_LEVELS, check_levels
+
+ARITHMETICS: tuple[str, ...] = ("float", "fixed")
+BN_MODES: tuple[str, ...] = ("per-task", "shared")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the option and the problem."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything that decides a session's result. Two runs with equal configs end equal."""
+
+    tasks: tuple[str, ...] = ("mnist", "fashion-mnist")
+    epochs: tuple[int, ...] = (3, 3)
+    pretrain_epochs: int = 1
+    mstar: float = 3.0
+    hidden: tuple[int, ...] = (256, 256)
+    seed: int = 0
+    arithmetic: str = "fixed"
+    lr: float = 0.005
+    batch_size: int = 100
+    activation: str = "sign"
+    init_std: float = 0.1
+    bn: str = "per-task"
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    hidden_width: int = Contract.hidden_width
+    guard_bits: int = Contract.guard_bits
+    lut_entries: int = Contract.lut_entries
+    meta_bits: int = Contract.meta_bits
+    rounding: str = Contract.rounding
+    train_limit: int | None = None
+    contract: Contract = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "epochs", "hidden", "levels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._validate()
+        try:
+            contract = Contract(
+                levels=self.levels,
+                hidden_width=self.hidden_width,
+                guard_bits=self.guard_bits,
+                lut_entries=self.lut_entries,
+                meta_bits=self.meta_bits,
+                rounding=self.rounding,  # type: ignore[arg-type]
+            )
+        except ValueError as exc:
+            raise ConfigError(f"numeric contract: {exc}") from exc
+        object.__setattr__(self, "contract", contract)
+
+    def _validate(self) -> None:
+        if not self.tasks:
+            raise ConfigError("--tasks: give at least one task")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ConfigError(f"--tasks: unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"--tasks: a task appears twice in {list(self.tasks)}")
+        if len(self.epochs) != len(self.tasks):
+            raise ConfigError(
+                f"--epochs: {len(self.epochs)} value(s) {list(self.epochs)} for "
+                f"{len(self.tasks)} task(s) {list(self.tasks)}; give one per task"
+            )
+        if any(e < 1 for e in self.epochs):
+            raise ConfigError(f"--epochs: every task needs >= 1 epoch, got {list(self.epochs)}")
+        if not 0 <= self.pretrain_epochs <= sum(self.epochs):
+            raise ConfigError(
+                f"--pretrain-epochs must be in 0..{sum(self.epochs)}, got {self.pretrain_epochs}"
+            )
+        if not (math.isfinite(self.mstar) and self.mstar >= 0):
+            raise ConfigError(f"--mstar must be a finite number >= 0, got {self.mstar}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden: layer sizes must be >= 1, got {list(self.hidden)}")
+        if self.arithmetic not in ARITHMETICS:
+            raise ConfigError(f"--arithmetic must be one of {ARITHMETICS}, got {self.arithmetic!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.bn not in BN_MODES:
+            raise ConfigError(f"--bn must be one of {BN_MODES}, got {self.bn!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(f"--rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.init_std > 0:
+            raise ConfigError(f"--init-std must be > 0, got {self.init_std}")
+        if self.train_limit is not None and self.train_limit < self.batch_size:
+            raise ConfigError(
+                f"--train-limit {self.train_limit} is smaller than one batch ({self.batch_size})"
+            )
+        try:
+            check_levels(self.levels)
+        except ValueError as exc:
+            raise ConfigError(f"--levels: {exc}") from exc
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (784, *self.hidden, 10)
+
+    def mstar_at(self, epoch: int) -> float:
+        """m* in force during 1-based global ``epoch``: 0 while pre-training."""
+        return 0.0 if epoch <= self.pretrain_epochs else self.mstar
+
+    def schedule(self) -> list[tuple[int, str]]:
+        """``(global epoch, task)`` for every epoch of the session, 1-based."""
+        order = [t for t, n in zip(self.tasks, self.epochs, strict=True) for _ in range(n)]
+        return list(enumerate(order, start=1))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s) {unknown}")
+        return cls(**data)
+
+    def differences(self, other: SessionConfig) -> list[str]:
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}: {theirs[k]!r} != {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {},
+    "paper": {
+        "epochs": (50, 50),
+        "pretrain_epochs": 10,
+        "hidden": (512, 512),
+        "mstar": 3.0,
+    },
+}

@@ -1,0 +1,79 @@
+"""Figures of a run: task accuracies per epoch (Fig. 2b/c), the meta-function (Fig. 1c) and
+the distribution of level changes per synapse (the programming-count histogram of Fig. 5b)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from metaplast import rule  # noqa: E402
+from metaplast.contract import Contract  # noqa: E402
+
+
+def accuracy_per_epoch(metrics: dict[str, Any], path: Path) -> None:
+    epochs = metrics["epochs"]
+    tasks = metrics["config"]["tasks"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = [e["epoch"] for e in epochs]
+    for task in tasks:
+        ax.plot(x, [100 * e["test_acc"][task] for e in epochs], label=task)
+    switches = [
+        e["epoch"] - 0.5 for a, e in zip(epochs, epochs[1:], strict=False) if e["task"] != a["task"]
+    ]
+    for s in switches:
+        ax.axvline(s, color="grey", ls="--", lw=0.8)
+    pre = metrics["config"]["pretrain_epochs"]
+    if pre:
+        ax.axvspan(0.5, pre + 0.5, color="grey", alpha=0.1, label="m* = 0")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"m* = {metrics['config']['mstar']}, {metrics['config']['arithmetic']} arithmetic")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def meta_function(
+    levels: Sequence[float], mstars: Sequence[float], path: Path, contract: Contract | None = None
+) -> None:
+    """Eq. 2 over the level set for several m*; the LUT staircase beside it when fixed point."""
+    lo, hi = rule.hidden_range(levels)
+    w = torch.linspace(lo, hi, 4001, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for m in mstars:
+        (line,) = ax.plot(w, rule.meta_function(w, levels, m), label=f"m* = {m:g}")
+        if contract is not None:
+            lut = torch.tensor(contract.meta_lut(m), dtype=torch.float64) / contract.meta_one
+            _, _, j = contract.locate(contract.hidden_to_int(w))
+            ax.plot(w, lut[j], color=line.get_color(), lw=0.6, ls=":")
+    for q in levels:
+        ax.axvline(q, color="grey", lw=0.4)
+    ax.set_xlabel("hidden weight $W_H$")
+    ax.set_ylabel("$\\mathcal{M}(W_H)$")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def level_change_histogram(counts_per_layer: Sequence[torch.Tensor], path: Path) -> None:
+    counts = torch.cat([c.flatten() for c in counts_per_layer]).numpy()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.arange(0, max(int(counts.max()), 1) + 2)
+    ax.hist(counts, bins=bins, weights=np.full(counts.shape, 100.0 / counts.size))
+    ax.set_xlabel("level changes per synapse (programming operations)")
+    ax.set_ylabel("synapses (%)")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,114 @@
+"""A run directory: resolved config, per-epoch metrics, level-change counts and a checkpoint.
+
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment leaves either the previous epoch's files or the new ones, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from metaplast.host.config import ConfigError, SessionConfig
+
+if TYPE_CHECKING:
+    from metaplast.host.session import Session
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+CHANGES = "level_changes.npz"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+class RunDir:
+    """The folder of one session; :meth:`open` checks it belongs to the config at hand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, config: SessionConfig, resume: bool) -> RunDir:
+        path = Path(path)
+        has_run = (path / CONFIG).exists() or (path / CHECKPOINT).exists()
+        if has_run and not resume:
+            raise ConfigError(
+                f"{path} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if resume and has_run:
+            stored = cls.stored_config(path)
+            diff = config.differences(stored)
+            if diff:
+                raise ConfigError(
+                    f"--resume: {path} was made with another configuration ({'; '.join(diff)})"
+                )
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        write_json(path / CONFIG, config.to_dict())
+        return run
+
+    @staticmethod
+    def stored_config(path: Path) -> SessionConfig:
+        try:
+            data = json.loads((path / CONFIG).read_text())
+            return SessionConfig.from_dict(data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{path / CONFIG} is not a readable run config: {exc}") from exc
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        p = self.path / CHECKPOINT
+        if not p.exists():
+            return None
+        try:
+            return torch.load(p, weights_only=False)
+        except Exception as exc:  # a checkpoint can fail in many ways; all mean the same
+            raise ConfigError(f"{p} cannot be read ({exc}); remove it to restart the run") from exc
+
+    def save_epoch(self, session: Session) -> None:
+        state = session.state_dict()
+        atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+        counts = {f"layer{i}": c.numpy() for i, c in enumerate(session.change_counts)}
+        atomic_write(self.path / CHANGES, lambda f: np.savez_compressed(f, **counts))
+        write_json(self.path / METRICS, metrics_document(session))
+
+
+def metrics_document(session: Session) -> dict[str, Any]:
+    cfg = session.config
+    counts = torch.cat([c.flatten() for c in session.change_counts]).to(torch.float64)
+    return {
+        "config": cfg.to_dict(),
+        "contract": cfg.contract.describe() if cfg.arithmetic == "fixed" else None,
+        "synapses": int(counts.numel()),
+        "devices": 2 * int(counts.numel()),
+        "epochs": session.metrics,
+        "level_changes": {
+            "total": int(counts.sum()),
+            "mean_per_synapse": float(counts.mean()),
+            "max_per_synapse": int(counts.max()),
+            "share_under_25": float((counts < 25).double().mean()),
+            "share_over_50": float((counts > 50).double().mean()),
+        },
+    }

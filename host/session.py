@@ -1,0 +1,286 @@
+"""The training session: tasks in sequence, metaplastic updates, metrics, checkpoints, resume.
+
+Every epoch ends with a checkpoint, so a run killed at any point resumes from its last finished
+epoch and ends with the same metrics as an uninterrupted run: the batch order of each epoch and
+the dither seed of each update block derive from the seed and the position in the run, not from
+state that a crash would lose.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from metaplast.host import datasets
+from metaplast.host.config import SessionConfig
+from metaplast.host.qnn import QuantizedMLP
+from metaplast.host.rundir import RunDir
+from metaplast.host.synapses import FixedSynapses, FloatSynapses, SynapseArray
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def _as_inputs(images: Any) -> Tensor:
+    """Pixels to read voltages in [-1, 1], one row per image."""
+    x = torch.from_numpy(images).reshape(len(images), -1).to(torch.float32)
+    return x / 127.5 - 1.0
+
+
+def load_task(task: str, data_dir: str | Path | None, train_limit: int | None) -> TaskData:
+    xtr, ytr = datasets.load(task, "train", data_dir)
+    xte, yte = datasets.load(task, "test", data_dir)
+    if train_limit is not None:
+        xtr, ytr = xtr[:train_limit], ytr[:train_limit]
+    return TaskData(
+        task,
+        _as_inputs(xtr),
+        torch.from_numpy(ytr).to(torch.int64),
+        _as_inputs(xte),
+        torch.from_numpy(yte).to(torch.int64),
+    )
+
+
+class Adam:
+    """Adam's update direction ``U_W`` for weights that the optimizer must not write itself."""
+
+    def __init__(
+        self, shape: tuple[int, ...], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.m = torch.zeros(shape)
+        self.v = torch.zeros(shape)
+        self.t = 0
+
+    def direction(self, grad: Tensor) -> Tensor:
+        self.t += 1
+        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        m_hat = self.m / (1 - self.b1**self.t)
+        v_hat = self.v / (1 - self.b2**self.t)
+        return m_hat / (v_hat.sqrt() + self.eps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.m, self.v, self.t = state["m"].clone(), state["v"].clone(), int(state["t"])
+
+
+def _generator(*parts: int) -> torch.Generator:
+    g = torch.Generator()
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + p) % (2**63)
+    g.manual_seed(seed)
+    return g
+
+
+class Session:
+    """One training session of a :class:`SessionConfig` on in-process synapse arrays."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.model = QuantizedMLP(config.sizes, config.activation)
+        init = _generator(config.seed, 1)
+        self.synapses: list[SynapseArray] = []
+        for i, w in enumerate(self.model.weights):
+            w_hidden = torch.randn(w.shape, generator=init) * config.init_std
+            if config.arithmetic == "fixed":
+                self.synapses.append(
+                    FixedSynapses(w_hidden, config.contract, seed=config.seed * 64 + i)
+                )
+            else:
+                self.synapses.append(FloatSynapses(w_hidden, config.levels))
+        self.model.set_weights([s.quantized() for s in self.synapses])
+        self.adams = [Adam(s.shape) for s in self.synapses]
+        self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=config.lr)
+        self.bn_snapshots: dict[str, dict[str, Tensor]] = {}
+        self.change_counts = [torch.zeros(s.shape, dtype=torch.int32) for s in self.synapses]
+        self.epochs_done = 0
+        self.metrics: list[dict[str, Any]] = []
+
+    # state -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "epochs_done": self.epochs_done,
+            "synapses": [s.state_dict() for s in self.synapses],
+            "adams": [a.state_dict() for a in self.adams],
+            "norms": self.model.norms.state_dict(),
+            "bn_opt": self.bn_opt.state_dict(),
+            "bn_snapshots": self.bn_snapshots,
+            "change_counts": [c.clone() for c in self.change_counts],
+            "metrics": self.metrics,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, st in zip(self.synapses, state["synapses"], strict=True):
+            s.load_state_dict(st)
+        for a, st in zip(self.adams, state["adams"], strict=True):
+            a.load_state_dict(st)
+        self.model.norms.load_state_dict(state["norms"])
+        self.bn_opt.load_state_dict(state["bn_opt"])
+        self.bn_snapshots = state["bn_snapshots"]
+        self.change_counts = [c.clone() for c in state["change_counts"]]
+        self.epochs_done = int(state["epochs_done"])
+        self.metrics = list(state["metrics"])
+        self.model.set_weights([s.quantized() for s in self.synapses])
+
+    # training --------------------------------------------------------------------------------
+
+    def set_mstar(self, mstar: float) -> None:
+        for s in self.synapses:
+            s.set_mstar(mstar)
+
+    def start_task(self) -> None:
+        """A new task gets a fresh Adam: its moments describe the previous task's loss."""
+        self.adams = [Adam(s.shape) for s in self.synapses]
+        self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=self.config.lr)
+
+    def train_epoch(self, data: TaskData, epoch: int, progress: bool = True) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        order = torch.randperm(len(data.y_train), generator=_generator(cfg.seed, 2, epoch))
+        batches = order.split(cfg.batch_size)
+        loss_sum = correct = seen = changes = 0
+        loss_fn = torch.nn.CrossEntropyLoss()
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch} {data.name}",
+            leave=False,
+            disable=not progress,
+            unit="batch",
+        )
+        for idx in bar:
+            x, y = data.x_train[idx], data.y_train[idx]
+            out = self.model(x)
+            loss = loss_fn(out, y)
+            self.model.zero_weight_grads()
+            self.bn_opt.zero_grad()
+            loss.backward()
+            self.bn_opt.step()
+            for i, (w, s, adam) in enumerate(
+                zip(self.model.weights, self.synapses, self.adams, strict=True)
+            ):
+                changed = s.apply(cfg.lr * adam.direction(w.grad))
+                self.change_counts[i] += changed
+                changes += int(changed.sum())
+            self.model.set_weights([s.quantized() for s in self.synapses])
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+        return {
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "level_changes": changes,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, data: TaskData, current_task: str) -> float:
+        """Test accuracy; a task trained earlier is tested with its own batch-norm state."""
+        self.model.eval()
+        saved = None
+        snapshot = self.bn_snapshots.get(data.name)
+        if self.config.bn == "per-task" and snapshot is not None and data.name != current_task:
+            saved = {k: v.clone() for k, v in self.model.norms.state_dict().items()}
+            self.model.norms.load_state_dict(snapshot)
+        correct = 0
+        for xb, yb in zip(data.x_test.split(1000), data.y_test.split(1000), strict=True):
+            correct += int((self.model(xb).argmax(1) == yb).sum())
+        if saved is not None:
+            self.model.norms.load_state_dict(saved)
+        return correct / len(data.y_test)
+
+    def run(
+        self,
+        data: dict[str, TaskData],
+        rundir: RunDir | None = None,
+        progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train the remaining epochs; checkpoint after each."""
+        cfg = self.config
+        schedule = cfg.schedule()
+        for epoch, task in schedule:
+            if epoch <= self.epochs_done:
+                continue
+            if epoch == 1 or task != schedule[epoch - 2][1]:
+                self.start_task()
+            mstar = cfg.mstar_at(epoch)
+            self.set_mstar(mstar)
+            t0 = time.perf_counter()
+            stats = self.train_epoch(data[task], epoch, progress)
+            seconds = time.perf_counter() - t0
+            if epoch == len(schedule) or schedule[epoch][1] != task:
+                self.bn_snapshots[task] = {
+                    k: v.clone() for k, v in self.model.norms.state_dict().items()
+                }
+            record = {
+                "epoch": epoch,
+                "task": task,
+                "mstar": mstar,
+                "test_acc": {t: self.evaluate(data[t], task) for t in cfg.tasks},
+                **stats,
+                "seconds": round(seconds, 3),
+            }
+            self.metrics.append(record)
+            self.epochs_done = epoch
+            if rundir is not None:
+                rundir.save_epoch(self)
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.metrics
+
+
+def train(
+    config: SessionConfig,
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """A whole session into run directory ``out``: data, training, metrics and plots.
+
+    Data are loaded before ``out`` is touched, so a missing data set or a config error leaves
+    no half-made run directory behind.
+    """
+    from metaplast.host import plots
+    from metaplast.host.rundir import metrics_document, write_json
+
+    data = {t: load_task(t, data_dir, config.train_limit) for t in config.tasks}
+    run = RunDir.open(out, config, resume)
+    session = Session(config)
+    state = run.checkpoint() if resume else None
+    if state is not None:
+        session.load_state_dict(state)
+    session.run(data, run, progress=progress, on_epoch=on_epoch)
+    metrics = metrics_document(session)
+    write_json(run.path / "metrics.json", metrics)
+    plots.accuracy_per_epoch(metrics, run.path / "accuracy.png")
+    plots.meta_function(
+        config.levels,
+        sorted({0.0, 1.0, 2.0, config.mstar}),
+        run.path / "meta.png",
+        config.contract if config.arithmetic == "fixed" else None,
+    )
+    plots.level_change_histogram(session.change_counts, run.path / "level_changes.png")
+    return metrics

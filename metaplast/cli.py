@@ -1,0 +1,222 @@
+"""The ``metaplast`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metaplast.rule import uniform_levels
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    """``uniform:N:LOW:HIGH`` or an explicit comma-separated list of levels."""
+    try:
+        if text.startswith("uniform:"):
+            _, n, low, high = text.split(":")
+            return uniform_levels(int(n), float(low), float(high))
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--levels: expected uniform:N:LOW:HIGH or a comma-separated list ({exc})"
+        ) from None
+
+
+# option name -> (config field, argparse kwargs); every default is None so that only the
+# options given on the command line override a preset or a resumed run's stored config
+_SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--tasks": ("tasks", {"type": lambda s: tuple(s.split(",")), "help": "mnist,fashion-mnist"}),
+    "--epochs": ("epochs", {"type": _ints, "help": "epochs per task, e.g. 50,50"}),
+    "--pretrain-epochs": ("pretrain_epochs", {"type": int, "help": "first epochs with m* = 0"}),
+    "--mstar": ("mstar", {"type": float, "help": "m* after pre-training"}),
+    "--hidden": ("hidden", {"type": _ints, "help": "hidden layer sizes, e.g. 512,512"}),
+    "--seed": ("seed", {"type": int}),
+    "--arithmetic": (
+        "arithmetic",
+        {"choices": ("float", "fixed"), "help": "float rule or the gateware's fixed point"},
+    ),
+    "--lr": ("lr", {"type": float}),
+    "--batch-size": ("batch_size", {"type": int}),
+    "--activation": ("activation", {"help": "sign or hardtanh"}),
+    "--init-std": ("init_std", {"type": float, "help": "std of the initial hidden weights"}),
+    "--bn": ("bn", {"help": "per-task (each task tested with its batch norm) or shared"}),
+    "--levels": ("levels", {"type": _levels, "help": "uniform:17:-1.5:1.5 or a list"}),
+    "--hidden-width": ("hidden_width", {"type": int, "help": "hidden-weight bits (fixed)"}),
+    "--guard-bits": ("guard_bits", {"type": int, "help": "update bits below the hidden LSB"}),
+    "--lut-entries": ("lut_entries", {"type": int, "help": "meta LUT entries (power of two)"}),
+    "--meta-bits": ("meta_bits", {"type": int, "help": "fraction bits of M"}),
+    "--rounding": ("rounding", {"help": "nearest or stochastic"}),
+    "--train-limit": ("train_limit", {"type": int, "help": "use the first N training images"}),
+}
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run a metaplastic training session",
+        description="Train a metaplastic QNN on a sequence of tasks.",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default=None,
+        help="quick (default, a few minutes) or paper (50+50 epochs, 784-512-512-10)",
+    )
+    for flag, (_, kwargs) in _SESSION_OPTIONS.items():
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/ and fashion-mnist/ "
+        "IDX files (default: $METAPLAST_DATA, else download)",
+    )
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>-seed<S>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _session_config(args: argparse.Namespace, out: Path | None) -> Any:
+    """Preset (or, on resume, the stored config) overridden by the options given."""
+    from metaplast.host.config import PRESETS, SessionConfig
+    from metaplast.host.rundir import RunDir
+
+    given = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, (field, _) in _SESSION_OPTIONS.items()
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if (
+        getattr(args, "resume", False)
+        and out
+        and (out / "config.json").exists()
+        and args.preset is None
+    ):
+        base = RunDir.stored_config(out).to_dict()
+    else:
+        base = SessionConfig(**PRESETS[args.preset or "quick"]).to_dict()
+    return SessionConfig.from_dict({**base, **given})
+
+
+def _report(rec: dict[str, Any]) -> None:
+    accs = "  ".join(f"{t} {100 * a:.2f} %" for t, a in rec["test_acc"].items())
+    print(
+        f"epoch {rec['epoch']:3d} [{rec['task']}, m*={rec['mstar']:g}] {accs}  "
+        f"({rec['level_changes']} level changes, {rec['seconds']:.1f} s)",
+        flush=True,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metaplast.host.session import train
+
+    seed = args.seed if args.seed is not None else 0
+    out = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'quick'}-seed{seed}"
+    config = _session_config(args, out)
+    metrics = train(
+        config,
+        out,
+        args.data_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        on_epoch=_report,
+    )
+    final = metrics["epochs"][-1]["test_acc"]
+    print("final test accuracy: " + ", ".join(f"{t} {100 * a:.2f} %" for t, a in final.items()))
+    print(f"run directory: {out}")
+    return 0
+
+
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train one session per point of a parameter grid",
+        description="Vary session options over a grid; e.g. the m* sweep of "
+        "Fig. 2a: metaplast sweep --vary mstar=0,1,2,3,4,5 --out DIR",
+    )
+    p.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="FIELD=V1,V2,...",
+        help="a config field and its values; tuple values are separated by '/', "
+        "e.g. hidden=256,256/512,512 (repeatable: the grid is the product)",
+    )
+    p.add_argument("--preset", choices=("quick", "paper"), default=None)
+    for flag, (_, kwargs) in _SESSION_OPTIONS.items():
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True, help="sweep directory (one run directory per point)")
+    p.add_argument("--jobs", type=int, default=1, help="sessions trained in parallel")
+
+
+def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
+    from metaplast.host.config import ConfigError
+
+    converters = {field: kw.get("type", str) for field, kw in _SESSION_OPTIONS.values()}
+    vary: dict[str, list[Any]] = {}
+    for spec in specs:
+        field, sep, values = spec.partition("=")
+        field = field.strip().replace("-", "_")
+        if not sep or not values:
+            raise ConfigError(f"--vary {spec!r}: expected FIELD=V1,V2,...")
+        if field not in converters:
+            raise ConfigError(f"--vary: unknown field {field!r}; known: {sorted(converters)}")
+        parts = values.split("/") if "/" in values or field in TUPLE_FIELDS else values.split(",")
+        try:
+            vary[field] = [converters[field](v) for v in parts]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise ConfigError(f"--vary {field}: {exc}") from exc
+    return vary
+
+
+TUPLE_FIELDS = ("tasks", "epochs", "hidden", "levels")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from metaplast.host.sweep import markdown_table, run_sweep
+
+    config = _session_config(args, None)
+    vary = _parse_vary(args.vary)
+    results = run_sweep(config, vary, args.out, args.data_dir, jobs=args.jobs)
+    print(markdown_table(results, config.tasks), end="")
+    print(f"sweep directory: {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaplast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_sweep(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from metaplast.host.config import ConfigError
+    from metaplast.host.datasets import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "sweep": _sweep}[args.command](args)
+    except (ConfigError, DatasetError) as exc:
+        print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; the last finished epoch is in the checkpoint (use --resume)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
