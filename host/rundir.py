@@ -112,3 +112,35 @@ def metrics_document(session: Session) -> dict[str, Any]:
             "share_over_50": float((counts > 50).double().mean()),
         },
     }
+
+
+def summary_table(paths: list[Path]) -> str:
+    """One markdown row per run: final and best accuracy per task, level changes."""
+    rows = []
+    tasks: list[str] = []
+    for path in paths:
+        try:
+            metrics = json.loads((path / METRICS).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path / METRICS} is not readable: {exc}") from exc
+        tasks = tasks or list(metrics["config"]["tasks"])
+        epochs = metrics["epochs"]
+        cfg = metrics["config"]
+        cells = [
+            path.name,
+            f"{len(epochs)}/{sum(cfg['epochs'])}",
+            f"{cfg['mstar']:g}",
+            cfg["arithmetic"],
+            "-".join(map(str, cfg["hidden"])),
+        ]
+        for t in tasks:
+            cells.append(f"{100 * epochs[-1]['test_acc'][t]:.2f}")
+            cells.append(f"{100 * max(e['test_acc'][t] for e in epochs):.2f}")
+        lc = metrics["level_changes"]
+        cells += [f"{lc['mean_per_synapse']:.1f}", str(lc["max_per_synapse"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    head = ["run", "epochs", "m*", "arithmetic", "hidden"]
+    for t in tasks:
+        head += [f"{t} final (%)", f"{t} best (%)"]
+    head += ["level changes / synapse", "max"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows]) + "\n"

@@ -192,11 +192,20 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from metaplast.host.rundir import summary_table
+
+    print(summary_table([Path(p) for p in args.runs]), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaplast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sweep(sub)
+    p = sub.add_parser("summary", help="a markdown table of finished or running runs")
+    p.add_argument("runs", nargs="+", help="run directories")
     return parser
 
 
@@ -206,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sweep": _sweep}[args.command](args)
+        return {"train": _train, "sweep": _sweep, "summary": _summary}[args.command](args)
     except (ConfigError, DatasetError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -45,12 +45,14 @@ from torch import Tensor
 
 from metaplast.rule import DEFAULT_LEVELS, check_levels, hidden_range
 
-__all__ = ["Contract", "Rounding", "address_hash", "mix32"]
+__all__ = ["MIX32_ROUNDS", "Contract", "Rounding", "address_hash", "mix32"]
 
 Rounding = Literal["nearest", "stochastic"]
 ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
 
 _MASK32 = 0xFFFFFFFF
+# (a, b) of each round ``x += x << a; x ^= x >> b`` of the dither hash
+MIX32_ROUNDS: tuple[tuple[int, int], ...] = ((10, 6), (3, 11), (15, 16), (7, 13))
 
 
 def mix32(x: Tensor | int) -> Tensor | int:
@@ -60,7 +62,7 @@ def mix32(x: Tensor | int) -> Tensor | int:
     row of XOR gates; both are invertible, so distinct addresses get distinct outputs.
     """
     x = x & _MASK32
-    for add_shift, xor_shift in ((10, 6), (3, 11), (15, 16), (7, 13)):
+    for add_shift, xor_shift in MIX32_ROUNDS:
         x = (x + (x << add_shift)) & _MASK32
         x = x ^ (x >> xor_shift)
     return x
