@@ -103,7 +103,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(data_dir: Path, tmp_pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if (killed / "metrics.json").exists():
