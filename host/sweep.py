@@ -77,12 +77,16 @@ def run_sweep(
     out: str | Path,
     data_dir: str | Path | None = None,
     jobs: int = 1,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every grid point (``jobs`` at a time) and write ``sweep.json`` and ``sweep.md``."""
+    """Train every grid point (``jobs`` at a time) and write ``sweep.json`` and ``sweep.md``.
+
+    Each session gets ``threads`` torch threads (default: the cores shared out over the jobs).
+    """
     points = grid(base, vary)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     work = [
         (name, cfg.to_dict(), str(out), None if data_dir is None else str(data_dir), threads)
         for name, cfg in points

@@ -156,6 +156,12 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", required=True, help="sweep directory (one run directory per point)")
     p.add_argument("--jobs", type=int, default=1, help="sessions trained in parallel")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per session (default: cores / jobs)",
+    )
 
 
 def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
@@ -186,7 +192,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     config = _session_config(args, None)
     vary = _parse_vary(args.vary)
-    results = run_sweep(config, vary, args.out, args.data_dir, jobs=args.jobs)
+    results = run_sweep(config, vary, args.out, args.data_dir, jobs=args.jobs, threads=args.threads)
     print(markdown_table(results, config.tasks), end="")
     print(f"sweep directory: {args.out}")
     return 0
