@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplast.rule import uniform_levels
+
+if TYPE_CHECKING:
+    from metaplast.host.config import SessionConfig
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -59,12 +62,8 @@ _SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _add_train(sub: Any) -> None:
-    p = sub.add_parser(
-        "train",
-        help="run a metaplastic training session",
-        description="Train a metaplastic QNN on a sequence of tasks.",
-    )
+def _add_session_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains: a preset, its overrides, the data."""
     p.add_argument(
         "--preset",
         choices=("quick", "paper"),
@@ -79,12 +78,21 @@ def _add_train(sub: Any) -> None:
         help="folder with mnist/ and fashion-mnist/ "
         "IDX files (default: $METAPLAST_DATA, else download)",
     )
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run a metaplastic training session",
+        description="Train a metaplastic QNN on a sequence of tasks.",
+    )
+    _add_session_options(p)
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>-seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _session_config(args: argparse.Namespace, out: Path | None) -> Any:
+def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
     """Preset (or, on resume, the stored config) overridden by the options given."""
     from metaplast.host.config import PRESETS, SessionConfig
     from metaplast.host.rundir import RunDir
@@ -150,10 +158,7 @@ def _add_sweep(sub: Any) -> None:
         help="a config field and its values; tuple values are separated by '/', "
         "e.g. hidden=256,256/512,512 (repeatable: the grid is the product)",
     )
-    p.add_argument("--preset", choices=("quick", "paper"), default=None)
-    for flag, (_, kwargs) in _SESSION_OPTIONS.items():
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--data-dir", default=None)
+    _add_session_options(p)
     p.add_argument("--out", required=True, help="sweep directory (one run directory per point)")
     p.add_argument("--jobs", type=int, default=1, help="sessions trained in parallel")
     p.add_argument(
