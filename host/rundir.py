@@ -101,6 +101,7 @@ def metrics_document(session: Session) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
         "contract": cfg.contract.describe() if cfg.arithmetic == "fixed" else None,
+        "torch_threads": torch.get_num_threads(),
         "synapses": int(counts.numel()),
         "devices": 2 * int(counts.numel()),
         "epochs": session.metrics,

@@ -90,6 +90,13 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>-seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads; results depend on it (float summation order), so give it to "
+        "reproduce a run exactly (default: torch's choice)",
+    )
 
 
 def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
@@ -124,7 +131,12 @@ def _report(rec: dict[str, Any]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from metaplast.host.session import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     seed = args.seed if args.seed is not None else 0
     out = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'quick'}-seed{seed}"
