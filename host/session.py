@@ -95,7 +95,6 @@ class Session:
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
-        torch.manual_seed(config.seed)
         self.model = QuantizedMLP(config.sizes, config.activation)
         init = _generator(config.seed, 1)
         self.synapses: list[SynapseArray] = []
