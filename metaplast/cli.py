@@ -78,6 +78,13 @@ def _add_session_options(p: argparse.ArgumentParser) -> None:
         help="folder with mnist/ and fashion-mnist/ "
         "IDX files (default: $METAPLAST_DATA, else download)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per session; results depend on it (float summation order), so "
+        "give it to reproduce a run exactly (default: torch's choice; sweep: cores / jobs)",
+    )
 
 
 def _add_train(sub: Any) -> None:
@@ -90,13 +97,6 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>-seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads; results depend on it (float summation order), so give it to "
-        "reproduce a run exactly (default: torch's choice)",
-    )
 
 
 def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
@@ -173,12 +173,6 @@ def _add_sweep(sub: Any) -> None:
     _add_session_options(p)
     p.add_argument("--out", required=True, help="sweep directory (one run directory per point)")
     p.add_argument("--jobs", type=int, default=1, help="sessions trained in parallel")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads per session (default: cores / jobs)",
-    )
 
 
 def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
