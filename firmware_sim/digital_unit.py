@@ -45,8 +45,22 @@ class DigitalUnit:
 
     def load_lut(self, mstar: float) -> None:
         """Switch the meta-function, as the session does after pre-training."""
-        self.lut = self.contract.meta_lut(mstar)
+        self.load_table(self.contract.meta_lut(mstar), mstar)
+
+    def load_table(self, entries: Sequence[int], mstar: float) -> None:
+        """Load LUT entries as sent over the link (any table, not only one of Eq. 2's)."""
+        c = self.contract
+        if len(entries) != c.lut_entries or not all(0 <= e <= c.meta_one for e in entries):
+            raise ValueError(f"a LUT is {c.lut_entries} entries in 0..{c.meta_one}")
+        self.lut = tuple(int(e) for e in entries)
         self.mstar = float(mstar)
+
+    def reset(self) -> None:
+        """Power-up state: zero weights and counts, the ``m* = 0`` LUT."""
+        self.hidden.zero_()
+        self.change_count.zero_()
+        self._levels = self.contract.level_of(self.hidden)
+        self.load_lut(0.0)
 
     def _span(self, start: int, count: int) -> slice:
         if start < 0 or count < 0 or start + count > self.synapses:

@@ -216,11 +216,93 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONTRACT_OPTIONS = ("--levels", "--hidden-width", "--guard-bits", "--lut-entries", "--meta-bits")
+
+
+def _add_gateware(sub: Any) -> None:
+    p = sub.add_parser(
+        "gateware",
+        help="write the digital unit's Verilog",
+        description="Write the Verilog of the digital unit's top level (ports clk, rst, uart_rx, "
+        "uart_tx, prog_addr, prog_device, prog_level, prog_strobe, prog_busy) for any simulator "
+        "or synthesis flow, with a JSON of its parameters beside it.",
+    )
+    p.add_argument("--out", required=True, help="Verilog file to write (FILE.v)")
+    p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
+    p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
+    p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
+    p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
+    baud = p.add_mutually_exclusive_group()
+    baud.add_argument("--baud-divisor", type=int, default=None, help="clocks per UART bit")
+    baud.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
+    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
+    for flag in _CONTRACT_OPTIONS:
+        _, kwargs = _SESSION_OPTIONS[flag]
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+
+
+def _gateware(args: argparse.Namespace) -> int:
+    import json
+
+    from metaplast.contract import Contract
+    from metaplast.gateware.top import DigitalUnitTop, verilog
+    from metaplast.gateware.uart import divisor_for
+    from metaplast.host.config import ConfigError
+    from metaplast.protocol import Layout
+
+    fields = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag in (*_CONTRACT_OPTIONS, "--rounding")
+    }
+    try:
+        contract = Contract(**{k: v for k, v in fields.items() if v is not None})
+        layout = Layout(
+            contract, args.synapses, max_block=args.max_block, counter_width=args.counter_width
+        )
+        divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or 3_000_000)
+        top = DigitalUnitTop(
+            layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
+        )
+        text = verilog(top, name=args.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    params = {
+        "module": args.name,
+        "ports": [
+            "clk",
+            "rst",
+            "uart_rx",
+            "uart_tx",
+            "prog_addr",
+            "prog_device",
+            "prog_level",
+            "prog_strobe",
+            "prog_busy",
+        ],
+        "prog_addr_bits": top.addr_bits,
+        "receive_buffer": layout.receive_buffer,
+        "info": top.engine.info.to_dict(),
+        "contract": contract.describe(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(params, indent=2) + "\n")
+    print(
+        f"{out}: {args.synapses} synapses, UART divisor {divisor} "
+        f"({args.clock_hz / divisor:.0f} baud at {args.clock_hz / 1e6:g} MHz)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaplast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sweep(sub)
+    _add_gateware(sub)
     p = sub.add_parser("summary", help="a markdown table of finished or running runs")
     p.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -232,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sweep": _sweep, "summary": _summary}[args.command](args)
+        commands = {"train": _train, "sweep": _sweep, "summary": _summary, "gateware": _gateware}
+        return commands[args.command](args)
     except (ConfigError, DatasetError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
         return 2

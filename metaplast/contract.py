@@ -153,6 +153,37 @@ class Contract:
         q = self.level_ints
         return tuple((a + b + 1) >> 1 for a, b in zip(q[:-1], q[1:], strict=True))
 
+    @property
+    def zero_level(self) -> int:
+        """Index of the level that the differential pair encodes as two matched devices."""
+        return min(range(len(self.levels)), key=lambda k: abs(self.levels[k]))
+
+    @property
+    def device_level_count(self) -> int:
+        """Levels each device of the pair needs (9 for the paper's 17 weight levels)."""
+        return max(self.zero_level, len(self.levels) - 1 - self.zero_level) + 1
+
+    def device_levels(self, level: int) -> tuple[int, int]:
+        """Device levels ``(G+, G-)`` of weight level ``level``; one of them is always 0.
+
+        One step up or down the weight levels changes one device, which is what lets a level
+        change reprogram only the device of the pair that must change.
+        """
+        s = level - self.zero_level
+        return max(s, 0), max(-s, 0)
+
+    def device_operations(self, old: int, new: int) -> list[tuple[int, int]]:
+        """``(device, target level)`` programmings for a level change (device 0: G+, 1: G-).
+
+        Only devices whose level differs are programmed; when both do, the one that returns to
+        0 goes first, so the pair never holds a weight beyond the two ends of the change.
+        """
+        (old_p, old_n), (new_p, new_n) = self.device_levels(old), self.device_levels(new)
+        ops = [(0, new_p)] if old_p != new_p else []
+        if old_n != new_n:
+            ops.insert(0 if old_n > 0 else len(ops), (1, new_n))
+        return ops
+
     @cached_property
     def w_min(self) -> int:
         return math.ceil(hidden_range(self.levels)[0] * 2**self.frac_bits)

@@ -1,0 +1,188 @@
+"""The command engine's behaviour over the bit-exact digital unit: bytes in, bytes out.
+
+It answers every frame exactly as the gateware does (same checks in the same order, same
+status codes, same retry rule, same response bytes), so the simulated board can stand in for
+the FPGA, and the gateware tests compare the RTL with it byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import torch
+
+from metaplast.protocol import (
+    MUTATING,
+    Frame,
+    FrameDecoder,
+    Info,
+    Layout,
+    Op,
+    Status,
+    encode_response,
+    mstar_code,
+    signed_bytes,
+)
+
+from .digital_unit import DigitalUnit
+
+__all__ = ["CommandModel"]
+
+
+class _Reject(Exception):
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+
+class CommandModel:
+    """A digital unit that speaks the protocol: :meth:`feed` wire bytes, get the replies."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        clock_hz: int = 48_000_000,
+        baud_divisor: int = 16,
+        program: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        """``program(address, device, level)`` is called for every operation that the
+        gateware's programming port would strobe, in the same order (the crossbar's input)."""
+        self.program = program
+        self.layout = layout
+        self.clock_hz = clock_hz
+        self.baud_divisor = baud_divisor
+        self.unit = DigitalUnit(layout.contract, layout.synapses)
+        self.decoder = FrameDecoder(max_frame=layout.receive_buffer)
+        self.lut_mstar = 0
+        self._last: tuple[int, int, int] | None = None
+        self._last_reply = b""
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self.handle(frame) for frame in self.decoder.feed(data))
+
+    def info(self) -> Info:
+        return Info.from_layout(
+            self.layout,
+            clock_hz=self.clock_hz,
+            baud_divisor=self.baud_divisor,
+            lut_mstar=self.lut_mstar / Info.MSTAR_SCALE,
+            lut=self.unit.lut,
+        )
+
+    def handle(self, frame: Frame) -> bytes:
+        """The reply to one received frame (state changes only for a valid one)."""
+        if frame.error is not None:
+            return encode_response(frame.op, frame.seq, frame.error)
+        try:
+            op = Op(frame.op)
+        except ValueError:
+            return encode_response(frame.op, frame.seq, Status.OPCODE)
+        key = (frame.op, frame.seq, frame.crc)
+        if op in MUTATING and key == self._last:
+            return self._last_reply
+        try:
+            payload = getattr(self, f"_{op.name.lower()}")(frame.payload)
+        except _Reject as reject:
+            return encode_response(frame.op, frame.seq, reject.status)
+        reply = encode_response(frame.op, frame.seq, Status.OK, payload)
+        if op in MUTATING:
+            self._last, self._last_reply = key, reply
+        return reply
+
+    # checks, in the gateware's order ----------------------------------------------------------
+
+    def _elements(self, body: bytes, size: int, *, signed: bool) -> list[int]:
+        whole = len(body) - len(body) % size
+        return [
+            int.from_bytes(body[i : i + size], "little", signed=signed)
+            for i in range(0, whole, size)
+        ]
+
+    def _block(self, start: int, values: list[int], trailing: int, bad: bool) -> None:
+        """LENGTH, then RANGE, then VALUE, as the gateware's verdict after its first pass."""
+        if trailing or not 1 <= len(values) <= self.layout.max_block:
+            raise _Reject(Status.LENGTH)
+        if start + len(values) > self.layout.synapses:
+            raise _Reject(Status.RANGE)
+        if bad:
+            raise _Reject(Status.VALUE)
+
+    def _span(self, payload: bytes) -> tuple[int, int]:
+        if len(payload) != 6:
+            raise _Reject(Status.LENGTH)
+        start, count = struct.unpack("<IH", payload)
+        if not 1 <= count <= self.layout.max_block:
+            raise _Reject(Status.LENGTH)
+        if start + count > self.layout.synapses:
+            raise _Reject(Status.RANGE)
+        return start, count
+
+    # ops --------------------------------------------------------------------------------------
+
+    def _info(self, payload: bytes) -> bytes:
+        if payload:
+            raise _Reject(Status.LENGTH)
+        return self.info().pack()
+
+    def _read_hidden(self, payload: bytes) -> bytes:
+        start, count = self._span(payload)
+        return signed_bytes(self.unit.read(start, count).tolist(), self.layout.hidden_bytes)
+
+    def _read_counters(self, payload: bytes) -> bytes:
+        start, count = self._span(payload)
+        limit = (1 << self.layout.counter_width) - 1
+        counts = self.unit.change_count[start : start + count].clamp(max=limit)
+        return b"".join(struct.pack("<H", v) for v in counts.tolist())
+
+    def _write_hidden(self, payload: bytes) -> bytes:
+        if len(payload) < 4:
+            raise _Reject(Status.LENGTH)
+        c, size = self.layout.contract, self.layout.hidden_bytes
+        start = struct.unpack_from("<I", payload)[0]
+        values = self._elements(payload[4:], size, signed=True)
+        bad = any(not c.w_min <= v <= c.w_max for v in values)
+        self._block(start, values, (len(payload) - 4) % size, bad)
+        self.unit.write(start, values)
+        return b""
+
+    def _update(self, payload: bytes) -> bytes:
+        if len(payload) < 8:
+            raise _Reject(Status.LENGTH)
+        c, size = self.layout.contract, self.layout.update_bytes
+        start, seed = struct.unpack_from("<II", payload)
+        values = self._elements(payload[8:], size, signed=True)
+        limit = 1 << (c.update_width - 1)
+        bad = any(not -limit <= v < limit for v in values)
+        self._block(start, values, (len(payload) - 8) % size, bad)
+        changes = self.unit.update(torch.tensor(values), start=start, seed=seed)
+        if self.program is not None:
+            for addr, old, new in zip(*(t.tolist() for t in changes), strict=True):
+                for device, level in c.device_operations(old, new):
+                    self.program(addr, device, level)
+        events = zip(
+            (changes.address - start).tolist(),
+            changes.old_level.tolist(),
+            changes.new_level.tolist(),
+            strict=True,
+        )
+        return struct.pack("<H", len(changes)) + b"".join(struct.pack("<HBB", *e) for e in events)
+
+    def _load_lut(self, payload: bytes) -> bytes:
+        c = self.layout.contract
+        if len(payload) != 2 + self.layout.lut_bytes * c.lut_entries:
+            raise _Reject(Status.LENGTH)
+        mstar = struct.unpack_from("<H", payload)[0]
+        entries = self._elements(payload[2:], self.layout.lut_bytes, signed=False)
+        if any(e > c.meta_one for e in entries):
+            raise _Reject(Status.VALUE)
+        self.unit.load_table(entries, mstar / Info.MSTAR_SCALE)
+        self.lut_mstar = mstar
+        return b""
+
+    def _reset(self, payload: bytes) -> bytes:
+        if payload:
+            raise _Reject(Status.LENGTH)
+        self.unit.reset()
+        self.lut_mstar = mstar_code(0.0)
+        return b""

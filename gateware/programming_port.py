@@ -1,0 +1,94 @@
+"""The programming port: level-change events turned into device operations for the crossbar.
+
+A weight level ``L`` is stored as the pair ``(G+, G-) = contract.device_levels(L)``: the
+device levels above and below the zero level, one of them always 0. A change of level
+reprograms only the devices whose level differs; when both do (the weight crossed zero), the
+device that returns to 0 goes first, so the pair never holds a larger weight than either end.
+
+Pins toward the programming circuit (documented in ``docs/protocol.md``)::
+
+    prog_addr     synapse address
+    prog_device   0: G+, 1: G-
+    prog_level    target level of that device (0 .. device_level_count - 1)
+    prog_strobe   one-cycle pulse: the three fields above are valid
+    prog_busy     the circuit holds it high from the cycle after a strobe until it is done
+
+Operations wait in a FIFO; when it is full, the update pipeline stalls (no event is dropped).
+With ``prog_busy`` tied low, one operation leaves every two cycles.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from metaplast.contract import Contract
+
+from .update_pipeline import EventLayout
+
+__all__ = ["ProgrammingPort"]
+
+
+class ProgrammingPort(wiring.Component):
+    def __init__(self, contract: Contract, addr_bits: int, *, depth: int = 16) -> None:
+        if depth < 2:
+            raise ValueError(f"programming FIFO depth must be >= 2, got {depth}")
+        self.contract = contract
+        self.addr_bits = addr_bits
+        self.depth = depth
+        self.event_layout = EventLayout(contract, addr_bits)
+        super().__init__(
+            {
+                "events": In(stream.Signature(self.event_layout)),
+                "prog_addr": Out(addr_bits),
+                "prog_device": Out(1),
+                "prog_level": Out(range(contract.device_level_count)),
+                "prog_strobe": Out(1),
+                "prog_busy": In(1),
+            }
+        )
+
+    def _pair(self, level: object) -> tuple[object, object]:
+        """``(G+, G-)`` device levels of a weight level index, as hardware expressions."""
+        z = self.contract.zero_level
+        return Mux(level > z, level - z, 0), Mux(level < z, z - level, 0)
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.event_layout.size, depth=self.depth)
+        m.d.comb += [
+            fifo.w_data.eq(self.events.payload),
+            fifo.w_en.eq(self.events.valid),
+            self.events.ready.eq(fifo.w_rdy),
+        ]
+        head = data.View(self.event_layout, fifo.r_data)
+        old_p, old_n = self._pair(head.old)
+        new_p, new_n = self._pair(head.new)
+        change_p = Signal()
+        change_n = Signal()
+        m.d.comb += [change_p.eq(old_p != new_p), change_n.eq(old_n != new_n)]
+
+        # the device going back to 0 first: G+ when the weight was positive
+        first_minus = Signal()
+        m.d.comb += first_minus.eq(change_n & (~change_p | (old_n > 0)))
+        second = Signal()  # the first of two operations for this event is done
+        strobed = Signal()  # the circuit sees busy only from the cycle after a strobe
+        go = Signal()
+        m.d.comb += go.eq(fifo.r_rdy & ~self.prog_busy & ~strobed)
+
+        use_minus = Signal()
+        m.d.comb += use_minus.eq(Mux(second, ~first_minus, first_minus))
+        both = change_p & change_n
+        m.d.comb += [
+            self.prog_addr.eq(head.addr),
+            self.prog_device.eq(use_minus),
+            self.prog_level.eq(Mux(use_minus, new_n, new_p)),
+            self.prog_strobe.eq(go),
+            fifo.r_en.eq(go & (second | ~both)),
+        ]
+        m.d.sync += strobed.eq(go)
+        with m.If(go):
+            m.d.sync += second.eq(both & ~second)
+        return m

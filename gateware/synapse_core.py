@@ -1,0 +1,57 @@
+"""The learning core: the update pipeline with its meta LUT, as one component.
+
+What the link sees of the synapses: an update stream in, level-change events out, the block
+port into the memories, the LUT loader and the loaded LUT's identity. The top level puts the
+link in front of it; tests and benchmarks drive it directly.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from metaplast.contract import Contract
+
+from .meta_lut import LoadSignature, MetaLUT
+from .update_pipeline import AccessSignature, EventLayout, UpdateLayout, UpdatePipeline
+
+__all__ = ["SynapseCore"]
+
+
+class SynapseCore(wiring.Component):
+    def __init__(self, contract: Contract, synapses: int, *, counter_width: int = 16) -> None:
+        self.contract = contract
+        self.pipeline = UpdatePipeline(contract, synapses, counter_width=counter_width)
+        self.lut = MetaLUT(contract)
+        addr_bits = self.pipeline.addr_bits
+        self.addr_bits = addr_bits
+        super().__init__(
+            {
+                "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
+                "events": Out(stream.Signature(EventLayout(contract, addr_bits))),
+                "busy": Out(1),
+                "access": In(AccessSignature(contract, addr_bits, counter_width)),
+                "load": In(LoadSignature(contract)),
+                "lut_mstar": Out(16, init=self.lut.init_mstar),
+                "lut_crc": Out(16, init=self.lut.init_crc),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.pipeline = p = self.pipeline
+        m.submodules.lut = lut = self.lut
+        m.d.comb += [
+            lut.index.eq(p.lut_index),
+            lut.index_en.eq(p.lut_en),
+            p.lut_value.eq(lut.value),
+            self.busy.eq(p.busy),
+            self.lut_mstar.eq(lut.mstar),
+            self.lut_crc.eq(lut.crc),
+        ]
+        wiring.connect(m, wiring.flipped(self.update), p.update)
+        wiring.connect(m, p.events, wiring.flipped(self.events))
+        wiring.connect(m, wiring.flipped(self.access), p.access)
+        wiring.connect(m, wiring.flipped(self.load), lut.load)
+        return m

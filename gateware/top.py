@@ -1,0 +1,126 @@
+"""The digital unit's top level: UART, framed protocol, update pipeline, LUT, programming port.
+
+::
+
+    uart_rx -> UARTRx -> FrameReceiver -> CommandEngine -> FrameSender -> UARTTx -> uart_tx
+                                              |  ^  access, LUT load
+                                              v  |
+          SynapseCore (UpdatePipeline + MetaLUT) --events--> ProgrammingPort -> prog_*
+                                              (the engine keeps each block's events for its reply)
+
+Its ports are plain signals (``clk`` and ``rst`` come from the ``sync`` domain), so the
+Verilog that :func:`verilog` writes can be driven by any simulator or board.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.back import verilog as amaranth_verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from metaplast.contract import Contract
+from metaplast.protocol import Layout
+
+from .command_engine import CommandEngine
+from .framing import FrameReceiver, FrameSender
+from .programming_port import ProgrammingPort
+from .synapse_core import SynapseCore
+from .uart import UARTRx, UARTTx
+
+__all__ = ["DigitalUnitTop", "verilog"]
+
+
+class DigitalUnitTop(wiring.Component):
+    """The whole unit for ``layout`` (contract, synapse count, block size, counter width).
+
+    ``clock_hz`` is reported by INFO; ``baud_divisor`` is the UART's clock cycles per bit.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        clock_hz: int = 48_000_000,
+        baud_divisor: int = 16,
+        prog_depth: int = 16,
+    ) -> None:
+        self.layout = layout
+        self.clock_hz = clock_hz
+        self.baud_divisor = baud_divisor
+        self.prog_depth = prog_depth
+        c = layout.contract
+        addr_bits = max(1, (layout.synapses - 1).bit_length())
+        self.addr_bits = addr_bits
+        super().__init__(
+            {
+                "uart_rx": In(1, init=1),
+                "uart_tx": Out(1, init=1),
+                "prog_addr": Out(addr_bits),
+                "prog_device": Out(1),
+                "prog_level": Out(range(c.device_level_count)),
+                "prog_strobe": Out(1),
+                "prog_busy": In(1),
+            }
+        )
+        # the parts are built here so that tests and reports can reach their parameters
+        self.rx = UARTRx(baud_divisor)
+        self.tx = UARTTx(baud_divisor)
+        self.receiver = FrameReceiver(layout.receive_buffer)
+        self.sender = FrameSender()
+        self.engine = CommandEngine(
+            layout,
+            bank_size=self.receiver.bank_size,
+            clock_hz=clock_hz,
+            baud_divisor=baud_divisor,
+        )
+        self.core = SynapseCore(c, layout.synapses, counter_width=layout.counter_width)
+        self.programming = ProgrammingPort(c, addr_bits, depth=prog_depth)
+
+    @property
+    def contract(self) -> Contract:
+        return self.layout.contract
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.rx = rx = self.rx
+        m.submodules.tx = tx = self.tx
+        m.submodules.receiver = receiver = self.receiver
+        m.submodules.sender = sender = self.sender
+        m.submodules.engine = engine = self.engine
+        m.submodules.core = core = self.core
+        m.submodules.programming = prog = self.programming
+
+        m.d.comb += [
+            rx.rx.eq(self.uart_rx),
+            self.uart_tx.eq(tx.tx),
+            receiver.rx_error.eq(rx.frame_error | rx.overrun),
+            engine.read_data.eq(receiver.read_data),
+            receiver.read_addr.eq(engine.read_addr),
+            receiver.release.eq(engine.release),
+            engine.lut_mstar.eq(core.lut_mstar),
+            engine.lut_crc.eq(core.lut_crc),
+            engine.pipeline_busy.eq(core.busy),
+            # every event goes to the programming FIFO; the engine records those it accepts
+            engine.event_valid.eq(core.events.valid & core.events.ready),
+            engine.event.eq(core.events.payload),
+            self.prog_addr.eq(prog.prog_addr),
+            self.prog_device.eq(prog.prog_device),
+            self.prog_level.eq(prog.prog_level),
+            self.prog_strobe.eq(prog.prog_strobe),
+            prog.prog_busy.eq(self.prog_busy),
+        ]
+        wiring.connect(m, rx.data, receiver.rx)
+        wiring.connect(m, receiver.frame, engine.frame)
+        wiring.connect(m, engine.body, sender.body)
+        wiring.connect(m, sender.tx, tx.data)
+        wiring.connect(m, engine.update, core.update)
+        wiring.connect(m, engine.access, core.access)
+        wiring.connect(m, engine.lut, core.load)
+        wiring.connect(m, core.events, prog.events)
+        return m
+
+
+def verilog(top: DigitalUnitTop, name: str = "metaplast_unit") -> str:
+    """Verilog of ``top`` with ports ``clk``, ``rst``, ``uart_rx``, ``uart_tx`` and ``prog_*``."""
+    return amaranth_verilog.convert(top, name=name)

@@ -1,0 +1,283 @@
+"""The metaplastic update of Algorithm 1, one synapse per clock, with level-change detection.
+
+Stages (each a clock; all of them hold while a level-change event waits for the event sink):
+
+====  ===========================================================================
+ 0    accept ``(addr, d, seed)``; read ``W_H[addr]``; first half of the dither hash
+ 1    level of ``W_H`` (one comparator per boundary), offset from its level, interval
+ 2    LUT index ``|offset| * recip[interval] >> shift``; read the meta LUT
+ 3    ``M`` (or 1 when the step moves towards the level), ``d * M + dither``;
+      read the synapse's change counter
+ 4    round, saturate, write back; new level; on a change emit the event and count it
+====  ===========================================================================
+
+Every constant (boundaries, reciprocals, shifts, clip range, dither hash) comes from
+:class:`metaplast.contract.Contract`; :class:`metaplast.firmware_sim.digital_unit.DigitalUnit`
+is the bit-exact model this is tested against.
+
+Read-after-write: the memory read of stage 0 is transparent for the write of stage 4, and an
+update whose address is still in stages 1 to 3 waits (the only case that costs a cycle: a
+block addresses distinct synapses, so it arises only between blocks that overlap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from amaranth import Array, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from metaplast.contract import MIX32_ROUNDS, Contract
+
+__all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "level_of"]
+
+
+def UpdateLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
+    """One synapse update: its address, ``d`` in the update format, and the block's seed."""
+    return data.StructLayout(
+        {"addr": unsigned(addr_bits), "d": signed(contract.update_width), "seed": unsigned(32)}
+    )
+
+
+def EventLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
+    """A level change: the synapse and its level index before and after."""
+    level = unsigned(max(1, (len(contract.levels) - 1).bit_length()))
+    return data.StructLayout({"addr": unsigned(addr_bits), "old": level, "new": level})
+
+
+def AccessSignature(  # noqa: N802
+    contract: Contract, addr_bits: int, counter_width: int
+) -> wiring.Signature:
+    """The link's port into the hidden-weight and counter memories (from the link's side).
+
+    Read the weight and count at ``addr`` (they appear one cycle later), write ``wdata``
+    with ``we``, clear the count with ``clear``.
+    """
+    return wiring.Signature(
+        {
+            "addr": Out(addr_bits),
+            "we": Out(1),
+            "clear": Out(1),
+            "wdata": Out(signed(contract.hidden_width)),
+            "rdata": In(signed(contract.hidden_width)),
+            "count": In(counter_width),
+        }
+    )
+
+
+def level_of(contract: Contract, w: Value) -> Value:
+    """Level index of hidden weight ``w``: how many boundaries it reaches (ties go up)."""
+    return sum((w >= b for b in contract.boundary_ints), Const(0, 8))
+
+
+def _mix_rounds(x: Value, rounds: Sequence[tuple[int, int]]) -> Value:
+    for add_shift, xor_shift in rounds:
+        x = (x + (x << add_shift))[:32]
+        x = x ^ (x >> xor_shift)
+    return x
+
+
+class UpdatePipeline(wiring.Component):
+    """Hidden-weight memory, change counters and the update pipeline around them.
+
+    ``access`` is the link's port into both memories (block read and write, clearing). It
+    must only be driven while ``busy`` is low and no update is offered: the command engine
+    executes one command at a time, which guarantees it.
+    """
+
+    def __init__(self, contract: Contract, synapses: int, *, counter_width: int = 16) -> None:
+        if synapses < 1:
+            raise ValueError(f"synapses must be >= 1, got {synapses}")
+        if not 1 <= counter_width <= 32:
+            raise ValueError(f"counter_width must be 1..32, got {counter_width}")
+        self.contract = contract
+        self.synapses = synapses
+        self.counter_width = counter_width
+        addr_bits = max(1, (synapses - 1).bit_length())
+        self.addr_bits = addr_bits
+        super().__init__(
+            {
+                "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
+                "events": Out(stream.Signature(EventLayout(contract, addr_bits))),
+                "lut_index": Out(range(contract.lut_entries)),
+                "lut_en": Out(1),
+                "lut_value": In(contract.meta_bits + 1),
+                "busy": Out(1),
+                "access": In(AccessSignature(contract, addr_bits, counter_width)),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        c = self.contract
+        m = Module()
+        m.submodules.hidden = hidden = Memory(
+            shape=signed(c.hidden_width), depth=self.synapses, init=[]
+        )
+        m.submodules.counts = counts = Memory(
+            shape=unsigned(self.counter_width), depth=self.synapses, init=[]
+        )
+        h_wr = hidden.write_port()
+        h_rd = hidden.read_port(transparent_for=(h_wr,))
+        c_wr = counts.write_port()
+        c_rd = counts.read_port()
+
+        addr_t = unsigned(self.addr_bits)
+        hid_t = signed(c.hidden_width)
+        lvl_t = unsigned(max(1, (len(c.levels) - 1).bit_length()))
+        ivl_count = len(c.levels) - 1
+
+        # a stall holds every stage: only an event that its sink does not take causes one
+        s1_valid, s2_valid, s3_valid, s4_valid = (Signal(name=f"s{i}_valid") for i in range(1, 5))
+        s4_event = Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(~(s4_valid & s4_event & ~self.events.ready))
+
+        s1_addr, s2_addr, s3_addr, s4_addr = (
+            Signal(addr_t, name=f"s{i}_addr") for i in range(1, 5)
+        )
+        hazard = Signal()
+        m.d.comb += hazard.eq(
+            (s1_valid & (s1_addr == self.update.payload.addr))
+            | (s2_valid & (s2_addr == self.update.payload.addr))
+            | (s3_valid & (s3_addr == self.update.payload.addr))
+        )
+        accept = Signal()
+        m.d.comb += [
+            self.update.ready.eq(advance & ~hazard),
+            accept.eq(self.update.valid & self.update.ready),
+            self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid),
+        ]
+
+        half = len(MIX32_ROUNDS) // 2
+
+        # stage 0: read W_H, start both halves of the dither hash --------------------------
+        s1_d = Signal(signed(c.update_width))
+        s1_hash_a, s1_hash_s = Signal(32), Signal(32)
+        m.d.comb += [
+            h_rd.addr.eq(Mux(self.update.valid, self.update.payload.addr, self.access.addr)),
+            h_rd.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s1_valid.eq(accept),
+                s1_addr.eq(self.update.payload.addr),
+                s1_d.eq(self.update.payload.d),
+                s1_hash_a.eq(_mix_rounds(self.update.payload.addr, MIX32_ROUNDS[:half])),
+                s1_hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+            ]
+
+        # stage 1: level, offset from it, interval -------------------------------------------
+        w1 = h_rd.data
+        lvl1 = Signal(lvl_t)
+        ws1 = Signal(hid_t)
+        off1 = Signal(signed(c.hidden_width + 1))
+        ivl1 = Signal(range(ivl_count))
+        m.d.comb += [
+            lvl1.eq(level_of(c, w1)),
+            ws1.eq(Array(Const(v, hid_t) for v in c.level_ints)[lvl1]),
+            off1.eq(w1 - ws1),
+        ]
+        with m.If(off1 >= 0):
+            m.d.comb += ivl1.eq(Mux(lvl1 > ivl_count - 1, ivl_count - 1, lvl1))
+        with m.Else():
+            m.d.comb += ivl1.eq(Mux(lvl1 == 0, 0, lvl1 - 1))
+        recip_t = unsigned(max(c.recips).bit_length())
+        s2_w = Signal(hid_t)
+        s2_lvl = Signal(lvl_t)
+        s2_off = Signal(signed(c.hidden_width + 1))
+        s2_recip = Signal(recip_t)
+        s2_d = Signal(signed(c.update_width))
+        s2_dither = Signal(32)
+        with m.If(advance):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_addr.eq(s1_addr),
+                s2_w.eq(w1),
+                s2_lvl.eq(lvl1),
+                s2_off.eq(off1),
+                s2_recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl1]),
+                s2_d.eq(s1_d),
+                s2_dither.eq(
+                    _mix_rounds(s1_hash_a, MIX32_ROUNDS[half:])
+                    ^ _mix_rounds(s1_hash_s, MIX32_ROUNDS[half:])
+                ),
+            ]
+
+        # stage 2: LUT index, LUT read --------------------------------------------------------
+        scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
+        j2 = Signal(range(c.lut_entries))
+        m.d.comb += scaled.eq((abs(s2_off) * s2_recip) >> c.recip_shift)
+        m.d.comb += j2.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
+        m.d.comb += [self.lut_index.eq(j2), self.lut_en.eq(advance)]
+        s3_w = Signal(hid_t)
+        s3_lvl = Signal(lvl_t)
+        s3_d = Signal(signed(c.update_width))
+        s3_atten = Signal()
+        s3_round = Signal(c.round_shift)
+        with m.If(advance):
+            m.d.sync += [
+                s3_valid.eq(s2_valid),
+                s3_addr.eq(s2_addr),
+                s3_w.eq(s2_w),
+                s3_lvl.eq(s2_lvl),
+                s3_d.eq(s2_d),
+                # d * (w - ws) < 0: the step would move W_H away from its level
+                s3_atten.eq(((s2_d > 0) & (s2_off < 0)) | ((s2_d < 0) & (s2_off > 0))),
+                s3_round.eq(
+                    s2_dither[: c.round_shift]
+                    if c.rounding == "stochastic"
+                    else 1 << (c.round_shift - 1)
+                ),
+            ]
+
+        # stage 3: M, d * M + dither; read the change counter ---------------------------------
+        meta = Signal(c.meta_bits + 1)
+        m.d.comb += meta.eq(Mux(s3_atten, self.lut_value, c.meta_one))
+        m.d.comb += [
+            c_rd.addr.eq(Mux(s3_valid, s3_addr, self.access.addr)),
+            c_rd.en.eq(advance),
+        ]
+        s4_prod = Signal(signed(c.update_width + c.meta_bits + 2))
+        s4_w = Signal(hid_t)
+        s4_lvl = Signal(lvl_t)
+        with m.If(advance):
+            m.d.sync += [
+                s4_valid.eq(s3_valid),
+                s4_addr.eq(s3_addr),
+                s4_w.eq(s3_w),
+                s4_lvl.eq(s3_lvl),
+                s4_prod.eq(s3_d * meta + s3_round),
+            ]
+
+        # stage 4: round, saturate, write back, detect and count the level change -------------
+        step = Signal(signed(len(s4_prod) - c.round_shift))
+        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
+        w4 = Signal(hid_t)
+        lvl4 = Signal(lvl_t)
+        m.d.comb += [
+            step.eq(s4_prod >> c.round_shift),
+            moved.eq(s4_w - step),
+            w4.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            lvl4.eq(level_of(c, w4)),
+            s4_event.eq(lvl4 != s4_lvl),
+        ]
+        count = c_rd.data
+        saturated = count == (1 << self.counter_width) - 1
+        commit = s4_valid & advance
+        m.d.comb += [
+            h_wr.en.eq(commit | self.access.we),
+            h_wr.addr.eq(Mux(s4_valid, s4_addr, self.access.addr)),
+            h_wr.data.eq(Mux(s4_valid, w4, self.access.wdata)),
+            c_wr.en.eq((commit & s4_event & ~saturated) | self.access.clear),
+            c_wr.addr.eq(Mux(s4_valid, s4_addr, self.access.addr)),
+            c_wr.data.eq(Mux(s4_valid, count + 1, 0)),
+            self.events.valid.eq(s4_valid & s4_event),
+            self.events.payload.addr.eq(s4_addr),
+            self.events.payload.old.eq(s4_lvl),
+            self.events.payload.new.eq(lvl4),
+            self.access.rdata.eq(h_rd.data),
+            self.access.count.eq(c_rd.data),
+        ]
+        return m

@@ -1,0 +1,462 @@
+"""The framed command protocol between a host and the digital unit: one definition for both.
+
+The gateware (:mod:`metaplast.gateware.protocol_engine`), the simulated board and the host's
+serial client import the opcodes, status codes, payload layouts and the byte-level codec from
+here. ``docs/protocol.md`` is the same specification in prose, for a lab that speaks it from
+another language.
+
+Wire format::
+
+    END  stuffed( op | seq | payload | crc16 )  END
+
+* Framing is SLIP (RFC 1055): ``END`` (0xC0) delimits frames; inside a frame ``END`` is sent
+  as ``ESC ESC_END`` and ``ESC`` (0xDB) as ``ESC ESC_ESC``. Any ``END`` ends the frame in
+  progress, so a receiver resynchronises on the next frame whatever garbage came before.
+* ``crc16`` is CRC-16/IBM-SDLC (the HDLC FCS) of ``op | seq | payload``, little-endian.
+* A request's ``op`` is an :class:`Op`; its response carries ``op | 0x80``, the same ``seq``, a
+  :class:`Status` byte, then the response payload. Multi-byte fields are little-endian.
+* ``seq``: the unit remembers the last command it executed (its op, seq and CRC). A byte-
+  identical command received again is a retry: it is not executed a second time, its stored
+  response is sent again. So a host that lost a response retries with the same ``seq``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+from amaranth.lib.crc import catalog
+
+from metaplast.contract import Contract
+
+__all__ = [
+    "CRC",
+    "END",
+    "ESC",
+    "ESC_END",
+    "ESC_ESC",
+    "PROTOCOL_VERSION",
+    "RESPONSE",
+    "MUTATING",
+    "Frame",
+    "FrameDecoder",
+    "Info",
+    "Layout",
+    "Op",
+    "ProtocolError",
+    "Status",
+    "crc16",
+    "decode_events",
+    "encode_frame",
+    "encode_response",
+    "lut_crc",
+    "mstar_code",
+    "signed_bytes",
+    "stuff",
+]
+
+PROTOCOL_VERSION = 1
+
+END = 0xC0
+ESC = 0xDB
+ESC_END = 0xDC
+ESC_ESC = 0xDD
+
+RESPONSE = 0x80
+"""Set in the op byte of every response."""
+
+CRC = catalog.CRC16_IBM_SDLC
+"""CRC of every frame (polynomial 0x1021 reflected, init and xor-out 0xFFFF)."""
+
+
+class Op(IntEnum):
+    INFO = 0x01
+    READ_HIDDEN = 0x02
+    WRITE_HIDDEN = 0x03
+    LOAD_LUT = 0x04
+    UPDATE = 0x05
+    READ_COUNTERS = 0x06
+    RESET = 0x07
+
+
+MUTATING = frozenset({Op.WRITE_HIDDEN, Op.LOAD_LUT, Op.UPDATE, Op.RESET})
+"""Ops whose retry is answered from the stored response instead of being executed again."""
+
+
+class Status(IntEnum):
+    OK = 0
+    CRC = 1
+    """The frame's CRC did not match (corrupted or truncated frame)."""
+    LENGTH = 2
+    """The payload length does not fit the op (too short, too long, count 0 or above the block)."""
+    OPCODE = 3
+    RANGE = 4
+    """Synapse addresses outside ``0 .. synapses - 1``."""
+    VALUE = 5
+    """A hidden weight outside the clip range, an update outside its format, a LUT entry > 1."""
+    OVERFLOW = 6
+    """The frame did not fit the receive buffer, or arrived while both buffers were busy."""
+    FRAMING = 7
+    """A UART framing error or an invalid SLIP escape inside the frame."""
+
+
+class ProtocolError(Exception):
+    """A response that cannot be parsed, or one that reports an error status."""
+
+
+# CRC -----------------------------------------------------------------------------------------
+
+
+def _crc_table() -> tuple[int, ...]:
+    poly = 0x8408  # 0x1021 reflected
+    table = []
+    for byte in range(256):
+        c = byte
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray | memoryview) -> int:
+    """CRC-16/IBM-SDLC of ``data``; equal to ``CRC(8).compute(data)`` (tested), only faster."""
+    c = 0xFFFF
+    table = _CRC_TABLE
+    for b in data:
+        c = (c >> 8) ^ table[(c ^ b) & 0xFF]
+    return c ^ 0xFFFF
+
+
+# framing -------------------------------------------------------------------------------------
+
+_STUFF = {END: bytes((ESC, ESC_END)), ESC: bytes((ESC, ESC_ESC))}
+
+
+def stuff(body: bytes) -> bytes:
+    """SLIP-escape ``body`` (no delimiters)."""
+    if END not in body and ESC not in body:
+        return bytes(body)
+    return b"".join(_STUFF.get(b, bytes((b,))) for b in body)
+
+
+def encode_frame(op: int, seq: int, payload: bytes = b"") -> bytes:
+    """A complete request frame on the wire: delimiters, escaping and CRC included."""
+    body = bytes((op & 0xFF, seq & 0xFF)) + bytes(payload)
+    return bytes((END,)) + stuff(body + struct.pack("<H", crc16(body))) + bytes((END,))
+
+
+def encode_response(op: int, seq: int, status: int, payload: bytes = b"") -> bytes:
+    """A complete response frame (what the unit sends; used by the simulated board)."""
+    return encode_frame(op | RESPONSE, seq, bytes((status,)) + bytes(payload))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One received frame after unstuffing. ``error`` is set when it cannot be trusted."""
+
+    op: int
+    seq: int
+    payload: bytes
+    error: Status | None = None
+    crc: int = 0
+    """The frame's last two bytes as received: with op and seq, what identifies a retry."""
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.op & RESPONSE)
+
+    @property
+    def status(self) -> Status:
+        """Status byte of a response frame."""
+        if not self.payload:
+            raise ProtocolError("response frame without a status byte")
+        try:
+            return Status(self.payload[0])
+        except ValueError:
+            raise ProtocolError(f"unknown status {self.payload[0]:#04x}") from None
+
+
+class FrameDecoder:
+    """Byte stream to frames, resynchronising on ``END`` after garbage (host and model side)."""
+
+    def __init__(self, max_frame: int = 1 << 16) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._escaped = False
+        self._framing = False
+        self._overflow = False
+
+    def feed(self, data: bytes) -> Iterator[Frame]:
+        for b in data:
+            if b == END:
+                frame = self._finish()
+                if frame is not None:
+                    yield frame
+                continue
+            if self._escaped:
+                self._escaped = False
+                if b == ESC_END:
+                    b = END
+                elif b == ESC_ESC:
+                    b = ESC
+                else:
+                    self._framing = True
+            elif b == ESC:
+                self._escaped = True
+                continue
+            if len(self._buf) < self.max_frame:
+                self._buf.append(b)
+            else:
+                self._overflow = True
+
+    def _finish(self) -> Frame | None:
+        """The frame that an ``END`` closes; errors in the order of precedence the unit uses."""
+        body = bytes(self._buf)
+        framing, overflow = self._framing or self._escaped, self._overflow
+        self._buf.clear()
+        self._escaped = self._framing = self._overflow = False
+        if not body and not framing:
+            return None  # back-to-back delimiters: nothing was sent
+        op = body[0] if body else 0
+        seq = body[1] if len(body) > 1 else 0
+        crc = int.from_bytes(body[-2:], "little") if len(body) >= 2 else 0
+        bad = None
+        if framing:
+            bad = Status.FRAMING
+        elif overflow:
+            bad = Status.OVERFLOW
+        elif len(body) < 4:
+            bad = Status.LENGTH
+        elif crc16(body[:-2]) != crc:
+            bad = Status.CRC
+        return Frame(op, seq, body[2:-2] if bad is None else b"", bad, crc)
+
+
+# payloads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of one unit's payload fields: everything a frame's length is checked against."""
+
+    contract: Contract
+    synapses: int
+    max_block: int = 256
+    counter_width: int = 16
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.synapses <= 1 << 24:
+            raise ValueError(f"synapses must be 1 .. 2**24, got {self.synapses}")
+        if not 1 <= self.max_block <= 4096:
+            raise ValueError(f"max_block must be 1 .. 4096, got {self.max_block}")
+        if not 1 <= self.counter_width <= 16:
+            raise ValueError(f"counter_width must be 1 .. 16, got {self.counter_width}")
+        if len(self.contract.levels) > 255:
+            raise ValueError("at most 255 levels fit an event's level byte")
+
+    @property
+    def hidden_bytes(self) -> int:
+        return math.ceil(self.contract.hidden_width / 8)
+
+    @property
+    def update_bytes(self) -> int:
+        return math.ceil(self.contract.update_width / 8)
+
+    @property
+    def lut_bytes(self) -> int:
+        return 2
+
+    EVENT_BYTES = 4
+    """An event: block offset u16, old level u8, new level u8."""
+
+    @property
+    def receive_buffer(self) -> int:
+        """Bytes of one receive bank: the longest request rounded up to a power of two."""
+        return 1 << (self.max_request - 1).bit_length()
+
+    @property
+    def max_request(self) -> int:
+        """Longest valid request body (op to CRC, unstuffed)."""
+        payloads = (
+            6,  # READ_HIDDEN, READ_COUNTERS
+            4 + self.max_block * self.hidden_bytes,
+            2 + self.contract.lut_entries * self.lut_bytes,
+            8 + self.max_block * self.update_bytes,
+            self.info_size(),
+        )
+        return 2 + max(payloads) + 2
+
+    # request payloads ------------------------------------------------------------------------
+
+    def span(self, start: int, count: int) -> bytes:
+        """READ_HIDDEN and READ_COUNTERS: ``start`` u32, ``count`` u16."""
+        return struct.pack("<IH", start, count)
+
+    def write_hidden(self, start: int, values: Iterable[int]) -> bytes:
+        return struct.pack("<I", start) + signed_bytes(values, self.hidden_bytes)
+
+    def update(self, start: int, seed: int, d: Iterable[int]) -> bytes:
+        return struct.pack("<II", start, seed) + signed_bytes(d, self.update_bytes)
+
+    def load_lut(self, mstar: float, entries: Iterable[int] | None = None) -> bytes:
+        """LOAD_LUT for ``m*``: the contract's table unless ``entries`` are given."""
+        entries = self.contract.meta_lut(mstar) if entries is None else entries
+        return struct.pack("<H", mstar_code(mstar)) + b"".join(
+            struct.pack("<H", e) for e in entries
+        )
+
+    def info_size(self) -> int:
+        return len(Info.from_layout(self, clock_hz=0, baud_divisor=0).pack())
+
+
+@dataclass(frozen=True)
+class Info:
+    """The INFO response payload: the unit's parameters, so that a host can check them."""
+
+    version: int
+    synapses: int
+    max_block: int
+    hidden_width: int
+    frac_bits: int
+    guard_bits: int
+    meta_bits: int
+    lut_entries: int
+    rounding: str
+    counter_width: int
+    clock_hz: int
+    baud_divisor: int
+    lut_mstar: float
+    lut_crc: int
+    level_ints: tuple[int, ...]
+
+    _HEAD = struct.Struct("<BIHBBBBHBBIHHHB")
+    MSTAR_SCALE = 256
+    """m* travels as an unsigned 8.8 fixed-point number."""
+
+    # offsets of the two fields that change at run time (the rest is a constant ROM)
+    LUT_MSTAR_OFFSET = 21
+    LUT_CRC_OFFSET = 23
+
+    @classmethod
+    def from_layout(
+        cls,
+        layout: Layout,
+        *,
+        clock_hz: int,
+        baud_divisor: int,
+        lut_mstar: float = 0.0,
+        lut: tuple[int, ...] | None = None,
+    ) -> Info:
+        c = layout.contract
+        lut = c.meta_lut(lut_mstar) if lut is None else lut
+        return cls(
+            version=PROTOCOL_VERSION,
+            synapses=layout.synapses,
+            max_block=layout.max_block,
+            hidden_width=c.hidden_width,
+            frac_bits=c.frac_bits,
+            guard_bits=c.guard_bits,
+            meta_bits=c.meta_bits,
+            lut_entries=c.lut_entries,
+            rounding=c.rounding,
+            counter_width=layout.counter_width,
+            clock_hz=clock_hz,
+            baud_divisor=baud_divisor,
+            lut_mstar=lut_mstar,
+            lut_crc=lut_crc(lut),
+            level_ints=c.level_ints,
+        )
+
+    def pack(self) -> bytes:
+        head = self._HEAD.pack(
+            self.version,
+            self.synapses,
+            self.max_block,
+            self.hidden_width,
+            self.frac_bits,
+            self.guard_bits,
+            self.meta_bits,
+            self.lut_entries,
+            1 if self.rounding == "stochastic" else 0,
+            self.counter_width,
+            self.clock_hz,
+            self.baud_divisor,
+            mstar_code(self.lut_mstar),
+            self.lut_crc,
+            len(self.level_ints),
+        )
+        return head + struct.pack(f"<{len(self.level_ints)}i", *self.level_ints)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Info:
+        n = cls._HEAD.size
+        if len(payload) < n:
+            raise ProtocolError(f"INFO payload of {len(payload)} bytes, expected >= {n}")
+        f = cls._HEAD.unpack_from(payload)
+        levels = f[-1]
+        if len(payload) != n + 4 * levels:
+            raise ProtocolError(f"INFO payload of {len(payload)} bytes for {levels} levels")
+        return cls(
+            version=f[0],
+            synapses=f[1],
+            max_block=f[2],
+            hidden_width=f[3],
+            frac_bits=f[4],
+            guard_bits=f[5],
+            meta_bits=f[6],
+            lut_entries=f[7],
+            rounding="stochastic" if f[8] else "nearest",
+            counter_width=f[9],
+            clock_hz=f[10],
+            baud_divisor=f[11],
+            lut_mstar=f[12] / cls.MSTAR_SCALE,
+            lut_crc=f[13],
+            level_ints=struct.unpack_from(f"<{levels}i", payload, n),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["level_ints"] = list(self.level_ints)
+        d["lut_crc"] = f"{self.lut_crc:04x}"
+        return d
+
+
+assert Info._HEAD.size == Info.LUT_CRC_OFFSET + 3  # the offsets above follow the struct
+
+
+def mstar_code(mstar: float) -> int:
+    """m* as sent in LOAD_LUT and reported by INFO (unsigned 8.8)."""
+    code = round(mstar * Info.MSTAR_SCALE)
+    if not 0 <= code <= 0xFFFF:
+        raise ValueError(f"m* {mstar} does not fit the 8.8 format")
+    return code
+
+
+def lut_crc(entries: Iterable[int]) -> int:
+    """Identity of a loaded meta LUT: CRC-16 of its entries as sent (u16 little-endian).
+
+    The gateware computes it itself while the LUT is loaded, so INFO reports what the unit
+    really holds, not what the host claimed.
+    """
+    return crc16(b"".join(struct.pack("<H", e) for e in entries))
+
+
+def signed_bytes(values: Iterable[int], width: int) -> bytes:
+    """Two's-complement little-endian fields of ``width`` bytes."""
+    return b"".join(int(v).to_bytes(width, "little", signed=True) for v in values)
+
+
+def decode_events(payload: bytes) -> list[tuple[int, int, int]]:
+    """UPDATE response payload (after the status byte) to ``(offset, old, new)`` triples."""
+    if len(payload) < 2:
+        raise ProtocolError("UPDATE response shorter than its event count")
+    count = int.from_bytes(payload[:2], "little")
+    if len(payload) != 2 + Layout.EVENT_BYTES * count:
+        raise ProtocolError(f"UPDATE response of {len(payload)} bytes for {count} events")
+    return [struct.unpack_from("<HBB", payload, 2 + 4 * i) for i in range(count)]

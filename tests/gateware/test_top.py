@@ -1,0 +1,217 @@
+"""The whole unit through its UART pins under the Amaranth simulator, against the model.
+
+The same byte stream goes into the RTL (bit by bit on ``uart_rx``) and into
+:class:`~metaplast.firmware_sim.command_model.CommandModel`; what comes out of ``uart_tx``
+must be the model's reply, byte for byte.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metaplast.contract import Contract
+from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.gateware.top import DigitalUnitTop
+from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame
+
+from .sim import simulate
+from .uart_pins import UartPins
+
+DIVISOR = 4
+TINY = Layout(Contract(), 48, max_block=16)
+UNEVEN = Layout(
+    Contract(
+        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
+        hidden_width=12,
+        guard_bits=4,
+        lut_entries=16,
+        meta_bits=8,
+        rounding="nearest",
+    ),
+    20,
+    max_block=8,
+    counter_width=4,
+)
+
+
+def exchange(layout: Layout, steps: list[bytes], name: str, prog_busy_cycles: int = 0) -> bytes:
+    """Send each step's bytes, wait until the model's replies to it are out; return the RTL's.
+
+    Asserts that the RTL's reply stream equals the model's, and that the programming port
+    strobed the model's device operations in the model's order.
+    """
+    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR)
+    pins = UartPins(dut.uart_rx, dut.uart_tx, DIVISOR)
+    expected_ops: list[tuple[int, int, int]] = []
+    model = CommandModel(layout, baud_divisor=DIVISOR, program=lambda *op: expected_ops.append(op))
+    expected = bytearray()
+    ops: list[tuple[int, int, int]] = []
+
+    async def host(ctx) -> None:
+        await pins.idle(ctx, 2)
+        for step in steps:
+            expected.extend(model.feed(step))
+            await pins.send(ctx, step)
+            waited = 0
+            while len(pins.received) < len(expected):
+                await ctx.tick().repeat(10 * DIVISOR)
+                waited += 1
+                assert waited < 2000, f"no reply: got {bytes(pins.received).hex()}"
+        await pins.idle(ctx, 40)  # nothing more may come
+
+    async def programmer(ctx) -> None:
+        # a programming circuit that takes prog_busy_cycles per operation
+        while True:
+            _, _, strobe, *op = await ctx.tick().sample(
+                dut.prog_strobe, dut.prog_addr, dut.prog_device, dut.prog_level
+            )
+            if strobe:
+                ops.append(tuple(op))
+            if strobe and prog_busy_cycles:
+                ctx.set(dut.prog_busy, 1)
+                await ctx.tick().repeat(prog_busy_cycles)
+                ctx.set(dut.prog_busy, 0)
+
+    def check() -> None:
+        # frame by frame first, for a readable difference; then every byte
+        assert replies(bytes(pins.received)) == replies(bytes(expected))
+        assert bytes(pins.received) == bytes(expected)
+        assert ops == expected_ops
+
+    simulate(dut, [host], background=[pins.receive, programmer], name=name, check=check)
+    return bytes(pins.received)
+
+
+def replies(stream: bytes) -> list:
+    return list(FrameDecoder().feed(stream))
+
+
+def session(layout: Layout, rng: random.Random, blocks: int) -> list[bytes]:
+    """A training-like session: INFO, initial weights, LUT switch, update blocks, reads."""
+    c = layout.contract
+    steps = [encode_frame(Op.INFO, 0)]
+    n = layout.synapses
+    seq = 1
+    for start in range(0, n, layout.max_block):
+        count = min(layout.max_block, n - start)
+        w = [rng.randint(c.w_min // 3, c.w_max // 3) for _ in range(count)]
+        steps.append(encode_frame(Op.WRITE_HIDDEN, seq, layout.write_hidden(start, w)))
+        seq += 1
+    steps.append(encode_frame(Op.LOAD_LUT, seq, layout.load_lut(3.0)))
+    seq += 1
+    big = 1 << (c.update_width - 4)
+    for _ in range(blocks):
+        count = rng.randint(1, layout.max_block)
+        start = rng.randint(0, n - count)
+        d = [rng.randint(-big, big) for _ in range(count)]
+        payload = layout.update(start, rng.getrandbits(32), d)
+        steps.append(encode_frame(Op.UPDATE, seq & 0xFF, payload))
+        seq += 1
+    steps.append(encode_frame(Op.READ_HIDDEN, seq, layout.span(0, min(n, layout.max_block))))
+    steps.append(encode_frame(Op.READ_COUNTERS, seq + 1, layout.span(0, min(n, layout.max_block))))
+    steps.append(encode_frame(Op.INFO, seq + 2))
+    return steps
+
+
+@pytest.mark.parametrize("layout", [TINY, UNEVEN], ids=["tiny", "uneven-12bit"])
+def test_session_matches_the_model(layout: Layout) -> None:
+    out = exchange(layout, session(layout, random.Random(3), 12), f"top-session-{layout.synapses}")
+    frames = replies(out)
+    assert all(f.error is None and f.status == Status.OK for f in frames)
+    info = Info.unpack(frames[-1].payload[1:])
+    assert info.lut_mstar == 3.0
+    assert info.synapses == layout.synapses
+    events = sum(
+        struct.unpack_from("<H", f.payload, 1)[0] for f in frames if f.op == Op.UPDATE | 0x80
+    )
+    assert events > 0
+
+
+def test_invalid_frames_are_answered_and_change_nothing() -> None:
+    L = TINY  # noqa: N806
+    good_update = encode_frame(Op.UPDATE, 9, L.update(0, 1, [1 << 20] * 4))
+    steps = [
+        encode_frame(Op.WRITE_HIDDEN, 1, L.write_hidden(0, range(100, 116))),
+        good_update[:-4] + bytes([good_update[-4] ^ 0x40]) + good_update[-3:],  # bad CRC
+        good_update[: len(good_update) // 2],  # truncated, then a good frame
+        encode_frame(Op.READ_HIDDEN, 2, L.span(0, 16)),
+        encode_frame(0x55, 3),  # unknown op
+        encode_frame(Op.READ_HIDDEN, 4, L.span(40, 9)),  # beyond the last synapse
+        encode_frame(Op.READ_HIDDEN, 5, L.span(0, 0)),  # zero count
+        encode_frame(Op.READ_HIDDEN, 6, L.span(0, 17)),  # above the block size
+        encode_frame(Op.READ_HIDDEN, 7, L.span(0, 4) + b"\x00"),  # wrong length
+        encode_frame(Op.UPDATE, 8, L.update(40, 1, [5] * 9)),  # range
+        encode_frame(Op.UPDATE, 9, L.update(0, 1, [5] * 3) + b"\x01"),  # partial element
+        encode_frame(Op.UPDATE, 10, L.update(0, 1, [])),  # empty block
+        encode_frame(Op.UPDATE, 11, L.update(0, 1, [5] * 17)),  # above the block size
+        encode_frame(Op.WRITE_HIDDEN, 12, L.write_hidden(0, [L.contract.w_max + 1])),  # value
+        encode_frame(Op.LOAD_LUT, 13, L.load_lut(1.0, [2000] * L.contract.lut_entries)),
+        encode_frame(Op.LOAD_LUT, 14, L.load_lut(1.0)[:-2]),  # short table
+        encode_frame(Op.INFO, 15, b"\x00"),
+        encode_frame(Op.RESET, 16, b"\x00"),
+        bytes([END, 0x01, ESC, 0x31, 0x22, 0x33, END]),  # bad escape
+        b"\x13\x37" + encode_frame(Op.READ_HIDDEN, 17, L.span(0, 16)),  # garbage before
+        bytes([END] * 3),  # empty frames: no reply
+        encode_frame(Op.READ_COUNTERS, 18, L.span(0, 16)),
+        encode_frame(Op.INFO, 19),
+    ]
+    frames = replies(exchange(L, steps, "top-invalid"))
+    statuses = [f.status for f in frames]
+    assert statuses[0] == Status.OK
+    assert Status.CRC in statuses and Status.OPCODE in statuses and Status.FRAMING in statuses
+    assert {Status.RANGE, Status.LENGTH, Status.VALUE} <= set(statuses)
+    reads = [f for f in frames if f.op == Op.READ_HIDDEN | 0x80 and f.status == Status.OK]
+    assert len(reads) == 2 and reads[0].payload == reads[1].payload
+
+
+def test_retry_is_applied_once_and_answered_again() -> None:
+    L = TINY  # noqa: N806
+    update = encode_frame(Op.UPDATE, 42, L.update(0, 7, [-(1 << 21)] * 16))
+    steps = [
+        update,
+        update,  # a retry: same reply, applied once
+        encode_frame(Op.READ_HIDDEN, 43, L.span(0, 16)),
+        encode_frame(Op.UPDATE, 42, L.update(0, 8, [-(1 << 21)] * 16)),  # new content: applied
+        encode_frame(Op.READ_HIDDEN, 44, L.span(0, 16)),
+        encode_frame(Op.RESET, 45),
+        encode_frame(Op.READ_HIDDEN, 46, L.span(0, 16)),
+        encode_frame(Op.INFO, 47),
+    ]
+    frames = replies(exchange(L, steps, "top-retry"))
+    assert frames[0] == frames[1]
+    assert frames[2].payload != frames[4].payload
+    assert frames[6].payload == bytes(1 + 2 * 16)
+    assert Info.unpack(frames[7].payload[1:]).lut_mstar == 0.0
+
+
+def test_back_to_back_frames_and_a_slow_programming_circuit() -> None:
+    L = TINY  # noqa: N806
+    lo = L.contract.level_ints[6] - L.contract.level_ints[9]
+    burst = b"".join(
+        [
+            encode_frame(Op.UPDATE, 1, L.update(0, 3, [lo << L.contract.guard_bits] * 16)),
+            encode_frame(Op.READ_HIDDEN, 2, L.span(0, 16)),
+        ]
+    )
+    steps = [burst, encode_frame(Op.READ_COUNTERS, 3, L.span(0, 16))]
+    frames = replies(exchange(L, steps, "top-burst", prog_busy_cycles=7))
+    assert len(frames) == 3
+    assert struct.unpack_from("<H", frames[0].payload, 1)[0] == 16  # every synapse changed
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(st.lists(st.binary(max_size=12), max_size=6), st.randoms(use_true_random=False))
+def test_random_garbage_and_frames(garbage: list[bytes], rng: random.Random) -> None:
+    """Garbage between valid frames: every reply (errors included) matches the model."""
+    L = TINY  # noqa: N806
+    steps = []
+    for i, junk in enumerate(garbage):
+        payload = L.update(rng.randrange(32), i, [rng.getrandbits(16)] * 4)
+        steps.append(junk + encode_frame(Op.UPDATE, i, payload))
+    steps.append(encode_frame(Op.READ_HIDDEN, 99, L.span(0, 16)))
+    exchange(L, steps, "top-garbage")

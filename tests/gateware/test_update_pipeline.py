@@ -1,0 +1,107 @@
+"""The learning core (update pipeline and meta LUT) in the Amaranth simulator, against the model."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metaplast.contract import Contract
+from metaplast.gateware.core_check import (
+    Scenario,
+    adversarial_hidden,
+    adversarial_updates,
+    core_testbenches,
+    expected,
+)
+
+from .sim import simulate
+
+CONTRACTS = {
+    "default": Contract(),
+    "nearest-12bit-uneven": Contract(
+        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
+        hidden_width=12,
+        guard_bits=4,
+        lut_entries=16,
+        meta_bits=8,
+        rounding="nearest",
+    ),
+}
+
+
+def run(s: Scenario, name: str) -> Scenario:
+    """Simulate ``s``; its events, final weights and counters must be the model's."""
+    core, play, watch = core_testbenches(s)
+
+    def check() -> None:
+        assert s.observed() == expected(s)
+
+    simulate(core, play, background=watch, name=name, check=check)
+    return s
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+@pytest.mark.parametrize("ready_prob", [1.0, 0.3])
+def test_adversarial_vectors_match_the_model(name: str, ready_prob: float) -> None:
+    c = CONTRACTS[name]
+    rng = random.Random(1)
+    hidden = adversarial_hidden(c, 96, rng)
+    updates = adversarial_updates(c, hidden, 400, rng)
+    s = run(Scenario(c, 96, hidden, updates, ready_prob=ready_prob), f"adversarial-{name}")
+    assert len(s.events) > 20  # the vectors do cross levels
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(st.data())
+def test_random_updates_match_the_model(data: st.DataObject) -> None:
+    c = CONTRACTS[data.draw(st.sampled_from(sorted(CONTRACTS)))]
+    synapses = data.draw(st.integers(1, 40))
+    hidden = data.draw(
+        st.lists(st.integers(c.w_min, c.w_max), min_size=synapses, max_size=synapses)
+    )
+    span = 1 << (c.update_width - 1)
+    updates = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, synapses - 1),
+                st.integers(-span, span - 1),
+                st.integers(0, 2**32 - 1),
+            ),
+            max_size=60,
+        )
+    )
+    mstar = data.draw(st.sampled_from([0.0, 1.5, 3.0, 6.0]))
+    run(Scenario(c, synapses, hidden, updates, mstar=mstar, ready_prob=0.6), "random")
+
+
+def test_counters_saturate() -> None:
+    c = CONTRACTS["default"]
+    lo, hi = c.level_ints[7], c.level_ints[9]
+    # alternate one synapse between two levels: every update is a level change
+    updates = [(0, (lo - hi if i % 2 == 0 else hi - lo) << c.guard_bits, 0) for i in range(9)]
+    s = run(Scenario(c, 2, [lo, 0], updates, mstar=0.0, counter_width=3), "saturate")
+    assert s.counts[0] == 7
+
+
+def test_one_update_per_clock_over_distinct_addresses() -> None:
+    c = CONTRACTS["default"]
+    n = 512
+    hidden = [0] * n
+    updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
+    s = run(Scenario(c, n, hidden, updates), "throughput")
+    # cycles with an update offered or in flight: n accepted plus the 4-stage drain
+    assert s.cycles == n + 4
+
+
+def test_crossbar_tile_of_8192_synapses() -> None:
+    c = CONTRACTS["default"]
+    n = 8192
+    rng = random.Random(8192)
+    hidden = adversarial_hidden(c, n, rng)
+    updates = adversarial_updates(c, hidden, 1500, rng)
+    updates += [(a, rng.randint(-(1 << 20), 1 << 20), 99) for a in range(n - 300, n)]
+    s = run(Scenario(c, n, hidden, updates, ready_prob=0.8), "tile-8192")
+    assert len(s.events) > 100

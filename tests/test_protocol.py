@@ -1,0 +1,141 @@
+"""The protocol definition and the model that answers it (the RTL is compared with this model)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metaplast.contract import Contract
+from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.protocol import (
+    CRC,
+    END,
+    ESC,
+    Frame,
+    FrameDecoder,
+    Info,
+    Layout,
+    Op,
+    Status,
+    crc16,
+    decode_events,
+    encode_frame,
+    lut_crc,
+)
+
+LAYOUT = Layout(Contract(), 64, max_block=16)
+
+
+def reply(model: CommandModel, op: int, seq: int, payload: bytes = b"") -> Frame:
+    (frame,) = FrameDecoder().feed(model.feed(encode_frame(op, seq, payload)))
+    assert frame.error is None and frame.op == op | 0x80 and frame.seq == seq
+    return frame
+
+
+@settings(max_examples=50, derandomize=True)
+@given(st.binary(max_size=64))
+def test_table_crc_equals_amaranths_crc(data: bytes) -> None:
+    assert crc16(data) == CRC(8).compute(data)
+
+
+def test_crc_check_value() -> None:
+    assert crc16(b"123456789") == 0x906E
+
+
+@settings(max_examples=100, derandomize=True)
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=40), st.binary(max_size=20))
+def test_frames_round_trip_after_any_garbage(
+    op: int, seq: int, payload: bytes, junk: bytes
+) -> None:
+    frames = list(FrameDecoder().feed(junk + encode_frame(op, seq, payload)))
+    assert frames[-1] == Frame(op, seq, payload, None, crc16(bytes((op, seq)) + payload))
+    assert all(f.error is not None for f in frames[:-1])  # garbage never passes as a frame
+
+
+def test_stuffing_escapes_both_special_bytes() -> None:
+    wire = encode_frame(Op.WRITE_HIDDEN, END, bytes([END, ESC]))
+    assert END not in wire[1:-1]
+    (frame,) = FrameDecoder().feed(wire)
+    assert frame.seq == END and frame.payload == bytes([END, ESC])
+
+
+def test_decoder_reports_each_kind_of_bad_frame() -> None:
+    good = encode_frame(Op.INFO, 1)
+    corrupted = good[:2] + bytes([good[2] ^ 1]) + good[3:]
+    stream = corrupted + bytes([END, 1, ESC, 5, 6, 7, END]) + bytes([END, 1, 2, END])
+    assert [f.error for f in FrameDecoder().feed(stream)] == [
+        Status.CRC,
+        Status.FRAMING,
+        Status.LENGTH,
+    ]
+    long = encode_frame(Op.WRITE_HIDDEN, 1, bytes(40))
+    assert [f.error for f in FrameDecoder(max_frame=16).feed(long)] == [Status.OVERFLOW]
+
+
+def test_info_round_trips_and_reports_the_loaded_lut() -> None:
+    model = CommandModel(LAYOUT, clock_hz=12_000_000, baud_divisor=4)
+    info = Info.unpack(reply(model, Op.INFO, 1).payload[1:])
+    assert info == Info.from_layout(LAYOUT, clock_hz=12_000_000, baud_divisor=4)
+    assert info.level_ints == LAYOUT.contract.level_ints
+    reply(model, Op.LOAD_LUT, 2, LAYOUT.load_lut(3.0))
+    info = Info.unpack(reply(model, Op.INFO, 3).payload[1:])
+    assert info.lut_mstar == 3.0
+    assert info.lut_crc == lut_crc(LAYOUT.contract.meta_lut(3.0))
+
+
+def test_update_events_and_counters_come_from_the_digital_unit() -> None:
+    model = CommandModel(LAYOUT)
+    c = LAYOUT.contract
+    step = (c.level_ints[8] - c.level_ints[10]) << c.guard_bits  # two levels up
+    events = decode_events(reply(model, Op.UPDATE, 1, LAYOUT.update(10, 0, [step, 0])).payload[1:])
+    assert events == [(0, 8, 10)]
+    counts = reply(model, Op.READ_COUNTERS, 2, LAYOUT.span(10, 2)).payload[1:]
+    assert struct.unpack("<HH", counts) == (1, 0)
+
+
+def test_retry_is_answered_again_without_applying() -> None:
+    model = CommandModel(LAYOUT)
+    frame = encode_frame(Op.UPDATE, 5, LAYOUT.update(0, 0, [-(1 << 20)] * 16))
+    first, again = model.feed(frame), model.feed(frame)
+    assert first == again
+    (read,) = FrameDecoder().feed(model.feed(encode_frame(Op.READ_HIDDEN, 6, LAYOUT.span(0, 1))))
+    assert struct.unpack("<h", read.payload[1:]) == (1 << 20 >> LAYOUT.contract.guard_bits,)
+
+
+@pytest.mark.parametrize(
+    ("op", "payload", "status"),
+    [
+        (Op.READ_HIDDEN, LAYOUT.span(60, 5), Status.RANGE),
+        (Op.READ_HIDDEN, LAYOUT.span(0, 17), Status.LENGTH),
+        (Op.UPDATE, LAYOUT.update(0, 0, []), Status.LENGTH),
+        (Op.UPDATE, LAYOUT.update(0, 0, [1]) + b"\x00", Status.LENGTH),
+        (Op.UPDATE, LAYOUT.update(63, 0, [1, 1]), Status.RANGE),
+        (Op.WRITE_HIDDEN, LAYOUT.write_hidden(0, [LAYOUT.contract.w_min - 1]), Status.VALUE),
+        (Op.LOAD_LUT, LAYOUT.load_lut(0.0, [1025] * 64), Status.VALUE),
+        (Op.RESET, b"\x00", Status.LENGTH),
+        (0x7F, b"", Status.OPCODE),
+    ],
+)
+def test_invalid_commands_change_nothing(op: int, payload: bytes, status: Status) -> None:
+    model = CommandModel(LAYOUT)
+    reply(model, Op.WRITE_HIDDEN, 1, LAYOUT.write_hidden(0, range(16)))
+    before = model.unit.read().clone(), model.unit.lut, model._last
+    (frame,) = FrameDecoder().feed(model.feed(encode_frame(op, 2, payload)))
+    assert frame.status == status
+    assert model.unit.read().equal(before[0]) and (model.unit.lut, model._last) == before[1:]
+
+
+def test_documented_example_bytes() -> None:
+    """The examples of docs/protocol.md."""
+    layout = Layout(Contract(), 8192)
+    model = CommandModel(layout)
+    assert encode_frame(Op.INFO, 1).hex(" ") == "c0 01 01 16 07 c0"
+    update = encode_frame(Op.UPDATE, 2, layout.update(16, 0xDEADBEEF, [-256, -838861]))
+    assert update.hex(" ") == "c0 05 02 10 00 00 00 ef be ad de 00 ff ff 33 33 f3 b3 1f c0"
+    assert model.feed(update).hex(" ") == "c0 85 02 00 01 00 01 00 08 09 d6 47 c0"
+    read = encode_frame(Op.READ_HIDDEN, 3, layout.span(16, 2))
+    assert read.hex(" ") == "c0 02 03 10 00 00 00 02 00 72 51 c0"
+    assert model.feed(read).hex(" ") == "c0 82 03 00 01 00 cd 0c ae 9d c0"
