@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -139,3 +140,25 @@ def test_documented_example_bytes() -> None:
     read = encode_frame(Op.READ_HIDDEN, 3, layout.span(16, 2))
     assert read.hex(" ") == "c0 02 03 10 00 00 00 02 00 72 51 c0"
     assert model.feed(read).hex(" ") == "c0 82 03 00 01 00 cd 0c ae 9d c0"
+
+
+def test_gateware_command_writes_verilog_with_the_contract_ports(tmp_path) -> None:
+    from metaplast.cli import main
+
+    out = tmp_path / "unit.v"
+    assert main(["gateware", "--synapses", "100", "--baud-divisor", "8", "--out", str(out)]) == 0
+    text = out.read_text()
+    header = text[text.index("module metaplast_unit(") : text.index(");")]
+    for port in ("clk", "rst", "uart_rx", "uart_tx", "prog_addr", "prog_device", "prog_level"):
+        assert port in header
+    params = json.loads(out.with_suffix(".json").read_text())
+    assert params["info"]["synapses"] == 100 and params["info"]["baud_divisor"] == 8
+
+
+def test_gateware_command_rejects_a_bad_configuration(tmp_path, capsys) -> None:
+    from metaplast.cli import main
+
+    out = tmp_path / "unit.v"
+    assert main(["gateware", "--synapses", "10", "--lut-entries", "3", "--out", str(out)]) == 2
+    assert "power of two" in capsys.readouterr().err
+    assert not out.exists()

@@ -39,13 +39,20 @@ UNEVEN = Layout(
 )
 
 
-def exchange(layout: Layout, steps: list[bytes], name: str, prog_busy_cycles: int = 0) -> bytes:
+def exchange(
+    layout: Layout,
+    steps: list[bytes],
+    name: str,
+    *,
+    prog_busy_cycles: int = 0,
+    prog_depth: int = 16,
+) -> bytes:
     """Send each step's bytes, wait until the model's replies to it are out; return the RTL's.
 
     Asserts that the RTL's reply stream equals the model's, and that the programming port
     strobed the model's device operations in the model's order.
     """
-    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR)
+    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR, prog_depth=prog_depth)
     pins = UartPins(dut.uart_rx, dut.uart_tx, DIVISOR)
     expected_ops: list[tuple[int, int, int]] = []
     model = CommandModel(layout, baud_divisor=DIVISOR, program=lambda *op: expected_ops.append(op))
@@ -199,7 +206,8 @@ def test_back_to_back_frames_and_a_slow_programming_circuit() -> None:
         ]
     )
     steps = [burst, encode_frame(Op.READ_COUNTERS, 3, L.span(0, 16))]
-    frames = replies(exchange(L, steps, "top-burst", prog_busy_cycles=7))
+    # a 2-deep programming FIFO behind a 7-cycle circuit: the pipeline has to stall
+    frames = replies(exchange(L, steps, "top-burst", prog_busy_cycles=7, prog_depth=2))
     assert len(frames) == 3
     assert struct.unpack_from("<H", frames[0].payload, 1)[0] == 16  # every synapse changed
 
