@@ -81,8 +81,14 @@ def model_rate(contract: Contract, synapses: int, d: list[int], repeats: int = 2
     return repeats * len(d) / (time.perf_counter() - t)
 
 
-def core_run(contract: Contract, synapses: int, d: list[int]) -> dict[str, float]:
-    """Stream ``d`` into the core one update per offered cycle; count cycles and wall time."""
+def core_run(
+    contract: Contract, synapses: int, d: list[int], *, same_synapse: bool = False
+) -> dict[str, float]:
+    """Stream ``d`` into the core one update per offered cycle; count cycles and wall time.
+
+    The updates go to synapses 0, 1, 2, ... or, with ``same_synapse``, all to synapse 0
+    (the read-after-write hazard).
+    """
     dut = SynapseCore(contract, synapses)
     stats = {"cycles": 0, "update_cycles": 0}
 
@@ -90,7 +96,8 @@ def core_run(contract: Contract, synapses: int, d: list[int]) -> dict[str, float
         ctx.set(dut.events.ready, 1)
         for addr, v in enumerate(d):
             ctx.set(dut.update.valid, 1)
-            ctx.set(dut.update.payload, {"addr": addr, "d": v, "seed": 1})
+            target = 0 if same_synapse else addr
+            ctx.set(dut.update.payload, {"addr": target, "d": v, "seed": 1})
             await ctx.tick().until(dut.update.ready)
         ctx.set(dut.update.valid, 0)
         await ctx.tick()
@@ -202,6 +209,8 @@ def main() -> None:
     print(
         f"  {core['cycles'] / core['seconds']:,.0f} simulated cycles/s, {core_rate:,.0f} updates/s"
     )
+    same = core_run(contract, 8, d[:200], same_synapse=True)
+    print(f"  {same['update_cycles'] / 200:.2f} cycles per update, all to one synapse")
     print(
         f"  bit-exact model: {model:,.0f} updates/s, {model / core_rate:,.0f}x the RTL simulation"
     )
