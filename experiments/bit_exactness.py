@@ -17,8 +17,8 @@ import time
 
 from amaranth.sim import Simulator
 
-from metaplast.contract import Contract
 from metaplast.gateware.core_check import (
+    CONTRACTS,
     Scenario,
     adversarial_hidden,
     adversarial_updates,
@@ -27,19 +27,9 @@ from metaplast.gateware.core_check import (
 )
 
 CONFIGS = {
-    "tiny (64 synapses, 16-bit, stochastic)": (Contract(), 64),
-    "uneven levels (40 synapses, 12-bit, nearest)": (
-        Contract(
-            levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
-            hidden_width=12,
-            guard_bits=4,
-            lut_entries=16,
-            meta_bits=8,
-            rounding="nearest",
-        ),
-        40,
-    ),
-    "crossbar tile (8192 synapses, 16-bit, stochastic)": (Contract(), 8192),
+    "tiny (64 synapses, 16-bit, stochastic)": (CONTRACTS["default"], 64),
+    "uneven levels (40 synapses, 12-bit, nearest)": (CONTRACTS["uneven-12bit"], 40),
+    "crossbar tile (8192 synapses, 16-bit, stochastic)": (CONTRACTS["default"], 8192),
 }
 
 

@@ -31,6 +31,8 @@ __all__ = ["CommandEngine"]
 # where the payload of each op starts in the frame buffer (index 0 is op, 1 is seq)
 _PAYLOAD = 2
 _HEADER_BYTES = 8  # the fixed fields read before the elements: start u32 and count/seed u32
+# ops that carry an array of elements: the bytes of fixed fields before it
+_ARRAY_HEAD = {Op.WRITE_HIDDEN: 4, Op.UPDATE: 8, Op.LOAD_LUT: 2}
 
 
 class CommandEngine(wiring.Component):
@@ -115,6 +117,10 @@ class CommandEngine(wiring.Component):
         update_limit = 1 << (c.update_width - 1)
 
         op_is = {op: desc.op == op for op in Op}
+        first_element = Signal(range(self.bank_size))
+        for op, head in _ARRAY_HEAD.items():
+            with m.If(op_is[op]):
+                m.d.comb += first_element.eq(_PAYLOAD + head)
         with m.If(op_is[Op.WRITE_HIDDEN]):
             m.d.comb += esize_now.eq(L.hidden_bytes)
         with m.Elif(op_is[Op.UPDATE]):
@@ -258,22 +264,16 @@ class CommandEngine(wiring.Component):
                                 elements.eq(count16),
                             ]
                         m.next = "RESPOND"
-                    with m.Case(Op.WRITE_HIDDEN):
-                        m.d.sync += idx.eq(_PAYLOAD + 4)
+                    with m.Case(*_ARRAY_HEAD):
+                        lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
+                        too_short = Mux(
+                            op_is[Op.LOAD_LUT],
+                            plen != lut_size,
+                            plen < first_element - _PAYLOAD,
+                        )
+                        m.d.sync += idx.eq(first_element)
                         m.next = "PRIME"
-                        with m.If(plen < 4):
-                            m.d.sync += status.eq(Status.LENGTH)
-                            m.next = "RESPOND"
-                    with m.Case(Op.UPDATE):
-                        m.d.sync += idx.eq(_PAYLOAD + 8)
-                        m.next = "PRIME"
-                        with m.If(plen < 8):
-                            m.d.sync += status.eq(Status.LENGTH)
-                            m.next = "RESPOND"
-                    with m.Case(Op.LOAD_LUT):
-                        m.d.sync += idx.eq(_PAYLOAD + 2)
-                        m.next = "PRIME"
-                        with m.If(plen != 2 + L.lut_bytes * c.lut_entries):
+                        with m.If(too_short):
                             m.d.sync += status.eq(Status.LENGTH)
                             m.next = "RESPOND"
                     with m.Case(Op.RESET):
@@ -302,14 +302,7 @@ class CommandEngine(wiring.Component):
                 with m.Elif(is_block & (range_end > L.synapses)):
                     m.d.sync += status.eq(Status.RANGE)
                 with m.Elif(status == Status.OK):
-                    m.d.sync += [count.eq(0), ev_count.eq(0)]
-                    with m.Switch(desc.op):
-                        with m.Case(Op.WRITE_HIDDEN):
-                            m.d.sync += idx.eq(_PAYLOAD + 4)
-                        with m.Case(Op.UPDATE):
-                            m.d.sync += idx.eq(_PAYLOAD + 8)
-                        with m.Case(Op.LOAD_LUT):
-                            m.d.sync += idx.eq(_PAYLOAD + 2)
+                    m.d.sync += [count.eq(0), ev_count.eq(0), idx.eq(first_element)]
                     m.d.comb += lut_crc.start.eq(1)
                     m.next = "PRIME_APPLY"
 

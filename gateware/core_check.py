@@ -23,6 +23,7 @@ from metaplast.firmware_sim.digital_unit import DigitalUnit
 from .synapse_core import SynapseCore
 
 __all__ = [
+    "CONTRACTS",
     "Scenario",
     "adversarial_hidden",
     "adversarial_updates",
@@ -31,6 +32,20 @@ __all__ = [
 ]
 
 Testbench = Callable[[Any], Coroutine[Any, Any, None]]
+
+CONTRACTS: dict[str, Contract] = {
+    "default": Contract(),
+    # unequal levels, narrow words, a small LUT, nearest rounding: the other corners
+    "uneven-12bit": Contract(
+        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
+        hidden_width=12,
+        guard_bits=4,
+        lut_entries=16,
+        meta_bits=8,
+        rounding="nearest",
+    ),
+}
+"""Contracts the gateware is checked with (tests, cocotb, ``experiments/bit_exactness.py``)."""
 
 
 @dataclass

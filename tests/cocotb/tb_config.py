@@ -12,21 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from metaplast.contract import Contract
+from metaplast.gateware.core_check import CONTRACTS
 from metaplast.protocol import Layout
-
-CONTRACTS: dict[str, Contract] = {
-    "default": Contract(),
-    # uneven levels, narrow words, nearest rounding: the corner cases of tests/gateware
-    "uneven-12bit": Contract(
-        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
-        hidden_width=12,
-        guard_bits=4,
-        lut_entries=16,
-        meta_bits=8,
-        rounding="nearest",
-    ),
-}
 
 _PREFIX = "METAPLAST_"
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.gateware.core_check import CONTRACTS
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame
 
@@ -24,19 +25,7 @@ from .uart_pins import UartPins
 
 DIVISOR = 4
 TINY = Layout(Contract(), 48, max_block=16)
-UNEVEN = Layout(
-    Contract(
-        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
-        hidden_width=12,
-        guard_bits=4,
-        lut_entries=16,
-        meta_bits=8,
-        rounding="nearest",
-    ),
-    20,
-    max_block=8,
-    counter_width=4,
-)
+UNEVEN = Layout(CONTRACTS["uneven-12bit"], 20, max_block=8, counter_width=4)
 
 
 def exchange(

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaplast.contract import Contract
 from metaplast.gateware.core_check import (
+    CONTRACTS,
     Scenario,
     adversarial_hidden,
     adversarial_updates,
@@ -18,18 +18,6 @@ from metaplast.gateware.core_check import (
 )
 
 from .sim import simulate
-
-CONTRACTS = {
-    "default": Contract(),
-    "nearest-12bit-uneven": Contract(
-        levels=(-1.0, -0.55, -0.2, 0.0, 0.15, 0.5, 1.1),
-        hidden_width=12,
-        guard_bits=4,
-        lut_entries=16,
-        meta_bits=8,
-        rounding="nearest",
-    ),
-}
 
 
 def run(s: Scenario, name: str) -> Scenario:
