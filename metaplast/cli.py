@@ -246,18 +246,13 @@ def _add_gateware(sub: Any) -> None:
 def _gateware(args: argparse.Namespace) -> int:
     import json
 
-    from metaplast.contract import Contract
     from metaplast.gateware.top import DigitalUnitTop, verilog
     from metaplast.gateware.uart import divisor_for
     from metaplast.host.config import ConfigError
     from metaplast.protocol import Layout
 
-    fields = {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
-        for flag in (*_CONTRACT_OPTIONS, "--rounding")
-    }
     try:
-        contract = Contract(**{k: v for k, v in fields.items() if v is not None})
+        contract = _contract_from(args)
         layout = Layout(
             contract, args.synapses, max_block=args.max_block, counter_width=args.counter_width
         )
@@ -297,12 +292,105 @@ def _gateware(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_board(sub: Any) -> None:
+    p = sub.add_parser(
+        "board-sim",
+        help="a simulated board on a virtual serial port",
+        description="Serve the digital unit's protocol on a pty (or a TCP port for pyserial's "
+        "socket://). Prints the port as the first line on stdout and serves until stopped.",
+    )
+    p.add_argument("--backend", choices=("model",), default="model", help="what answers")
+    p.add_argument("--baud", type=int, default=3_000_000, help="simulated baud rate (0: no limit)")
+    p.add_argument("--synapses", type=int, default=8192)
+    p.add_argument("--max-block", type=int, default=256)
+    p.add_argument("--counter-width", type=int, default=16)
+    p.add_argument("--clock-hz", type=int, default=48_000_000, help="reported by INFO")
+    p.add_argument("--listen", metavar="HOST:PORT", default=None, help="TCP instead of a pty")
+    for flag in _CONTRACT_OPTIONS:
+        _, kwargs = _SESSION_OPTIONS[flag]
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+
+    p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
+    p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
+    p.add_argument("--baudrate", type=int, default=3_000_000)
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
+
+
+def _contract_from(args: argparse.Namespace) -> Any:
+    from metaplast.contract import Contract
+
+    fields = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag in (*_CONTRACT_OPTIONS, "--rounding")
+    }
+    return Contract(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _board_sim(args: argparse.Namespace) -> int:
+    import signal
+
+    from metaplast.firmware_sim.board import serve_pty, serve_tcp
+    from metaplast.firmware_sim.command_model import CommandModel
+    from metaplast.gateware.uart import divisor_for
+    from metaplast.host.config import ConfigError
+    from metaplast.protocol import Layout
+
+    try:
+        layout = Layout(
+            _contract_from(args),
+            args.synapses,
+            max_block=args.max_block,
+            counter_width=args.counter_width,
+        )
+        divisor = divisor_for(args.clock_hz, args.baud) if args.baud else 0
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    model = CommandModel(layout, clock_hz=args.clock_hz, baud_divisor=divisor)
+
+    def announce(port: str) -> None:
+        print(port, flush=True)
+        print(
+            f"simulated board ({args.backend}): {args.synapses} synapses, "
+            f"{args.baud or 'unlimited'} baud; Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        if args.listen:
+            host, _, port = args.listen.rpartition(":")
+            serve_tcp(model, args.baud, host or "127.0.0.1", int(port), announce)
+        else:
+            serve_pty(model, args.baud, announce)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from metaplast.host.link import Link, LinkError
+
+    try:
+        with Link.open(args.port, baudrate=args.baudrate, timeout=args.timeout) as link:
+            info = link.read_info()
+    except LinkError as exc:
+        print(f"metaplast info: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"port": args.port, **info.to_dict()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaplast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_sweep(sub)
     _add_gateware(sub)
+    _add_board(sub)
     p = sub.add_parser("summary", help="a markdown table of finished or running runs")
     p.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -314,7 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": _train, "sweep": _sweep, "summary": _summary, "gateware": _gateware}
+        commands = {
+            "train": _train,
+            "sweep": _sweep,
+            "summary": _summary,
+            "gateware": _gateware,
+            "board-sim": _board_sim,
+            "info": _info,
+        }
         return commands[args.command](args)
     except (ConfigError, DatasetError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""The simulated board: the digital unit's protocol on a virtual serial port.
+
+A pty (what a USB serial adapter looks like to the host) or a TCP socket (pyserial's
+``socket://``) in front of :class:`~metaplast.firmware_sim.command_model.CommandModel`, the
+bit-exact model that answers every frame as the gateware does. A simulated baud rate paces
+both directions the way a UART would (10 bits per byte); ``baud=0`` is as fast as possible.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+import tty
+from collections.abc import Callable
+
+from .command_model import CommandModel
+
+__all__ = ["Pacer", "serve_fd", "serve_pty", "serve_tcp"]
+
+
+class Pacer:
+    """When the next byte may cross a simulated UART of ``baud`` (10 bits a byte)."""
+
+    def __init__(self, baud: int) -> None:
+        if baud < 0:
+            raise ValueError(f"baud must be >= 0, got {baud}")
+        self.byte_time = 10 / baud if baud else 0.0
+        self._free = 0.0
+
+    def budget(self, now: float) -> int:
+        """Bytes that may cross now (a large number when unthrottled)."""
+        if not self.byte_time:
+            return 1 << 16
+        self._free = max(self._free, now - 4 * self.byte_time)  # no credit for idle time
+        return max(0, int((now - self._free) / self.byte_time))
+
+    def spend(self, count: int) -> None:
+        self._free += count * self.byte_time
+
+    def wait(self, now: float) -> float:
+        """Seconds until one more byte may cross."""
+        return max(0.0, self._free + self.byte_time - now) if self.byte_time else 0.0
+
+
+def serve_fd(
+    fd: int,
+    model: CommandModel,
+    baud: int,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Answer frames arriving on ``fd`` until ``stop()`` or the peer goes away for good."""
+    rx, tx = Pacer(baud), Pacer(baud)
+    pending = bytearray()
+    while not stop():
+        now = time.monotonic()
+        want_read = rx.budget(now) > 0
+        timeout = 0.2
+        if pending:
+            timeout = min(timeout, tx.wait(now))
+        if not want_read:
+            timeout = min(timeout, rx.wait(now))
+        readable, writable, _ = select.select(
+            [fd] if want_read else [], [fd] if pending and tx.budget(now) else [], [], timeout
+        )
+        now = time.monotonic()
+        if readable:
+            try:
+                data = os.read(fd, min(4096, rx.budget(now)))
+            except OSError:  # a pty whose other side is closed: wait for a new one
+                time.sleep(0.05)
+                continue
+            if not data:
+                return
+            rx.spend(len(data))
+            pending += model.feed(data)
+        if writable and pending:
+            n = min(len(pending), tx.budget(now))
+            if n:
+                written = os.write(fd, bytes(pending[:n]))
+                tx.spend(written)
+                del pending[:written]
+
+
+def serve_pty(model: CommandModel, baud: int, announce: Callable[[str], None]) -> None:
+    """Open a pty, announce its path, serve on it until stopped (a signal)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no line editing: a byte pipe like a UART
+    announce(os.ttyname(slave))
+    # keeping our own slave descriptor open means a host that closes the port and comes back
+    # later finds it still there (and the master never sees end-of-file)
+    try:
+        serve_fd(master, model, baud)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def serve_tcp(
+    model: CommandModel, baud: int, host: str, port: int, announce: Callable[[str], None]
+) -> None:
+    """Listen on ``host:port`` (``socket://host:port`` for pyserial); one host at a time."""
+    with socket.create_server((host, port)) as server:
+        announce(f"socket://{host}:{server.getsockname()[1]}")
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                serve_fd(conn.fileno(), model, baud)

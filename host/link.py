@@ -1,0 +1,218 @@
+"""The host's side of the link: commands to a digital unit over a serial port.
+
+Works with anything pyserial opens: a board's ``/dev/ttyUSB*``, the simulated board's pty,
+``socket://host:port``. Every command waits for its response; a timeout, a corrupted reply or
+an error that says the frame was damaged on the way (CRC, FRAMING, LENGTH, OVERFLOW) resends
+the same bytes with the same sequence number, which the unit applies at most once
+(``docs/protocol.md``). Garbage on the line is skipped by the frame decoder.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import serial
+
+from metaplast.contract import Contract
+from metaplast.protocol import (
+    RESPONSE,
+    Frame,
+    FrameDecoder,
+    Info,
+    Layout,
+    Op,
+    Status,
+    decode_events,
+    encode_frame,
+    lut_crc,
+    mstar_code,
+)
+
+__all__ = ["Link", "LinkError", "LinkStats"]
+
+# statuses that mean "the frame was damaged on the way": resending the same bytes may work
+_TRANSIENT = {Status.CRC, Status.FRAMING, Status.LENGTH, Status.OVERFLOW}
+
+
+class LinkError(Exception):
+    """The unit did not answer, answered with an error, or is not the unit we expect."""
+
+
+@dataclass
+class LinkStats:
+    commands: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Link:
+    """One digital unit behind a serial port."""
+
+    def __init__(self, port: serial.SerialBase, *, name: str = "", retries: int = 8) -> None:
+        self.port = port
+        self.name = name or str(getattr(port, "port", port))
+        self.retries = retries
+        self.decoder = FrameDecoder()
+        self.stats = LinkStats()
+        self._seq = 0
+        self.info: Info | None = None
+        self.layout: Layout | None = None
+
+    @classmethod
+    def open(cls, url: str, *, baudrate: int = 3_000_000, timeout: float = 1.0, **kw: Any) -> Link:
+        try:
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+        except (serial.SerialException, ValueError) as exc:
+            raise LinkError(f"cannot open {url}: {exc}") from exc
+        return cls(port, name=url, **kw)
+
+    def close(self) -> None:
+        self.port.close()
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # one command -------------------------------------------------------------------------
+
+    def command(self, op: Op, payload: bytes = b"") -> bytes:
+        """Send ``op`` and return its response payload (after the OK status byte)."""
+        self._seq = (self._seq + 1) & 0xFF
+        frame = encode_frame(op, self._seq, payload)
+        self.stats.commands += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            try:
+                self.port.write(frame)
+                self.stats.bytes_sent += len(frame)
+                reply = self._await(op)
+            except serial.SerialException as exc:
+                raise LinkError(f"{self.name}: the port failed ({exc})") from exc
+            if reply is None:
+                self._note("timeout")
+                continue
+            status = reply.status
+            if status == Status.OK:
+                return reply.payload[1:]
+            if status in _TRANSIENT:
+                self._note(status.name)
+                continue
+            raise LinkError(f"{self.name}: {op.name} rejected with status {status.name}")
+        raise LinkError(
+            f"{self.name}: no valid response to {op.name} after {self.retries + 1} attempts "
+            f"({self.stats.retry_reasons}); is the board connected and running?"
+        )
+
+    def _note(self, reason: str) -> None:
+        self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+
+    def _await(self, op: Op) -> Frame | None:
+        """The response to the command in flight, a transient error for it, or None (timeout).
+
+        Gives up after a silent ``timeout``, or after ten of them of bytes that make no
+        answer (a line full of noise).
+        """
+        deadline = time.monotonic() + 10 * (self.port.timeout or 1.0)
+        while time.monotonic() < deadline:
+            data = self.port.read(max(1, self.port.in_waiting))
+            if not data:
+                return None
+            self.stats.bytes_received += len(data)
+            for frame in self.decoder.feed(data):
+                if frame.error is not None:
+                    continue  # a damaged reply: wait for the timeout, then resend
+                if frame.op == op | RESPONSE and frame.seq == self._seq and frame.payload:
+                    return frame
+                if frame.op & RESPONSE and frame.payload and frame.payload[0] in _TRANSIENT:
+                    return frame  # our request (or line noise) arrived damaged: resend now
+        return None
+
+    # the commands --------------------------------------------------------------------------
+
+    def read_info(self) -> Info:
+        self.info = Info.unpack(self.command(Op.INFO))
+        return self.info
+
+    def attach(self, contract: Contract, synapses: int | None = None) -> Info:
+        """INFO, checked against the contract the session trains with, before any write."""
+        info = self.read_info()
+        mine = Info.from_layout(
+            Layout(contract, info.synapses, max_block=info.max_block),
+            clock_hz=info.clock_hz,
+            baud_divisor=info.baud_divisor,
+        )
+        fields = ("version", "hidden_width", "frac_bits", "guard_bits", "meta_bits")
+        fields += ("lut_entries", "rounding", "level_ints")
+        wrong = [f for f in fields if getattr(info, f) != getattr(mine, f)]
+        if synapses is not None and info.synapses < synapses:
+            wrong.append(f"synapses ({info.synapses} < {synapses} needed)")
+        if wrong:
+            raise LinkError(
+                f"{self.name}: the unit does not match this session's numeric contract: "
+                + ", ".join(wrong)
+            )
+        self.layout = Layout(
+            contract, info.synapses, max_block=info.max_block, counter_width=info.counter_width
+        )
+        return info
+
+    def _layout(self) -> Layout:
+        if self.layout is None:
+            raise LinkError("call attach() first: the unit's parameters are not known yet")
+        return self.layout
+
+    def _blocks(self, start: int, count: int) -> Iterable[tuple[int, int]]:
+        step = self._layout().max_block
+        for s in range(start, start + count, step):
+            yield s, min(step, start + count - s)
+
+    def read_hidden(self, start: int, count: int) -> list[int]:
+        size = self._layout().hidden_bytes
+        out: list[int] = []
+        for s, n in self._blocks(start, count):
+            data = self.command(Op.READ_HIDDEN, self._layout().span(s, n))
+            out += [
+                int.from_bytes(data[i : i + size], "little", signed=True)
+                for i in range(0, len(data), size)
+            ]
+        return out
+
+    def write_hidden(self, start: int, values: list[int]) -> None:
+        for s, n in self._blocks(start, len(values)):
+            self.command(Op.WRITE_HIDDEN, self._layout().write_hidden(s, values[s - start :][:n]))
+
+    def read_counters(self, start: int, count: int) -> list[int]:
+        out: list[int] = []
+        for s, n in self._blocks(start, count):
+            data = self.command(Op.READ_COUNTERS, self._layout().span(s, n))
+            out += list(struct.unpack(f"<{n}H", data))
+        return out
+
+    def load_lut(self, mstar: float) -> None:
+        """Load the contract's table for ``m*`` and check the identity the unit reports."""
+        layout = self._layout()
+        self.command(Op.LOAD_LUT, layout.load_lut(mstar))
+        info = self.read_info()
+        table = layout.contract.meta_lut(mstar)
+        if info.lut_crc != lut_crc(table) or mstar_code(info.lut_mstar) != mstar_code(mstar):
+            raise LinkError(f"{self.name}: the LUT for m* = {mstar} did not load correctly")
+
+    def update(self, start: int, seed: int, d: list[int]) -> list[tuple[int, int, int]]:
+        """One UPDATE block; its level-change events as ``(address, old, new)``."""
+        payload = self.command(Op.UPDATE, self._layout().update(start, seed, d))
+        return [(start + off, old, new) for off, old, new in decode_events(payload)]
+
+    def reset(self) -> None:
+        self.command(Op.RESET)
