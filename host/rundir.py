@@ -112,6 +112,27 @@ def metrics_document(session: Session) -> dict[str, Any]:
             "share_under_25": float((counts < 25).double().mean()),
             "share_over_50": float((counts > 50).double().mean()),
         },
+        "link": _link_document(session),
+    }
+
+
+def _link_document(session: Session) -> dict[str, Any] | None:
+    """Where the layers lived and what the link cost (``None`` for an in-process session)."""
+    link = session.link
+    if link is None:
+        return None
+    from metaplast.host.synapses import LinkSynapses
+
+    return {
+        "port": link.name,
+        "layers_on_link": [
+            i for i, s in enumerate(session.synapses) if isinstance(s, LinkSynapses)
+        ],
+        "commands": link.stats.commands,
+        "retries": link.stats.retries,
+        "retry_reasons": dict(link.stats.retry_reasons),
+        "bytes_sent": link.stats.bytes_sent,
+        "bytes_received": link.stats.bytes_received,
     }
 
 

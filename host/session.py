@@ -8,21 +8,25 @@ state that a crash would lose.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from metaplast.host import datasets
-from metaplast.host.config import SessionConfig
+from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.qnn import QuantizedMLP
 from metaplast.host.rundir import RunDir
-from metaplast.host.synapses import FixedSynapses, FloatSynapses, SynapseArray
+from metaplast.host.synapses import FixedSynapses, FloatSynapses, LinkSynapses, SynapseArray
+
+if TYPE_CHECKING:
+    from metaplast.host.link import Link
 
 
 @dataclass(frozen=True)
@@ -93,19 +97,45 @@ def _generator(*parts: int) -> torch.Generator:
 class Session:
     """One training session of a :class:`SessionConfig` on in-process synapse arrays."""
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        link: Link | None = None,
+        link_layers: Sequence[int] | None = None,
+    ) -> None:
+        """``link``: a digital unit behind a serial port that holds the hidden weights of
+        ``link_layers`` (default: all); the other layers stay in the in-process model.
+
+        With a link, every layer gets its board address (layers one after the other from 0),
+        also the in-process ones, so the session ends the same whichever layers are on the
+        board.
+        """
         self.config = config
+        self.link = link
         self.model = QuantizedMLP(config.sizes, config.activation)
         init = _generator(config.seed, 1)
         self.synapses: list[SynapseArray] = []
-        for i, w in enumerate(self.model.weights):
-            w_hidden = torch.randn(w.shape, generator=init) * config.init_std
-            if config.arithmetic == "fixed":
-                self.synapses.append(
-                    FixedSynapses(w_hidden, config.contract, seed=config.seed * 64 + i)
-                )
+        shapes = [tuple(w.shape) for w in self.model.weights]
+        on_link = set(range(len(shapes)) if link_layers is None else link_layers)
+        if link is not None:
+            if config.arithmetic != "fixed":
+                raise ConfigError("a board computes the fixed-point rule: use --arithmetic fixed")
+            if not on_link <= set(range(len(shapes))):
+                raise ConfigError(f"--link-layers: the network has layers 0..{len(shapes) - 1}")
+            link.attach(config.contract, synapses=sum(math.prod(sh) for sh in shapes))
+            link.reset()
+        base = 0
+        for i, shape in enumerate(shapes):
+            w_hidden = torch.randn(shape, generator=init) * config.init_std
+            seed = config.seed * 64 + i
+            if link is not None and i in on_link:
+                self.synapses.append(LinkSynapses(w_hidden, config.contract, seed, link, base))
+            elif config.arithmetic == "fixed":
+                self.synapses.append(FixedSynapses(w_hidden, config.contract, seed, base))
             else:
                 self.synapses.append(FloatSynapses(w_hidden, config.levels))
+            if link is not None:
+                base += math.prod(shape)
         self.model.set_weights([s.quantized() for s in self.synapses])
         self.adams = [Adam(s.shape) for s in self.synapses]
         self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=config.lr)
@@ -256,18 +286,22 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    link: Link | None = None,
+    link_layers: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """A whole session into run directory ``out``: data, training, metrics and plots.
 
     Data are loaded before ``out`` is touched, so a missing data set or a config error leaves
-    no half-made run directory behind.
+    no half-made run directory behind. With ``link``, the layers ``link_layers`` train on
+    the board behind it (see :class:`Session`); a board that fails mid-session raises
+    :class:`~metaplast.host.link.LinkError` and leaves the last epoch's checkpoint as it was.
     """
     from metaplast.host import plots
     from metaplast.host.rundir import metrics_document, write_json
 
     data = {t: load_task(t, data_dir, config.train_limit) for t in config.tasks}
     run = RunDir.open(out, config, resume)
-    session = Session(config)
+    session = Session(config, link, link_layers)
     state = run.checkpoint() if resume else None
     if state is not None:
         session.load_state_dict(state)

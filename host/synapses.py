@@ -1,13 +1,13 @@
 """Where a layer's hidden weights live and how updates reach them.
 
 A training session talks to every layer's synapses through one small interface, so that the
-same loop drives the float reference rule, the bit-exact model of the digital unit, and (later)
-a board across a serial link or a crossbar model.
+same loop drives the float reference rule, the bit-exact model of the digital unit, and
+a board across a serial link (:class:`LinkSynapses`), or a crossbar model.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -15,6 +15,9 @@ from torch import Tensor
 from metaplast import rule
 from metaplast.contract import Contract
 from metaplast.firmware_sim.digital_unit import DigitalUnit
+
+if TYPE_CHECKING:
+    from metaplast.host.link import Link
 
 
 class SynapseArray(Protocol):
@@ -80,10 +83,10 @@ def block_seed(base: int, step: int) -> int:
 class FixedSynapses:
     """Hidden weights in the bit-exact model of the digital unit (the gateware's arithmetic)."""
 
-    def __init__(self, w_hidden: Tensor, contract: Contract, seed: int) -> None:
+    def __init__(self, w_hidden: Tensor, contract: Contract, seed: int, base: int = 0) -> None:
         self.shape = tuple(w_hidden.shape)
         self.contract = contract
-        self.unit = DigitalUnit(contract, w_hidden.numel())
+        self.unit = DigitalUnit(contract, w_hidden.numel(), base=base)
         self.unit.write(0, contract.hidden_to_int(w_hidden.flatten()))
         self.level_values = contract.level_values().to(torch.float32)
         self.seed = seed
@@ -121,4 +124,80 @@ class FixedSynapses:
         self.unit.load_hidden(state["hidden_int"])
         self.unit.change_count = state["change_count"].clone()
         self.unit.load_lut(state["mstar"])
+        self.steps = int(state["steps"])
+
+
+class LinkSynapses:
+    """Hidden weights on a digital unit behind a serial link, at ``base .. base + size - 1``.
+
+    The host keeps only the level of each synapse, which the level-change events of every
+    update block keep current (what the crossbar would be reprogrammed to). The arithmetic
+    and the dither are the board's, so this layer ends exactly as a :class:`FixedSynapses`
+    with the same ``base`` and seed.
+    """
+
+    def __init__(
+        self, w_hidden: Tensor, contract: Contract, seed: int, link: Link, base: int
+    ) -> None:
+        self.shape = tuple(w_hidden.shape)
+        self.size = w_hidden.numel()
+        self.contract = contract
+        self.link = link
+        self.base = base
+        self.seed = seed
+        self.steps = 0
+        self.mstar = 0.0
+        self.count_offset = torch.zeros(self.size, dtype=torch.int64)
+        self.level_values = contract.level_values().to(torch.float32)
+        self._write(contract.hidden_to_int(w_hidden.flatten()))
+
+    def _write(self, hidden: Tensor) -> None:
+        self.link.write_hidden(self.base, hidden.numpy())
+        self.level = self.contract.level_of(hidden)
+
+    def quantized(self) -> Tensor:
+        return self.level_values[self.level].reshape(self.shape)
+
+    def apply(self, d: Tensor) -> Tensor:
+        from metaplast.host.link import LinkError
+
+        d_int = self.contract.update_to_int(d.flatten()).numpy()
+        seed = block_seed(self.seed, self.steps)
+        self.steps += 1
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        block = self.link.layout.max_block if self.link.layout else 256
+        for s in range(0, self.size, block):
+            for addr, old, new in self.link.update(self.base + s, seed, d_int[s : s + block]):
+                i = addr - self.base
+                if int(self.level[i]) != old:
+                    raise LinkError(
+                        f"{self.link.name}: synapse {addr} changed from level {old}, but the "
+                        f"host had it at {int(self.level[i])}: the board's state is not ours"
+                    )
+                self.level[i] = new
+                mask[i] = True
+        return mask.reshape(self.shape)
+
+    def set_mstar(self, mstar: float) -> None:
+        if mstar != self.mstar:
+            self.link.load_lut(mstar)
+            self.mstar = float(mstar)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The same keys as :class:`FixedSynapses`: checkpoints move between the two."""
+        counts = torch.tensor(self.link.read_counters(self.base, self.size), dtype=torch.int64)
+        return {
+            "hidden_int": torch.tensor(self.link.read_hidden(self.base, self.size)),
+            "change_count": self.count_offset + counts,
+            "mstar": self.mstar,
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._write(state["hidden_int"].to(torch.int64))
+        # the board's counters cannot be written: they count on from zero after a reset
+        counts = torch.tensor(self.link.read_counters(self.base, self.size), dtype=torch.int64)
+        self.count_offset = state["change_count"].to(torch.int64) - counts
+        self.mstar = -1.0
+        self.set_mstar(float(state["mstar"]))
         self.steps = int(state["steps"])

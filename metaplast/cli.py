@@ -97,6 +97,20 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>-seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--port",
+        default=None,
+        help="train on a board (or board-sim) behind this serial port, pty or socket:// URL",
+    )
+    p.add_argument(
+        "--link-layers",
+        type=_ints,
+        default=None,
+        help="with --port: the layers whose synapses live on the board, e.g. 0 or 0,2 "
+        "(default all; the others stay in the in-process model, same arithmetic)",
+    )
+    p.add_argument("--baudrate", type=int, default=3_000_000, help="with --port: the UART rate")
+    p.add_argument("--link-timeout", type=float, default=2.0, help="seconds per attempt")
 
 
 def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
@@ -141,14 +155,31 @@ def _train(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else 0
     out = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'quick'}-seed{seed}"
     config = _session_config(args, out)
-    metrics = train(
-        config,
-        out,
-        args.data_dir,
-        resume=args.resume,
-        progress=not args.no_progress,
-        on_epoch=_report,
-    )
+    link = None
+    if args.port:
+        from metaplast.host.link import Link
+
+        link = Link.open(args.port, baudrate=args.baudrate, timeout=args.link_timeout)
+    try:
+        metrics = train(
+            config,
+            out,
+            args.data_dir,
+            resume=args.resume,
+            progress=not args.no_progress,
+            on_epoch=_report,
+            link=link,
+            link_layers=args.link_layers,
+        )
+    finally:
+        if link is not None:
+            link.close()
+            s = link.stats
+            print(
+                f"link {args.port}: {s.commands} commands, {s.retries} retries "
+                f"{s.retry_reasons or ''}, {s.bytes_sent:,} bytes sent, "
+                f"{s.bytes_received:,} received"
+            )
     final = metrics["epochs"][-1]["test_acc"]
     print("final test accuracy: " + ", ".join(f"{t} {100 * a:.2f} %" for t, a in final.items()))
     print(f"run directory: {out}")
@@ -399,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from metaplast.host.config import ConfigError
     from metaplast.host.datasets import DatasetError
+    from metaplast.host.link import LinkError
 
     args = build_parser().parse_args(argv)
     try:
@@ -411,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "info": _info,
         }
         return commands[args.command](args)
-    except (ConfigError, DatasetError) as exc:
+    except (ConfigError, DatasetError, LinkError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
 from amaranth.lib.crc import catalog
 
 from metaplast.contract import Contract
@@ -448,8 +449,12 @@ def lut_crc(entries: Iterable[int]) -> int:
 
 
 def signed_bytes(values: Iterable[int], width: int) -> bytes:
-    """Two's-complement little-endian fields of ``width`` bytes."""
-    return b"".join(int(v).to_bytes(width, "little", signed=True) for v in values)
+    """Two's-complement little-endian fields of ``width`` bytes (values must fit them)."""
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype="<i8")
+    limit = 1 << (8 * width - 1)
+    if arr.size and (arr.min() < -limit or arr.max() >= limit):
+        raise ValueError(f"values do not fit {width}-byte signed fields")
+    return arr.reshape(-1, 1).view(np.uint8)[:, :width].tobytes()
 
 
 def decode_events(payload: bytes) -> list[tuple[int, int, int]]:
