@@ -23,6 +23,8 @@ __all__ = ["Pacer", "serve_fd", "serve_pty", "serve_tcp"]
 class Pacer:
     """When the next byte may cross a simulated UART of ``baud`` (10 bits a byte)."""
 
+    BURST = 64
+
     def __init__(self, baud: int) -> None:
         if baud < 0:
             raise ValueError(f"baud must be >= 0, got {baud}")
@@ -33,7 +35,8 @@ class Pacer:
         """Bytes that may cross now (a large number when unthrottled)."""
         if not self.byte_time:
             return 1 << 16
-        self._free = max(self._free, now - 4 * self.byte_time)  # no credit for idle time
+        # an idle line earns at most a USB packet's worth (64 bytes) of credit
+        self._free = max(self._free, now - self.BURST * self.byte_time)
         return max(0, int((now - self._free) / self.byte_time))
 
     def spend(self, count: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from metaplast.protocol import (
@@ -23,6 +24,7 @@ from metaplast.protocol import (
     encode_response,
     mstar_code,
     signed_bytes,
+    unpack_signed,
 )
 
 from .digital_unit import DigitalUnit
@@ -92,14 +94,11 @@ class CommandModel:
 
     # checks, in the gateware's order ----------------------------------------------------------
 
-    def _elements(self, body: bytes, size: int, *, signed: bool) -> list[int]:
-        whole = len(body) - len(body) % size
-        return [
-            int.from_bytes(body[i : i + size], "little", signed=signed)
-            for i in range(0, whole, size)
-        ]
+    def _elements(self, body: bytes, size: int, *, signed: bool) -> np.ndarray:
+        values = unpack_signed(body, size)
+        return values if signed else values & ((1 << (8 * size)) - 1)
 
-    def _block(self, start: int, values: list[int], trailing: int, bad: bool) -> None:
+    def _block(self, start: int, values: np.ndarray, trailing: int, bad: bool) -> None:
         """LENGTH, then RANGE, then VALUE, as the gateware's verdict after its first pass."""
         if trailing or not 1 <= len(values) <= self.layout.max_block:
             raise _Reject(Status.LENGTH)
@@ -141,9 +140,9 @@ class CommandModel:
         c, size = self.layout.contract, self.layout.hidden_bytes
         start = struct.unpack_from("<I", payload)[0]
         values = self._elements(payload[4:], size, signed=True)
-        bad = any(not c.w_min <= v <= c.w_max for v in values)
+        bad = bool(((values < c.w_min) | (values > c.w_max)).any())
         self._block(start, values, (len(payload) - 4) % size, bad)
-        self.unit.write(start, values)
+        self.unit.write(start, torch.from_numpy(values))
         return b""
 
     def _update(self, payload: bytes) -> bytes:
@@ -153,9 +152,9 @@ class CommandModel:
         start, seed = struct.unpack_from("<II", payload)
         values = self._elements(payload[8:], size, signed=True)
         limit = 1 << (c.update_width - 1)
-        bad = any(not -limit <= v < limit for v in values)
+        bad = bool(((values < -limit) | (values >= limit)).any())
         self._block(start, values, (len(payload) - 8) % size, bad)
-        changes = self.unit.update(torch.tensor(values), start=start, seed=seed)
+        changes = self.unit.update(torch.from_numpy(values), start=start, seed=seed)
         if self.program is not None:
             for addr, old, new in zip(*(t.tolist() for t in changes), strict=True):
                 for device, level in c.device_operations(old, new):
@@ -174,9 +173,9 @@ class CommandModel:
             raise _Reject(Status.LENGTH)
         mstar = struct.unpack_from("<H", payload)[0]
         entries = self._elements(payload[2:], self.layout.lut_bytes, signed=False)
-        if any(e > c.meta_one for e in entries):
+        if bool((entries > c.meta_one).any()):
             raise _Reject(Status.VALUE)
-        self.unit.load_table(entries, mstar / Info.MSTAR_SCALE)
+        self.unit.load_table(entries.tolist(), mstar / Info.MSTAR_SCALE)
         self.lut_mstar = mstar
         return b""
 

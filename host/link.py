@@ -103,6 +103,9 @@ class Link:
             if reply is None:
                 self._note("timeout")
                 continue
+            if reply.error is not None:
+                self._note("damaged reply")
+                continue
             status = reply.status
             if status == Status.OK:
                 return reply.payload[1:]
@@ -119,7 +122,7 @@ class Link:
         self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
 
     def _await(self, op: Op) -> Frame | None:
-        """The response to the command in flight, a transient error for it, or None (timeout).
+        """The response to the command in flight, a damaged frame, a transient error, or None.
 
         Gives up after a silent ``timeout``, or after ten of them of bytes that make no
         answer (a line full of noise).
@@ -132,7 +135,7 @@ class Link:
             self.stats.bytes_received += len(data)
             for frame in self.decoder.feed(data):
                 if frame.error is not None:
-                    continue  # a damaged reply: wait for the timeout, then resend
+                    return frame  # most likely our reply, damaged: resending is safe
                 if frame.op == op | RESPONSE and frame.seq == self._seq and frame.payload:
                     return frame
                 if frame.op & RESPONSE and frame.payload and frame.payload[0] in _TRANSIENT:

@@ -348,6 +348,55 @@ def _add_board(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
 
 
+def _add_link_faults(sub: Any) -> None:
+    p = sub.add_parser(
+        "link-faults",
+        help="a faulty line in front of a board: corrupts, drops, duplicates, delays bytes",
+        description="Open a new pty that forwards to --port with faults in both directions. "
+        "Prints the new port as the first line on stdout and forwards until stopped.",
+    )
+    p.add_argument("--port", required=True, help="the board's port (or board-sim's)")
+    p.add_argument("--byte-error-rate", type=float, default=0.0, help="bytes with a flipped bit")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="bytes lost")
+    p.add_argument("--duplicate-rate", type=float, default=0.0, help="bytes sent twice")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every chunk")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baudrate", type=int, default=3_000_000)
+
+
+def _link_faults(args: argparse.Namespace) -> int:
+    import signal
+
+    from metaplast.firmware_sim.faults import Faults, serve_proxy
+    from metaplast.host.config import ConfigError
+
+    try:
+        faults = Faults(
+            args.byte_error_rate,
+            args.drop_rate,
+            args.duplicate_rate,
+            args.delay_ms / 1000,
+            args.seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    def announce(port: str) -> None:
+        print(port, flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        to_board, to_host = serve_proxy(args.port, faults, announce, baudrate=args.baudrate)
+    except KeyboardInterrupt:
+        return 0
+    for name, f in (("to the board", to_board), ("to the host", to_host)):
+        print(
+            f"{name}: {f.corrupted} corrupted, {f.dropped} dropped, {f.duplicated} duplicated",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _contract_from(args: argparse.Namespace) -> Any:
     from metaplast.contract import Contract
 
@@ -422,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_gateware(sub)
     _add_board(sub)
+    _add_link_faults(sub)
     p = sub.add_parser("summary", help="a markdown table of finished or running runs")
     p.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -441,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gateware": _gateware,
             "board-sim": _board_sim,
             "info": _info,
+            "link-faults": _link_faults,
         }
         return commands[args.command](args)
     except (ConfigError, DatasetError, LinkError) as exc:

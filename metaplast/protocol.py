@@ -56,6 +56,7 @@ __all__ = [
     "lut_crc",
     "mstar_code",
     "signed_bytes",
+    "unpack_signed",
     "stuff",
 ]
 
@@ -136,14 +137,21 @@ def crc16(data: bytes | bytearray | memoryview) -> int:
 
 # framing -------------------------------------------------------------------------------------
 
-_STUFF = {END: bytes((ESC, ESC_END)), ESC: bytes((ESC, ESC_ESC))}
-
 
 def stuff(body: bytes) -> bytes:
     """SLIP-escape ``body`` (no delimiters)."""
-    if END not in body and ESC not in body:
-        return bytes(body)
-    return b"".join(_STUFF.get(b, bytes((b,))) for b in body)
+    return bytes(body).replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
+
+
+_UNESCAPE = {ESC_END: bytes((END,)), ESC_ESC: bytes((ESC,))}
+
+
+def _unstuff(raw: bytes) -> bytes | None:
+    """Unescape a frame's bytes; ``None`` when an escape is invalid (the slow path decides)."""
+    head, *rest = raw.split(b"\xdb")
+    if any(not part or part[0] not in _UNESCAPE for part in rest):
+        return None
+    return head + b"".join(_UNESCAPE[part[0]] + part[1:] for part in rest)
 
 
 def encode_frame(op: int, seq: int, payload: bytes = b"") -> bytes:
@@ -188,33 +196,46 @@ class FrameDecoder:
 
     def __init__(self, max_frame: int = 1 << 16) -> None:
         self.max_frame = max_frame
+        self._raw = bytearray()  # the current frame's bytes as received (stuffed)
         self._buf = bytearray()
         self._escaped = False
         self._framing = False
         self._overflow = False
 
     def feed(self, data: bytes) -> Iterator[Frame]:
-        for b in data:
-            if b == END:
-                frame = self._finish()
-                if frame is not None:
-                    yield frame
-                continue
-            if self._escaped:
-                self._escaped = False
-                if b == ESC_END:
-                    b = END
-                elif b == ESC_ESC:
-                    b = ESC
-                else:
-                    self._framing = True
-            elif b == ESC:
-                self._escaped = True
-                continue
-            if len(self._buf) < self.max_frame:
-                self._buf.append(b)
+        *complete, tail = bytes(data).split(b"\xc0")
+        for segment in complete:
+            raw = bytes(self._raw) + segment
+            self._raw.clear()
+            body = _unstuff(raw)
+            if body is not None:  # the common case, at the speed of bytes methods
+                self._buf[:] = body[: self.max_frame]
+                self._overflow = len(body) > self.max_frame
             else:
-                self._overflow = True
+                for b in raw:
+                    self._byte(b)
+            frame = self._finish()
+            if frame is not None:
+                yield frame
+        self._raw += tail
+
+    def _byte(self, b: int) -> None:
+        """One byte of a frame with an invalid escape: exactly what the gateware does."""
+        if self._escaped:
+            self._escaped = False
+            if b == ESC_END:
+                b = END
+            elif b == ESC_ESC:
+                b = ESC
+            else:
+                self._framing = True
+        elif b == ESC:
+            self._escaped = True
+            return
+        if len(self._buf) < self.max_frame:
+            self._buf.append(b)
+        else:
+            self._overflow = True
 
     def _finish(self) -> Frame | None:
         """The frame that an ``END`` closes; errors in the order of precedence the unit uses."""
@@ -455,6 +476,18 @@ def signed_bytes(values: Iterable[int], width: int) -> bytes:
     if arr.size and (arr.min() < -limit or arr.max() >= limit):
         raise ValueError(f"values do not fit {width}-byte signed fields")
     return arr.reshape(-1, 1).view(np.uint8)[:, :width].tobytes()
+
+
+def unpack_signed(data: bytes, width: int) -> np.ndarray:
+    """``width``-byte two's-complement little-endian fields to int64 (the inverse of
+    :func:`signed_bytes`); a trailing partial field is ignored."""
+    count = len(data) // width
+    raw = np.frombuffer(data, dtype=np.uint8, count=count * width).reshape(count, width)
+    padded = np.zeros((count, 8), dtype=np.uint8)
+    padded[:, :width] = raw
+    values = padded.view("<i8").reshape(count)
+    sign = np.int64(1) << (8 * width - 1)
+    return (values ^ sign) - sign if width < 8 else values
 
 
 def decode_events(payload: bytes) -> list[tuple[int, int, int]]:

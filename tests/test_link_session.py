@@ -127,3 +127,45 @@ def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, re
     resumed = json.loads((out / "metrics.json").read_text())
     assert epochs_without_time(resumed) == epochs_without_time(metrics)
     assert resumed["level_changes"] == metrics["level_changes"]
+
+
+class Proxy:
+    """``metaplast link-faults`` in front of a board."""
+
+    def __init__(self, port: str, *rates: str) -> None:
+        self.proc = subprocess.Popen(
+            [CLI, "link-faults", "--port", port, *rates],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_a_noisy_line_ends_bit_identical(data_dir: Path, tmp_path: Path, reference) -> None:
+    """Byte errors 1e-3, drops and duplicates 1e-4 each way: more retries, the same session."""
+    metrics, state = reference
+    board = Board("--synapses", str(SYNAPSES), "--baud", "0")
+    line = Proxy(
+        board.port,
+        *("--byte-error-rate", "1e-3", "--drop-rate", "1e-4", "--duplicate-rate", "1e-4"),
+    )
+    try:
+        with Link.open(line.port, timeout=0.3, retries=30) as link:
+            noisy = train(
+                SessionConfig(**TINY_LINK), tmp_path / "run", data_dir, progress=False, link=link
+            )
+    finally:
+        line.stop()
+        board.stop()
+    assert noisy["link"]["retries"] > 100
+    assert epochs_without_time(noisy) == epochs_without_time(metrics)
+    assert noisy["level_changes"] == metrics["level_changes"]
+    mine = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    for a, b in zip(mine["synapses"], state["synapses"], strict=True):
+        assert torch.equal(a["hidden_int"], b["hidden_int"])  # nothing lost or applied twice
