@@ -66,6 +66,8 @@ class CommandEngine(wiring.Component):
                 "lut_crc": In(16),
             }
         )
+        self.idle = Signal()
+        """No frame in execution or waiting (for simulations that sleep while nothing happens)."""
 
     def elaborate(self, platform: object) -> Module:
         L = self.layout  # noqa: N806
@@ -211,7 +213,7 @@ class CommandEngine(wiring.Component):
 
         m.d.comb += ev_rd.addr.eq(k)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.frame.ready.eq(1)
                 with m.If(self.frame.valid):
@@ -478,5 +480,7 @@ class CommandEngine(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.release.eq(1)
                 m.next = "IDLE"
+
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & ~self.frame.valid)
 
         return m

@@ -104,11 +104,12 @@ class Session:
         link_layers: Sequence[int] | None = None,
     ) -> None:
         """``link``: a digital unit behind a serial port that holds the hidden weights of
-        ``link_layers`` (default: all); the other layers stay in the in-process model.
+        ``link_layers`` (default: all), packed one after the other from board address 0; the
+        other layers stay in the in-process model.
 
-        With a link, every layer gets its board address (layers one after the other from 0),
-        also the in-process ones, so the session ends the same whichever layers are on the
-        board.
+        The stochastic rounding hashes a synapse's address, so a layer rounds as it would at
+        its board address: a session with only its first layer on the board, or only one
+        layer, ends bit for bit as the in-process session (where every layer starts at 0).
         """
         self.config = config
         self.link = link
@@ -122,7 +123,8 @@ class Session:
                 raise ConfigError("a board computes the fixed-point rule: use --arithmetic fixed")
             if not on_link <= set(range(len(shapes))):
                 raise ConfigError(f"--link-layers: the network has layers 0..{len(shapes) - 1}")
-            link.attach(config.contract, synapses=sum(math.prod(sh) for sh in shapes))
+            needed = sum(math.prod(shapes[i]) for i in on_link)
+            link.attach(config.contract, synapses=needed)
             link.reset()
         base = 0
         for i, shape in enumerate(shapes):
@@ -130,12 +132,11 @@ class Session:
             seed = config.seed * 64 + i
             if link is not None and i in on_link:
                 self.synapses.append(LinkSynapses(w_hidden, config.contract, seed, link, base))
+                base += math.prod(shape)
             elif config.arithmetic == "fixed":
-                self.synapses.append(FixedSynapses(w_hidden, config.contract, seed, base))
+                self.synapses.append(FixedSynapses(w_hidden, config.contract, seed))
             else:
                 self.synapses.append(FloatSynapses(w_hidden, config.levels))
-            if link is not None:
-                base += math.prod(shape)
         self.model.set_weights([s.quantized() for s in self.synapses])
         self.adams = [Adam(s.shape) for s in self.synapses]
         self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=config.lr)

@@ -133,7 +133,7 @@ class LinkSynapses:
     The host keeps only the level of each synapse, which the level-change events of every
     update block keep current (what the crossbar would be reprogrammed to). The arithmetic
     and the dither are the board's, so this layer ends exactly as a :class:`FixedSynapses`
-    with the same ``base`` and seed.
+    with the same ``base`` and seed (and, at base 0, as the in-process session's layer).
     """
 
     def __init__(

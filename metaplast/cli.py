@@ -330,7 +330,13 @@ def _add_board(sub: Any) -> None:
         description="Serve the digital unit's protocol on a pty (or a TCP port for pyserial's "
         "socket://). Prints the port as the first line on stdout and serves until stopped.",
     )
-    p.add_argument("--backend", choices=("model",), default="model", help="what answers")
+    p.add_argument(
+        "--backend",
+        choices=("model", "rtl"),
+        default="model",
+        help="model: the bit-exact model (fast); rtl: the gateware under the Amaranth "
+        "simulator, UART pins included (a few hundred bytes per second)",
+    )
     p.add_argument("--baud", type=int, default=3_000_000, help="simulated baud rate (0: no limit)")
     p.add_argument("--synapses", type=int, default=8192)
     p.add_argument("--max-block", type=int, default=256)
@@ -439,7 +445,13 @@ def _board_sim(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        if args.listen:
+        if args.backend == "rtl":
+            from metaplast.firmware_sim.rtl_board import serve_rtl_pty
+
+            if args.listen:
+                raise ConfigError("--listen serves the model backend only")
+            serve_rtl_pty(layout, announce, baud=args.baud)
+        elif args.listen:
             host, _, port = args.listen.rpartition(":")
             serve_tcp(model, args.baud, host or "127.0.0.1", int(port), announce)
         else:

@@ -41,65 +41,56 @@ def args_for(data_dir: Path, out: Path, port: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    """The whole session with every layer on a board: metrics and final hidden weights."""
+    """The in-process session: metrics and final hidden weights that a board must reproduce."""
     from conftest import SHARED_DATASETS
 
     if not (SHARED_DATASETS / "mnist").is_dir():
         pytest.skip("real data sets not found")
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference") / "run"
-    board = Board("--synapses", str(SYNAPSES), "--baud", "0")
-    try:
-        with Link.open(board.port, timeout=0.5) as link:
-            metrics = train(
-                SessionConfig(**TINY_LINK), out, SHARED_DATASETS, progress=False, link=link
-            )
-    finally:
-        board.stop()
+    metrics = train(SessionConfig(**TINY_LINK), out, SHARED_DATASETS, progress=False)
+    return metrics, torch.load(out / "checkpoint.pt", weights_only=False)
+
+
+def on_board(data_dir: Path, out: Path, port: str, layers: list[int], **kw: object) -> dict:
+    with Link.open(port, **kw) as link:  # type: ignore[arg-type]
+        return train(
+            SessionConfig(**TINY_LINK), out, data_dir, progress=False, link=link, link_layers=layers
+        )
+
+
+def assert_same_session(metrics: dict, out: Path, reference: tuple[dict, dict]) -> None:
+    """Accuracies, level changes and every final hidden weight, bit for bit."""
+    ref_metrics, ref_state = reference
+    assert epochs_without_time(metrics) == epochs_without_time(ref_metrics)
+    assert metrics["level_changes"] == ref_metrics["level_changes"]
     state = torch.load(out / "checkpoint.pt", weights_only=False)
-    return metrics, state
-
-
-def test_the_board_session_writes_the_metrics_contract(reference: tuple[dict, dict]) -> None:
-    metrics, _ = reference
-    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
-    assert [e["mstar"] for e in metrics["epochs"]] == [0.0, 3.0, 3.0]
-    assert metrics["link"]["layers_on_link"] == [0, 1]
-    assert metrics["link"]["retries"] == 0
-    assert metrics["level_changes"]["total"] > 0
-
-
-def test_hybrid_session_ends_bit_identical(data_dir: Path, tmp_path: Path, reference) -> None:
-    """Layer 0 in the in-process model, layer 1 on the board: the same session, bit for bit."""
-    metrics, state = reference
-    board = Board("--synapses", str(SYNAPSES), "--baud", "0")
-    try:
-        with Link.open(board.port, timeout=0.5) as link:
-            hybrid = train(
-                SessionConfig(**TINY_LINK),
-                tmp_path / "run",
-                data_dir,
-                progress=False,
-                link=link,
-                link_layers=[1],
-            )
-    finally:
-        board.stop()
-    assert hybrid["link"]["layers_on_link"] == [1]
-    assert epochs_without_time(hybrid) == epochs_without_time(metrics)
-    assert hybrid["level_changes"] == metrics["level_changes"]
-    mine = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    for a, b in zip(mine["synapses"], state["synapses"], strict=True):
+    for a, b in zip(state["synapses"], ref_state["synapses"], strict=True):
         assert torch.equal(a["hidden_int"], b["hidden_int"])
         assert torch.equal(a["change_count"], b["change_count"])
 
 
+@pytest.mark.parametrize("layers", [[0], [1]], ids=["first-layer", "last-layer"])
+def test_a_layer_on_the_board_ends_as_in_process(
+    data_dir: Path, tmp_path: Path, reference, layers: list[int]
+) -> None:
+    """One layer on the board (at address 0), the other in the in-process model."""
+    board = Board("--synapses", str(SYNAPSES), "--baud", "0")
+    try:
+        metrics = on_board(data_dir, tmp_path / "run", board.port, layers, timeout=0.5)
+    finally:
+        board.stop()
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    assert metrics["link"]["layers_on_link"] == layers
+    assert metrics["link"]["retries"] == 0 and metrics["link"]["commands"] > 30
+    assert_same_session(metrics, tmp_path / "run", reference)
+
+
 def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, reference) -> None:
-    metrics, _ = reference
     out = tmp_path / "run"
     board = Board("--synapses", str(SYNAPSES), "--baud", "0")
     proc = subprocess.Popen(
-        [CLI, *args_for(data_dir, out, board.port), "--threads", "1"],
+        [CLI, *args_for(data_dir, out, board.port, "--link-layers", "0"), "--threads", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -121,12 +112,11 @@ def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, re
     again = Board("--synapses", str(SYNAPSES), "--baud", "0")  # the port is back
     try:
         torch.set_num_threads(1)
-        assert main([*args_for(data_dir, out, again.port), "--resume", "--threads", "1"]) == 0
+        resume = [*args_for(data_dir, out, again.port, "--link-layers", "0"), "--resume"]
+        assert main([*resume, "--threads", "1"]) == 0
     finally:
         again.stop()
-    resumed = json.loads((out / "metrics.json").read_text())
-    assert epochs_without_time(resumed) == epochs_without_time(metrics)
-    assert resumed["level_changes"] == metrics["level_changes"]
+    assert_same_session(json.loads((out / "metrics.json").read_text()), out, reference)
 
 
 class Proxy:
@@ -149,23 +139,15 @@ class Proxy:
 
 def test_a_noisy_line_ends_bit_identical(data_dir: Path, tmp_path: Path, reference) -> None:
     """Byte errors 1e-3, drops and duplicates 1e-4 each way: more retries, the same session."""
-    metrics, state = reference
     board = Board("--synapses", str(SYNAPSES), "--baud", "0")
     line = Proxy(
         board.port,
         *("--byte-error-rate", "1e-3", "--drop-rate", "1e-4", "--duplicate-rate", "1e-4"),
     )
     try:
-        with Link.open(line.port, timeout=0.3, retries=30) as link:
-            noisy = train(
-                SessionConfig(**TINY_LINK), tmp_path / "run", data_dir, progress=False, link=link
-            )
+        metrics = on_board(data_dir, tmp_path / "run", line.port, [0], timeout=0.3, retries=30)
     finally:
         line.stop()
         board.stop()
-    assert noisy["link"]["retries"] > 100
-    assert epochs_without_time(noisy) == epochs_without_time(metrics)
-    assert noisy["level_changes"] == metrics["level_changes"]
-    mine = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    for a, b in zip(mine["synapses"], state["synapses"], strict=True):
-        assert torch.equal(a["hidden_int"], b["hidden_int"])  # nothing lost or applied twice
+    assert metrics["link"]["retries"] > 100
+    assert_same_session(metrics, tmp_path / "run", reference)  # nothing lost or applied twice

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.firmware_sim.uart_pins import UartPins
 from metaplast.gateware.core_check import CONTRACTS
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame
 
 from .sim import simulate
-from .uart_pins import UartPins
 
 DIVISOR = 4
 TINY = Layout(Contract(), 48, max_block=16)

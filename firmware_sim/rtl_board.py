@@ -1,0 +1,92 @@
+"""The RTL-backed simulated board: the gateware itself, under the Amaranth simulator, on a pty.
+
+Bytes from the host are driven bit by bit into the top level's ``uart_rx`` pin and the bits on
+``uart_tx`` are decoded back into bytes for the host, so the real UART, framing, command engine
+and update pipeline answer: nothing of the protocol is re-implemented here. It runs at the
+simulator's speed (a few thousand clock cycles per second), which makes it a board for small
+sessions, tiles and hybrid runs, and the reference that the fast model-backed board is
+checked against.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+import time
+import tty
+from collections.abc import Callable
+from typing import Any
+
+from amaranth.sim import Simulator
+
+from metaplast.gateware.top import DigitalUnitTop
+from metaplast.protocol import Layout
+
+from .uart_pins import UartPins
+
+__all__ = ["serve_rtl_pty"]
+
+DIVISOR = 4
+"""Clocks per UART bit: the smallest the UART takes, the fastest link in simulation."""
+
+
+def serve_rtl_pty(
+    layout: Layout, announce: Callable[[str], None], *, baud: int = 3_000_000
+) -> None:
+    """Serve the gateware on a new pty until the process is stopped.
+
+    INFO reports a clock of ``baud * DIVISOR`` so that its baud rate is ``baud``.
+    """
+    clock_hz = max(1, baud) * DIVISOR
+    top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    inbox: collections.deque[int] = collections.deque()
+    wake = threading.Event()
+
+    def reader() -> None:
+        while True:
+            select.select([master], [], [])
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            inbox.extend(data)
+            wake.set()
+
+    quiet = [0]  # bit times since the last byte in either direction
+
+    def on_byte(byte: int) -> None:
+        os.write(master, bytes((byte,)))
+        quiet[0] = 0
+
+    pins = UartPins(top.uart_rx, top.uart_tx, DIVISOR, on_byte=on_byte)
+
+    async def host_side(ctx: Any) -> None:
+        while True:
+            if inbox:
+                await pins.send(ctx, bytes((inbox.popleft(),)))
+                quiet[0] = 0
+                continue
+            await pins.idle(ctx, 1)
+            quiet[0] += 1
+            # nothing in flight for a while: wait for the host instead of spinning
+            if quiet[0] > 200 and ctx.get(top.engine.idle):
+                wake.clear()
+                if not inbox:
+                    wake.wait(0.05)
+
+    sim = Simulator(top)
+    sim.add_clock(1 / clock_hz)
+    sim.add_testbench(host_side)
+    sim.add_testbench(pins.receive, background=True)
+    threading.Thread(target=reader, daemon=True).start()
+    announce(os.ttyname(slave))
+    try:
+        sim.run()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -1,0 +1,69 @@
+"""The RTL-backed board (the gateware under the Amaranth simulator, UART pins included)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+from test_link import CLI, Board
+from test_session import epochs_without_time
+
+from metaplast.host.config import SessionConfig
+from metaplast.host.link import Link
+from metaplast.host.session import train
+
+# small enough for a board that moves about a hundred bytes per second
+TINY_RTL = {
+    "tasks": ("mnist", "fashion-mnist"),
+    "epochs": (2, 1),
+    "pretrain_epochs": 1,
+    "hidden": (4,),
+    "train_limit": 100,
+    "batch_size": 50,
+    "seed": 2,
+}
+LAST_LAYER = 4 * 10
+
+
+def test_rtl_board_answers_info(tmp_path: Path) -> None:
+    board = Board("--backend", "rtl", "--synapses", "64", "--max-block", "16")
+    try:
+        out = subprocess.run(
+            [CLI, "info", "--port", board.port, "--timeout", "5"], capture_output=True, text=True
+        )
+    finally:
+        board.stop()
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert (info["synapses"], info["max_block"], info["baud_divisor"]) == (64, 16, 4)
+
+
+def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Path) -> None:
+    """The last layer on the RTL board, on the model board, and in process: one session."""
+    torch.set_num_threads(1)
+    runs = {}
+    for backend in ("rtl", "model"):
+        board = Board("--backend", backend, "--synapses", str(LAST_LAYER), "--max-block", "64")
+        try:
+            with Link.open(board.port, timeout=10.0) as link:
+                out = tmp_path / backend
+                metrics = train(
+                    SessionConfig(**TINY_RTL), out, data_dir, progress=False, link=link,
+                    link_layers=[1],
+                )  # fmt: skip
+        finally:
+            board.stop()
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        runs[backend] = metrics, state["synapses"][1]
+    in_process = train(SessionConfig(**TINY_RTL), tmp_path / "local", data_dir, progress=False)
+    local = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"][1]
+    (rtl, rtl_layer), (model, model_layer) = runs["rtl"], runs["model"]
+    assert rtl["link"]["retries"] == 0
+    assert rtl["level_changes"]["total"] > 0
+    for other, layer in ((model, model_layer), (in_process, local)):
+        assert epochs_without_time(rtl) == epochs_without_time(other)
+        assert rtl["level_changes"] == other["level_changes"]
+        assert torch.equal(rtl_layer["hidden_int"], layer["hidden_int"])
+        assert torch.equal(rtl_layer["change_count"], layer["change_count"])
