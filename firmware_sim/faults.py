@@ -68,16 +68,18 @@ class FaultInjector:
 
 def serve_proxy(
     upstream: str,
-    faults: Faults,
+    to_board: FaultInjector,
+    to_host: FaultInjector,
     announce: Callable[[str], None],
     *,
     baudrate: int = 3_000_000,
-) -> tuple[FaultInjector, FaultInjector]:
-    """Forward between a new pty and ``upstream`` with faults, until upstream goes away."""
+) -> None:
+    """Forward between a new pty and ``upstream`` through the injectors, until upstream goes
+    away (the injectors count what they did, also when this is interrupted)."""
+    faults = to_board.faults
     up = serial.serial_for_url(upstream, baudrate=baudrate, timeout=0)
     master, slave = os.openpty()
     tty.setraw(slave)
-    to_board, to_host = FaultInjector(faults, 0), FaultInjector(faults, 1)
     announce(os.ttyname(slave))
     try:
         while True:
@@ -100,4 +102,3 @@ def serve_proxy(
         os.close(master)
         os.close(slave)
         up.close()
-    return to_board, to_host

@@ -373,7 +373,7 @@ def _add_link_faults(sub: Any) -> None:
 def _link_faults(args: argparse.Namespace) -> int:
     import signal
 
-    from metaplast.firmware_sim.faults import Faults, serve_proxy
+    from metaplast.firmware_sim.faults import FaultInjector, Faults, serve_proxy
     from metaplast.host.config import ConfigError
 
     try:
@@ -390,16 +390,20 @@ def _link_faults(args: argparse.Namespace) -> int:
     def announce(port: str) -> None:
         print(port, flush=True)
 
+    to_board, to_host = FaultInjector(faults, 0), FaultInjector(faults, 1)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        to_board, to_host = serve_proxy(args.port, faults, announce, baudrate=args.baudrate)
+        serve_proxy(args.port, to_board, to_host, announce, baudrate=args.baudrate)
     except KeyboardInterrupt:
-        return 0
-    for name, f in (("to the board", to_board), ("to the host", to_host)):
-        print(
-            f"{name}: {f.corrupted} corrupted, {f.dropped} dropped, {f.duplicated} duplicated",
-            file=sys.stderr,
-        )
+        pass
+    finally:
+        for name, f in (("to the board", to_board), ("to the host", to_host)):
+            print(
+                f"{name}: {f.corrupted} bytes corrupted, {f.dropped} dropped, "
+                f"{f.duplicated} duplicated",
+                file=sys.stderr,
+                flush=True,
+            )
     return 0
 
 
