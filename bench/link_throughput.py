@@ -1,7 +1,8 @@
 """Synapse updates per second over the link, against the limit the baud rate sets.
 
 Starts ``metaplast board-sim`` (model backend) on a pty at each baud rate, streams UPDATE
-blocks of real-looking updates from the host's serial client, and compares the measured rate
+blocks of real-looking updates from the host's serial client (a layer of 8,192 synapses at a
+time, two frames in flight, as a session does), and compares the measured rate
 with the line's limit: (baud / 10) bytes per second divided by the wire bytes per update
 (request and reply frames included, as counted by the client). The unthrottled run (baud 0)
 shows what the host and the model can do at all.
@@ -42,11 +43,12 @@ def measure(baud: int, block: int, seconds: float, seed: int) -> dict[str, float
             # updates of the size a session sends: a few hidden LSBs, both signs
             d = [rng.randint(-(1 << 12), 1 << 12) for _ in range(block)]
             sent0, recv0 = link.stats.bytes_sent, link.stats.bytes_received
-            updates, start, t0 = 0, 0, time.perf_counter()
+            # as a session applies a layer: the blocks of all 8,192 synapses in one call
+            layer = [(start, 0, d) for start in range(0, 8192, block)]
+            updates, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:
-                link.update(start, updates, d)
-                updates += block
-                start = (start + block) % 8192
+                link.update_blocks(layer)
+                updates += 8192
             elapsed = time.perf_counter() - t0
             sent = link.stats.bytes_sent - sent0
             received = link.stats.bytes_received - recv0

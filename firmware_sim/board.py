@@ -31,12 +31,16 @@ class Pacer:
         self.byte_time = 10 / baud if baud else 0.0
         self._free = 0.0
 
-    def budget(self, now: float) -> int:
-        """Bytes that may cross now (a large number when unthrottled)."""
+    def budget(self, now: float, *, line_busy: bool = False) -> int:
+        """Bytes that may cross now (a large number when unthrottled).
+
+        An idle line earns at most a USB packet's worth (64 bytes) of credit; a busy one (its
+        bytes waited for us while we computed, as they would in the UART's buffer) keeps it.
+        """
         if not self.byte_time:
             return 1 << 16
-        # an idle line earns at most a USB packet's worth (64 bytes) of credit
-        self._free = max(self._free, now - self.BURST * self.byte_time)
+        if not line_busy:
+            self._free = max(self._free, now - self.BURST * self.byte_time)
         return max(0, int((now - self._free) / self.byte_time))
 
     def spend(self, count: int) -> None:
@@ -57,9 +61,10 @@ def serve_fd(
     """Answer frames arriving on ``fd`` until ``stop()`` or the peer goes away for good."""
     rx, tx = Pacer(baud), Pacer(baud)
     pending = bytearray()
+    line_busy = False  # bytes were waiting when we last looked: the line kept delivering
     while not stop():
         now = time.monotonic()
-        want_read = rx.budget(now) > 0
+        want_read = rx.budget(now, line_busy=line_busy) > 0
         timeout = 0.2
         if pending:
             timeout = min(timeout, tx.wait(now))
@@ -71,7 +76,7 @@ def serve_fd(
         now = time.monotonic()
         if readable:
             try:
-                data = os.read(fd, min(4096, rx.budget(now)))
+                data = os.read(fd, min(4096, rx.budget(now, line_busy=line_busy)))
             except OSError:  # a pty whose other side is closed: wait for a new one
                 time.sleep(0.05)
                 continue
@@ -79,6 +84,7 @@ def serve_fd(
                 return
             rx.spend(len(data))
             pending += model.feed(data)
+            line_busy = bool(select.select([fd], [], [], 0)[0])
         if writable and pending:
             n = min(len(pending), tx.budget(now))
             if n:

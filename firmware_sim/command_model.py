@@ -15,6 +15,7 @@ import torch
 
 from metaplast.protocol import (
     MUTATING,
+    RETRY_DEPTH,
     Frame,
     FrameDecoder,
     Info,
@@ -57,8 +58,8 @@ class CommandModel:
         self.unit = DigitalUnit(layout.contract, layout.synapses)
         self.decoder = FrameDecoder(max_frame=layout.receive_buffer)
         self.lut_mstar = 0
-        self._last: tuple[int, int, int] | None = None
-        self._last_reply = b""
+        # the last RETRY_DEPTH state-changing commands and their replies, newest first
+        self._last: list[tuple[tuple[int, int, int], bytes]] = []
 
     def feed(self, data: bytes) -> bytes:
         return b"".join(self.handle(frame) for frame in self.decoder.feed(data))
@@ -81,15 +82,17 @@ class CommandModel:
         except ValueError:
             return encode_response(frame.op, frame.seq, Status.OPCODE)
         key = (frame.op, frame.seq, frame.crc)
-        if op in MUTATING and key == self._last:
-            return self._last_reply
+        if op in MUTATING:
+            for known, stored in self._last:
+                if known == key:
+                    return stored
         try:
             payload = getattr(self, f"_{op.name.lower()}")(frame.payload)
         except _Reject as reject:
             return encode_response(frame.op, frame.seq, reject.status)
         reply = encode_response(frame.op, frame.seq, Status.OK, payload)
         if op in MUTATING:
-            self._last, self._last_reply = key, reply
+            self._last = [(key, reply), *self._last][:RETRY_DEPTH]
         return reply
 
     # checks, in the gateware's order ----------------------------------------------------------

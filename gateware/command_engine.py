@@ -5,9 +5,10 @@ length against the op's layout, its address range, and every value it carries (a
 over the buffered payload). Only a frame that passes is applied (a second pass), so an invalid
 frame is answered with its :class:`~metaplast.protocol.Status` and changes no state.
 
-A byte-identical repetition of the last state-changing command (same op, seq and CRC) is a
-retry: it is answered from the stored response (for UPDATE, the events kept in the event
-buffer) and not applied again.
+A byte-identical repetition of one of the last two state-changing commands (same op, seq and
+CRC) is a retry: it is answered from the stored response (for UPDATE, the events kept in its
+bank of the event buffer) and not applied again. Two, so that a host may keep two frames in
+flight (the receiver has two buffers) and still retry either.
 
 Layouts and codes are those of :mod:`metaplast.protocol`; ``docs/protocol.md`` describes them.
 """
@@ -20,7 +21,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metaplast import protocol
-from metaplast.protocol import Info, Layout, Op, Status
+from metaplast.protocol import RETRY_DEPTH, Info, Layout, Op, Status
 
 from .framing import BodyByte, descriptor_layout
 from .meta_lut import LoadSignature
@@ -140,35 +141,63 @@ class CommandEngine(wiring.Component):
         with m.Else():
             m.d.comb += element_bad.eq(lut_value > c.meta_one)
 
-        # the last state-changing command, for retries -------------------------------------
-        last_valid = Signal()
-        last_op = Signal(8)
-        last_seq = Signal(8)
-        last_crc = Signal(16)
+        # the last two state-changing commands, for retries -----------------------------------
+        # entry 0 is the newest; an UPDATE's entry also names the event bank holding its reply
+        depth = RETRY_DEPTH
+        last_valid = Signal(depth)
+        last_op = [Signal(8, name=f"last_op_{i}") for i in range(depth)]
+        last_seq = [Signal(8, name=f"last_seq_{i}") for i in range(depth)]
+        last_crc = [Signal(16, name=f"last_crc_{i}") for i in range(depth)]
+        last_bank = Signal(depth)
+        last_events = [
+            Signal(range(L.max_block + 1), name=f"last_events_{i}") for i in range(depth)
+        ]
         mutating = Signal()
         m.d.comb += mutating.eq(Cat(op_is[op] for op in protocol.MUTATING).any())
-        retry = Signal()
-        m.d.comb += retry.eq(
-            last_valid
-            & mutating
-            & (desc.op == last_op)
-            & (desc.seq == last_seq)
-            & (desc.crc == last_crc)
-        )
+        hits = Signal(depth)
+        for i in range(depth):
+            m.d.comb += hits[i].eq(
+                last_valid[i]
+                & mutating
+                & (desc.op == last_op[i])
+                & (desc.seq == last_seq[i])
+                & (desc.crc == last_crc[i])
+            )
+        hit = Signal(range(depth))  # the newest matching entry
+        for i in reversed(range(depth)):
+            with m.If(hits[i]):
+                m.d.comb += hit.eq(i)
 
-        def remember() -> list:
-            return [
-                last_valid.eq(1),
-                last_op.eq(desc.op),
-                last_seq.eq(desc.seq),
-                last_crc.eq(desc.crc),
-            ]
-
-        # level-change events of the last UPDATE, kept for its response and its retries --------
-        m.submodules.events = events = Memory(shape=32, depth=L.max_block, init=[])
+        # level-change events of the last two UPDATEs, one bank each --------------------------
+        bank_depth = 1 << (L.max_block - 1).bit_length() if L.max_block > 1 else 1
+        m.submodules.events = events = Memory(shape=32, depth=2 * bank_depth, init=[])
         ev_wr = events.write_port()
         ev_rd = events.read_port()
         ev_count = Signal(range(L.max_block + 1))
+        ev_bank = Signal()  # where the UPDATE being applied writes its events
+        reply_bank = Signal()  # where the reply being sent reads them
+
+        def remember() -> list:
+            """The command just applied becomes entry 0; the others move down."""
+            stmts = [
+                last_valid.eq(Cat(1, last_valid[:-1])),
+                last_bank.eq(Cat(ev_bank, last_bank[:-1])),
+            ]
+            for i in reversed(range(1, depth)):
+                stmts += [
+                    last_op[i].eq(last_op[i - 1]),
+                    last_seq[i].eq(last_seq[i - 1]),
+                    last_crc[i].eq(last_crc[i - 1]),
+                    last_events[i].eq(last_events[i - 1]),
+                ]
+            stmts += [
+                last_op[0].eq(desc.op),
+                last_seq[0].eq(desc.seq),
+                last_crc[0].eq(desc.crc),
+                last_events[0].eq(ev_count),
+            ]
+            return stmts
+
         capturing = Signal()
         ev_offset, ev_old, ev_new = Signal(16), Signal(8), Signal(8)
         m.d.comb += [
@@ -176,7 +205,7 @@ class CommandEngine(wiring.Component):
             ev_old.eq(self.event.old),
             ev_new.eq(self.event.new),
             ev_wr.en.eq(capturing & self.event_valid),
-            ev_wr.addr.eq(ev_count),
+            ev_wr.addr.eq(Cat(ev_count[: (bank_depth - 1).bit_length()], ev_bank)),
             ev_wr.data.eq(Cat(ev_offset, ev_old, ev_new)),
         ]
         with m.If(capturing & self.event_valid):
@@ -211,7 +240,7 @@ class CommandEngine(wiring.Component):
         read_end = Signal(34)
         m.d.comb += read_end.eq(start + count16)
 
-        m.d.comb += ev_rd.addr.eq(k)
+        m.d.comb += ev_rd.addr.eq(Cat(k[: (bank_depth - 1).bit_length()], reply_bank))
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -227,11 +256,12 @@ class CommandEngine(wiring.Component):
                 with m.Elif(~Cat(op_is.values()).any()):
                     m.d.sync += status.eq(Status.OPCODE)
                     m.next = "RESPOND"
-                with m.Elif(retry):
+                with m.Elif(hits.any()):
                     m.d.sync += [
                         status.eq(Status.OK),
                         reply.eq(Mux(op_is[Op.UPDATE], reply_events, reply_none)),
-                        elements.eq(ev_count),
+                        elements.eq(Array(last_events)[hit]),
+                        reply_bank.eq(last_bank.bit_select(hit, 1)),
                     ]
                     m.next = "RESPOND"
                 with m.Else():
@@ -305,6 +335,9 @@ class CommandEngine(wiring.Component):
                     m.d.sync += status.eq(Status.RANGE)
                 with m.Elif(status == Status.OK):
                     m.d.sync += [count.eq(0), ev_count.eq(0), idx.eq(first_element)]
+                    with m.If(op_is[Op.UPDATE]):
+                        # the other bank: the newest UPDATE's reply stays retrievable
+                        m.d.sync += ev_bank.eq(~ev_bank)
                     m.d.comb += lut_crc.start.eq(1)
                     m.next = "PRIME_APPLY"
 
@@ -355,6 +388,7 @@ class CommandEngine(wiring.Component):
                     m.d.sync += [
                         reply.eq(Mux(op_is[Op.UPDATE], reply_events, reply_none)),
                         elements.eq(ev_count),
+                        reply_bank.eq(ev_bank),
                     ]
                     m.next = "RESPOND"
 

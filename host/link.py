@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -21,6 +22,7 @@ import serial
 from metaplast.contract import Contract
 from metaplast.protocol import (
     RESPONSE,
+    RETRY_DEPTH,
     Frame,
     FrameDecoder,
     Info,
@@ -62,6 +64,7 @@ class Link:
         self.name = name or str(getattr(port, "port", port))
         self.retries = retries
         self.decoder = FrameDecoder()
+        self._frames: deque[Frame] = deque()
         self.stats = LinkStats()
         self._seq = 0
         self.info: Info | None = None
@@ -86,63 +89,103 @@ class Link:
     ) -> None:
         self.close()
 
-    # one command -------------------------------------------------------------------------
+    # commands in flight ------------------------------------------------------------------
 
     def command(self, op: Op, payload: bytes = b"") -> bytes:
         """Send ``op`` and return its response payload (after the OK status byte)."""
-        self._seq = (self._seq + 1) & 0xFF
-        frame = encode_frame(op, self._seq, payload)
-        self.stats.commands += 1
-        for attempt in range(self.retries + 1):
-            if attempt:
+        return self.pipeline(op, [payload])[0]
+
+    def pipeline(self, op: Op, payloads: Sequence[bytes], window: int = 1) -> list[bytes]:
+        """Send one ``op`` per payload with up to ``window`` frames in flight; their replies.
+
+        After a timeout, a damaged reply, or a reply saying a request arrived damaged, the
+        oldest frame in flight is resent as it was (the others when their turn comes): the
+        unit recognises the last :data:`~metaplast.protocol.RETRY_DEPTH` commands and answers
+        them again without applying them. Frames can then be applied out of order, so a
+        window above 1 is only for commands that commute (update blocks on distinct
+        synapses).
+        """
+        if not 1 <= window <= RETRY_DEPTH:
+            raise ValueError(f"window must be 1 .. {RETRY_DEPTH}, got {window}")
+        results: list[bytes | None] = [None] * len(payloads)
+        inflight: dict[int, tuple[int, bytes]] = {}  # seq -> (index, frame), oldest first
+        attempts = 0
+        sent = 0
+        try:
+            while sent < len(payloads) or inflight:
+                while sent < len(payloads) and len(inflight) < window:
+                    self._seq = (self._seq + 1) & 0xFF
+                    frame = encode_frame(op, self._seq, payloads[sent])
+                    inflight[self._seq] = (sent, frame)
+                    self.stats.commands += 1
+                    self._send(frame)
+                    sent += 1
+                reply = self._await(op, inflight)
+                if reply is not None and reply.error is None and reply.seq in inflight:
+                    status = reply.status
+                    if status == Status.OK and reply.op == op | RESPONSE:
+                        index, _ = inflight.pop(reply.seq)
+                        results[index] = reply.payload[1:]
+                        attempts = 0
+                        continue
+                    if status not in _TRANSIENT:
+                        raise LinkError(
+                            f"{self.name}: {op.name} rejected with status {status.name}"
+                        )
+                self._note(
+                    "timeout"
+                    if reply is None
+                    else "damaged reply"
+                    if reply.error is not None
+                    else reply.status.name
+                )
+                attempts += 1
+                if attempts > self.retries:
+                    raise LinkError(
+                        f"{self.name}: no valid response to {op.name} after {attempts} "
+                        f"attempts ({self.stats.retry_reasons}); is the board connected and "
+                        "running?"
+                    )
+                # one resend per error, of the oldest frame: the replies to the others may
+                # still be on their way, and resending them all on every error would flood
+                # a noisy line. The rest of the call goes one frame at a time.
+                window = 1
                 self.stats.retries += 1
-            try:
-                self.port.write(frame)
-                self.stats.bytes_sent += len(frame)
-                reply = self._await(op)
-            except serial.SerialException as exc:
-                raise LinkError(f"{self.name}: the port failed ({exc})") from exc
-            if reply is None:
-                self._note("timeout")
-                continue
-            if reply.error is not None:
-                self._note("damaged reply")
-                continue
-            status = reply.status
-            if status == Status.OK:
-                return reply.payload[1:]
-            if status in _TRANSIENT:
-                self._note(status.name)
-                continue
-            raise LinkError(f"{self.name}: {op.name} rejected with status {status.name}")
-        raise LinkError(
-            f"{self.name}: no valid response to {op.name} after {self.retries + 1} attempts "
-            f"({self.stats.retry_reasons}); is the board connected and running?"
-        )
+                self._send(next(iter(inflight.values()))[1])
+        except serial.SerialException as exc:
+            raise LinkError(f"{self.name}: the port failed ({exc})") from exc
+        return results  # type: ignore[return-value]
+
+    def _send(self, frame: bytes) -> None:
+        self.port.write(frame)
+        self.stats.bytes_sent += len(frame)
 
     def _note(self, reason: str) -> None:
         self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
 
-    def _await(self, op: Op) -> Frame | None:
-        """The response to the command in flight, a damaged frame, a transient error, or None.
+    def _await(self, op: Op, seqs: Container[int]) -> Frame | None:
+        """A reply to a frame in flight, a damaged frame, a transient error, or None.
 
         Gives up after a silent ``timeout``, or after ten of them of bytes that make no
         answer (a line full of noise).
         """
         deadline = time.monotonic() + 10 * (self.port.timeout or 1.0)
-        while time.monotonic() < deadline:
+        while True:
+            while self._frames:  # one read can bring several replies: keep them all
+                frame = self._frames.popleft()
+                if frame.error is not None:
+                    return frame  # most likely a reply of ours, damaged: resending is safe
+                if frame.op == op | RESPONSE and frame.seq in seqs and frame.payload:
+                    return frame
+                if frame.op & RESPONSE and frame.payload and frame.payload[0] in _TRANSIENT:
+                    return frame  # a request (or line noise) arrived damaged: resend now
+            if time.monotonic() > deadline:
+                return None
             data = self.port.read(max(1, self.port.in_waiting))
             if not data:
                 return None
             self.stats.bytes_received += len(data)
-            for frame in self.decoder.feed(data):
-                if frame.error is not None:
-                    return frame  # most likely our reply, damaged: resending is safe
-                if frame.op == op | RESPONSE and frame.seq == self._seq and frame.payload:
-                    return frame
-                if frame.op & RESPONSE and frame.payload and frame.payload[0] in _TRANSIENT:
-                    return frame  # our request (or line noise) arrived damaged: resend now
-        return None
+            self._frames.extend(self.decoder.feed(data))
 
     # the commands --------------------------------------------------------------------------
 
@@ -214,10 +257,22 @@ class Link:
         if info.lut_crc != lut_crc(table) or mstar_code(info.lut_mstar) != mstar_code(mstar):
             raise LinkError(f"{self.name}: the LUT for m* = {mstar} did not load correctly")
 
-    def update(self, start: int, seed: int, d: list[int]) -> list[tuple[int, int, int]]:
+    def update(self, start: int, seed: int, d: Sequence[int]) -> list[tuple[int, int, int]]:
         """One UPDATE block; its level-change events as ``(address, old, new)``."""
-        payload = self.command(Op.UPDATE, self._layout().update(start, seed, d))
-        return [(start + off, old, new) for off, old, new in decode_events(payload)]
+        return self.update_blocks([(start, seed, d)])
+
+    def update_blocks(
+        self, blocks: Sequence[tuple[int, int, Sequence[int]]]
+    ) -> list[tuple[int, int, int]]:
+        """UPDATE blocks ``(start, seed, d)`` on distinct synapses, two frames in flight so
+        that the line never waits for the host; all their level-change events."""
+        layout = self._layout()
+        replies = self.pipeline(Op.UPDATE, [layout.update(*b) for b in blocks], window=RETRY_DEPTH)
+        return [
+            (start + off, old, new)
+            for (start, _, _), reply in zip(blocks, replies, strict=True)
+            for off, old, new in decode_events(reply)
+        ]
 
     def reset(self) -> None:
         self.command(Op.RESET)

@@ -166,16 +166,17 @@ class LinkSynapses:
         self.steps += 1
         mask = torch.zeros(self.size, dtype=torch.bool)
         block = self.link.layout.max_block if self.link.layout else 256
-        for s in range(0, self.size, block):
-            for addr, old, new in self.link.update(self.base + s, seed, d_int[s : s + block]):
-                i = addr - self.base
-                if int(self.level[i]) != old:
-                    raise LinkError(
-                        f"{self.link.name}: synapse {addr} changed from level {old}, but the "
-                        f"host had it at {int(self.level[i])}: the board's state is not ours"
-                    )
-                self.level[i] = new
-                mask[i] = True
+        starts = range(0, self.size, block)
+        blocks = [(self.base + s, seed, d_int[s : s + block]) for s in starts]
+        for addr, old, new in self.link.update_blocks(blocks):
+            i = addr - self.base
+            if int(self.level[i]) != old:
+                raise LinkError(
+                    f"{self.link.name}: synapse {addr} changed from level {old}, but the "
+                    f"host had it at {int(self.level[i])}: the board's state is not ours"
+                )
+            self.level[i] = new
+            mask[i] = True
         return mask.reshape(self.shape)
 
     def set_mstar(self, mstar: float) -> None:

@@ -15,16 +15,17 @@ Wire format::
 * ``crc16`` is CRC-16/IBM-SDLC (the HDLC FCS) of ``op | seq | payload``, little-endian.
 * A request's ``op`` is an :class:`Op`; its response carries ``op | 0x80``, the same ``seq``, a
   :class:`Status` byte, then the response payload. Multi-byte fields are little-endian.
-* ``seq``: the unit remembers the last command it executed (its op, seq and CRC). A byte-
-  identical command received again is a retry: it is not executed a second time, its stored
-  response is sent again. So a host that lost a response retries with the same ``seq``.
+* ``seq``: the unit remembers the last :data:`RETRY_DEPTH` state-changing commands it executed
+  (op, seq and CRC). A byte-identical command received again is a retry: it is not executed
+  a second time, its stored response is sent again. So a host that lost a response retries
+  with the same ``seq``, even with two frames in flight.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -41,6 +42,7 @@ __all__ = [
     "ESC_ESC",
     "PROTOCOL_VERSION",
     "RESPONSE",
+    "RETRY_DEPTH",
     "MUTATING",
     "Frame",
     "FrameDecoder",
@@ -86,6 +88,10 @@ class Op(IntEnum):
 
 MUTATING = frozenset({Op.WRITE_HIDDEN, Op.LOAD_LUT, Op.UPDATE, Op.RESET})
 """Ops whose retry is answered from the stored response instead of being executed again."""
+
+RETRY_DEPTH = 2
+"""How many of the last state-changing commands the unit recognises as retries: a host may
+keep this many frames in flight and still resend any of them safely."""
 
 
 class Status(IntEnum):
@@ -202,7 +208,10 @@ class FrameDecoder:
         self._framing = False
         self._overflow = False
 
-    def feed(self, data: bytes) -> Iterator[Frame]:
+    def feed(self, data: bytes) -> list[Frame]:
+        """Every frame that ``data`` completes (a list, so that none is lost to a caller
+        that stops at the first it wants)."""
+        frames = []
         *complete, tail = bytes(data).split(b"\xc0")
         for segment in complete:
             raw = bytes(self._raw) + segment
@@ -216,8 +225,9 @@ class FrameDecoder:
                     self._byte(b)
             frame = self._finish()
             if frame is not None:
-                yield frame
+                frames.append(frame)
         self._raw += tail
+        return frames
 
     def _byte(self, b: int) -> None:
         """One byte of a frame with an invalid escape: exactly what the gateware does."""

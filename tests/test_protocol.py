@@ -106,6 +106,21 @@ def test_retry_is_answered_again_without_applying() -> None:
     assert struct.unpack("<h", read.payload[1:]) == (1 << 20 >> LAYOUT.contract.guard_bits,)
 
 
+def test_the_older_of_two_commands_in_flight_is_still_a_retry() -> None:
+    model = CommandModel(LAYOUT)
+    step = (1 << 20) >> LAYOUT.contract.guard_bits  # what one update moves a weight
+    frames = [
+        encode_frame(Op.UPDATE, seq, LAYOUT.update(start, 0, [-(1 << 20)] * 8))
+        for seq, start in ((1, 0), (2, 8), (3, 16))
+    ]
+    first = [model.feed(f) for f in frames[:2]]
+    assert [model.feed(f) for f in frames[:2]] == first  # both answered again, not applied
+    assert model.unit.read(0, 16).tolist() == [step] * 16
+    model.feed(frames[2])  # now the last two are frames 1 and 2: frame 0 is forgotten
+    model.feed(frames[0])
+    assert model.unit.read(0, 16).tolist() == [2 * step] * 8 + [step] * 8
+
+
 @pytest.mark.parametrize(
     ("op", "payload", "status"),
     [
@@ -123,7 +138,7 @@ def test_retry_is_answered_again_without_applying() -> None:
 def test_invalid_commands_change_nothing(op: int, payload: bytes, status: Status) -> None:
     model = CommandModel(LAYOUT)
     reply(model, Op.WRITE_HIDDEN, 1, LAYOUT.write_hidden(0, range(16)))
-    before = model.unit.read().clone(), model.unit.lut, model._last
+    before = model.unit.read().clone(), model.unit.lut, list(model._last)
     (frame,) = FrameDecoder().feed(model.feed(encode_frame(op, 2, payload)))
     assert frame.status == status
     assert model.unit.read().equal(before[0]) and (model.unit.lut, model._last) == before[1:]

@@ -173,6 +173,11 @@ def test_retry_is_applied_once_and_answered_again() -> None:
         update,  # a retry: same reply, applied once
         encode_frame(Op.READ_HIDDEN, 43, L.span(0, 16)),
         encode_frame(Op.UPDATE, 42, L.update(0, 8, [-(1 << 21)] * 16)),  # new content: applied
+        encode_frame(Op.WRITE_HIDDEN, 50, L.write_hidden(20, [7] * 4)),
+        encode_frame(Op.UPDATE, 42, L.update(0, 8, [-(1 << 21)] * 16)),  # older of two: a retry
+        encode_frame(Op.WRITE_HIDDEN, 51, L.write_hidden(20, [9] * 4)),
+        encode_frame(Op.WRITE_HIDDEN, 52, L.write_hidden(20, [9] * 4)),
+        encode_frame(Op.UPDATE, 42, L.update(0, 8, [-(1 << 21)] * 16)),  # forgotten: applied
         encode_frame(Op.READ_HIDDEN, 44, L.span(0, 16)),
         encode_frame(Op.RESET, 45),
         encode_frame(Op.READ_HIDDEN, 46, L.span(0, 16)),
@@ -180,9 +185,10 @@ def test_retry_is_applied_once_and_answered_again() -> None:
     ]
     frames = replies(exchange(L, steps, "top-retry"))
     assert frames[0] == frames[1]
-    assert frames[2].payload != frames[4].payload
-    assert frames[6].payload == bytes(1 + 2 * 16)
-    assert Info.unpack(frames[7].payload[1:]).lut_mstar == 0.0
+    assert frames[3] == frames[5]  # the older of the last two: answered again
+    assert frames[2].payload != frames[9].payload
+    assert frames[11].payload == bytes(1 + 2 * 16)
+    assert Info.unpack(frames[12].payload[1:]).lut_mstar == 0.0
 
 
 def test_back_to_back_frames_and_a_slow_programming_circuit() -> None:
