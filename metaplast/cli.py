@@ -250,6 +250,18 @@ def _summary(args: argparse.Namespace) -> int:
 _CONTRACT_OPTIONS = ("--levels", "--hidden-width", "--guard-bits", "--lut-entries", "--meta-bits")
 
 
+def _add_unit_options(p: argparse.ArgumentParser) -> None:
+    """The digital unit's parameters: the same for its Verilog and for a simulated board."""
+    p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
+    p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
+    p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
+    p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
+    for flag in _CONTRACT_OPTIONS:
+        _, kwargs = _SESSION_OPTIONS[flag]
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+
+
 def _add_gateware(sub: Any) -> None:
     p = sub.add_parser(
         "gateware",
@@ -259,19 +271,12 @@ def _add_gateware(sub: Any) -> None:
         "or synthesis flow, with a JSON of its parameters beside it.",
     )
     p.add_argument("--out", required=True, help="Verilog file to write (FILE.v)")
-    p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
-    p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
-    p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
-    p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
+    _add_unit_options(p)
     baud = p.add_mutually_exclusive_group()
     baud.add_argument("--baud-divisor", type=int, default=None, help="clocks per UART bit")
     baud.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
-    for flag in _CONTRACT_OPTIONS:
-        _, kwargs = _SESSION_OPTIONS[flag]
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
 
 
 def _gateware(args: argparse.Namespace) -> int:
@@ -338,15 +343,8 @@ def _add_board(sub: Any) -> None:
         "simulator, UART pins included (a few hundred bytes per second)",
     )
     p.add_argument("--baud", type=int, default=3_000_000, help="simulated baud rate (0: no limit)")
-    p.add_argument("--synapses", type=int, default=8192)
-    p.add_argument("--max-block", type=int, default=256)
-    p.add_argument("--counter-width", type=int, default=16)
-    p.add_argument("--clock-hz", type=int, default=48_000_000, help="reported by INFO")
     p.add_argument("--listen", metavar="HOST:PORT", default=None, help="TCP instead of a pty")
-    for flag in _CONTRACT_OPTIONS:
-        _, kwargs = _SESSION_OPTIONS[flag]
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+    _add_unit_options(p)
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
     p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
