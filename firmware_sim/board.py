@@ -17,7 +17,19 @@ from collections.abc import Callable
 
 from .command_model import CommandModel
 
-__all__ = ["Pacer", "serve_fd", "serve_pty", "serve_tcp"]
+__all__ = ["Pacer", "open_pty", "serve_fd", "serve_pty", "serve_tcp"]
+
+
+def open_pty(announce: Callable[[str], None]) -> tuple[int, int]:
+    """A raw pty (no echo, no line editing: a byte pipe like a UART), announced by its path.
+
+    The caller keeps the slave descriptor open too, so that a host that closes the port and
+    comes back later finds it still there (and the master never sees end-of-file).
+    """
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    announce(os.ttyname(slave))
+    return master, slave
 
 
 class Pacer:
@@ -95,11 +107,7 @@ def serve_fd(
 
 def serve_pty(model: CommandModel, baud: int, announce: Callable[[str], None]) -> None:
     """Open a pty, announce its path, serve on it until stopped (a signal)."""
-    master, slave = os.openpty()
-    tty.setraw(slave)  # no echo, no line editing: a byte pipe like a UART
-    announce(os.ttyname(slave))
-    # keeping our own slave descriptor open means a host that closes the port and comes back
-    # later finds it still there (and the master never sees end-of-file)
+    master, slave = open_pty(announce)
     try:
         serve_fd(master, model, baud)
     finally:

@@ -31,9 +31,7 @@ class LevelChanges(NamedTuple):
 class DigitalUnit:
     """Hidden-weight memory, meta LUT and level-change detector for ``synapses`` synapses."""
 
-    def __init__(self, contract: Contract, synapses: int, *, base: int = 0) -> None:
-        """``base``: the board address of synapse 0, which the stochastic rounding hashes (a
-        layer modelled here rounds exactly as it would at that address on a board)."""
+    def __init__(self, contract: Contract, synapses: int) -> None:
         if synapses < 1:
             raise ValueError(f"synapse count must be >= 1, got {synapses}")
         self.contract = contract
@@ -43,7 +41,7 @@ class DigitalUnit:
         self.mstar = 0.0
         self.lut: tuple[int, ...] = contract.meta_lut(0.0)
         self._levels = contract.level_of(self.hidden)
-        self._addr_hash = address_hash(torch.arange(base, base + synapses))
+        self._addr_hash = address_hash(torch.arange(synapses))
 
     def load_lut(self, mstar: float) -> None:
         """Switch the meta-function, as the session does after pre-training."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import select
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import serial
+
+from .board import open_pty
 
 __all__ = ["FaultInjector", "Faults", "serve_proxy"]
 
@@ -78,9 +79,7 @@ def serve_proxy(
     away (the injectors count what they did, also when this is interrupted)."""
     faults = to_board.faults
     up = serial.serial_for_url(upstream, baudrate=baudrate, timeout=0)
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    announce(os.ttyname(slave))
+    master, slave = open_pty(announce)
     try:
         while True:
             readable, _, _ = select.select([master, up.fileno()], [], [], 0.5)

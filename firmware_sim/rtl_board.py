@@ -15,7 +15,6 @@ import os
 import select
 import threading
 import time
-import tty
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from amaranth.sim import Simulator
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import Layout
 
+from .board import open_pty
 from .uart_pins import UartPins
 
 __all__ = ["serve_rtl_pty"]
@@ -41,8 +41,6 @@ def serve_rtl_pty(
     """
     clock_hz = max(1, baud) * DIVISOR
     top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR)
-    master, slave = os.openpty()
-    tty.setraw(slave)
     inbox: collections.deque[int] = collections.deque()
     wake = threading.Event()
 
@@ -83,8 +81,8 @@ def serve_rtl_pty(
     sim.add_clock(1 / clock_hz)
     sim.add_testbench(host_side)
     sim.add_testbench(pins.receive, background=True)
+    master, slave = open_pty(announce)
     threading.Thread(target=reader, daemon=True).start()
-    announce(os.ttyname(slave))
     try:
         sim.run()
     finally:

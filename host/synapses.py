@@ -83,10 +83,10 @@ def block_seed(base: int, step: int) -> int:
 class FixedSynapses:
     """Hidden weights in the bit-exact model of the digital unit (the gateware's arithmetic)."""
 
-    def __init__(self, w_hidden: Tensor, contract: Contract, seed: int, base: int = 0) -> None:
+    def __init__(self, w_hidden: Tensor, contract: Contract, seed: int) -> None:
         self.shape = tuple(w_hidden.shape)
         self.contract = contract
-        self.unit = DigitalUnit(contract, w_hidden.numel(), base=base)
+        self.unit = DigitalUnit(contract, w_hidden.numel())
         self.unit.write(0, contract.hidden_to_int(w_hidden.flatten()))
         self.level_values = contract.level_values().to(torch.float32)
         self.seed = seed
@@ -132,8 +132,8 @@ class LinkSynapses:
 
     The host keeps only the level of each synapse, which the level-change events of every
     update block keep current (what the crossbar would be reprogrammed to). The arithmetic
-    and the dither are the board's, so this layer ends exactly as a :class:`FixedSynapses`
-    with the same ``base`` and seed (and, at base 0, as the in-process session's layer).
+    and the dither are the board's; at ``base`` 0 this layer ends exactly as a
+    :class:`FixedSynapses` with the same seed (the dither hashes the board address).
     """
 
     def __init__(

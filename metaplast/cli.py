@@ -285,13 +285,9 @@ def _gateware(args: argparse.Namespace) -> int:
     from metaplast.gateware.top import DigitalUnitTop, verilog
     from metaplast.gateware.uart import divisor_for
     from metaplast.host.config import ConfigError
-    from metaplast.protocol import Layout
 
     try:
-        contract = _contract_from(args)
-        layout = Layout(
-            contract, args.synapses, max_block=args.max_block, counter_width=args.counter_width
-        )
+        layout = _layout_from(args)
         divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or 3_000_000)
         top = DigitalUnitTop(
             layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
@@ -304,21 +300,11 @@ def _gateware(args: argparse.Namespace) -> int:
     out.write_text(text)
     params = {
         "module": args.name,
-        "ports": [
-            "clk",
-            "rst",
-            "uart_rx",
-            "uart_tx",
-            "prog_addr",
-            "prog_device",
-            "prog_level",
-            "prog_strobe",
-            "prog_busy",
-        ],
+        "ports": ["clk", "rst", *top.signature.members],
         "prog_addr_bits": top.addr_bits,
         "receive_buffer": layout.receive_buffer,
         "info": top.engine.info.to_dict(),
-        "contract": contract.describe(),
+        "contract": layout.contract.describe(),
     }
     out.with_suffix(".json").write_text(json.dumps(params, indent=2) + "\n")
     print(
@@ -405,6 +391,18 @@ def _link_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout_from(args: argparse.Namespace) -> Any:
+    """The unit options as a :class:`~metaplast.protocol.Layout` (ValueError when invalid)."""
+    from metaplast.protocol import Layout
+
+    return Layout(
+        _contract_from(args),
+        args.synapses,
+        max_block=args.max_block,
+        counter_width=args.counter_width,
+    )
+
+
 def _contract_from(args: argparse.Namespace) -> Any:
     from metaplast.contract import Contract
 
@@ -422,15 +420,9 @@ def _board_sim(args: argparse.Namespace) -> int:
     from metaplast.firmware_sim.command_model import CommandModel
     from metaplast.gateware.uart import divisor_for
     from metaplast.host.config import ConfigError
-    from metaplast.protocol import Layout
 
     try:
-        layout = Layout(
-            _contract_from(args),
-            args.synapses,
-            max_block=args.max_block,
-            counter_width=args.counter_width,
-        )
+        layout = _layout_from(args)
         divisor = divisor_for(args.clock_hz, args.baud) if args.baud else 0
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
