@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaplast.contract import ROUNDINGS, Contract
+from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
 from metaplast.host.datasets import TASKS
 from metaplast.host.qnn import ACTIVATIONS
 from metaplast.rule import DEFAULT_LEVELS, check_levels
 
 ARITHMETICS: tuple[str, ...] = ("float", "fixed")
 BN_MODES: tuple[str, ...] = ("per-task", "shared")
+CROSSBARS: tuple[str, ...] = ("ideal", *MODELS)
 
 
 class ConfigError(ValueError):
@@ -43,7 +45,14 @@ class SessionConfig:
     meta_bits: int = Contract.meta_bits
     rounding: str = Contract.rounding
     train_limit: int | None = None
+    crossbar: str = "ideal"
+    device_file: str | None = None
+    stuck_hrs: float | None = None
+    stuck_lrs: float | None = None
+    endurance: int | None = None
+    read_noise: float | None = None
     contract: Contract = field(init=False, repr=False, compare=False)
+    device: DeviceModel | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("tasks", "epochs", "hidden", "levels"):
@@ -61,6 +70,44 @@ class SessionConfig:
         except ValueError as exc:
             raise ConfigError(f"numeric contract: {exc}") from exc
         object.__setattr__(self, "contract", contract)
+        object.__setattr__(self, "device", self._load_device())
+
+    def _load_device(self) -> DeviceModel | None:
+        """The crossbar's device model with the options' overrides, checked against the
+        network: enough device levels for the weight levels, enough tiles for the layers."""
+        if self.crossbar == "ideal":
+            given = [
+                f"--{k.replace('_', '-')}"
+                for k in ("device_file", "stuck_hrs", "stuck_lrs", "endurance", "read_noise")
+                if getattr(self, k) is not None
+            ]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: the ideal crossbar has no devices to vary")
+            return None
+        try:
+            device = load_device(self.crossbar, self.device_file).with_overrides(
+                stuck_hrs=self.stuck_hrs,
+                stuck_lrs=self.stuck_lrs,
+                endurance=self.endurance,
+                read_noise=self.read_noise,
+            )
+            device.level_targets(self.contract.device_magnitudes())
+        except DeviceFileError as exc:
+            raise ConfigError(f"--crossbar {self.crossbar}: {exc}") from exc
+        if device.stuck.hrs_rate + device.stuck.lrs_rate > 1:
+            raise ConfigError("--stuck-hrs plus --stuck-lrs must not exceed 1")
+        geo = device.array
+        needed = sum(
+            geo.tiles_for(n_in, 2 * n_out)
+            for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        )
+        if geo.tiles is not None and needed > geo.tiles:
+            raise ConfigError(
+                f"--crossbar {self.crossbar}: {device.path}: field 'array.tiles' gives "
+                f"{geo.tiles} tiles of {geo.tile_rows}x{geo.tile_cols}, but the network "
+                f"{list(self.sizes)} needs {needed} (two devices per weight)"
+            )
+        return device
 
     def _validate(self) -> None:
         if not self.tasks:
@@ -103,6 +150,20 @@ class SessionConfig:
             raise ConfigError(
                 f"--train-limit {self.train_limit} is smaller than one batch ({self.batch_size})"
             )
+        if self.crossbar not in CROSSBARS:
+            raise ConfigError(f"--crossbar must be one of {CROSSBARS}, got {self.crossbar!r}")
+        for name in ("stuck_hrs", "stuck_lrs"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {v}"
+                )
+        if self.endurance is not None and self.endurance < 1:
+            raise ConfigError(
+                f"--endurance must be >= 1 programming operations, got {self.endurance}"
+            )
+        if self.read_noise is not None and not 0 <= self.read_noise < 1:
+            raise ConfigError(f"--read-noise must be in [0, 1), got {self.read_noise}")
         try:
             check_levels(self.levels)
         except ValueError as exc:

@@ -66,14 +66,36 @@ def meta_function(
     plt.close(fig)
 
 
-def level_change_histogram(counts_per_layer: Sequence[torch.Tensor], path: Path) -> None:
+def count_histogram(
+    counts_per_layer: Sequence[torch.Tensor], path: Path, what: str = "synapse"
+) -> None:
+    """Share of synapses (or devices) against their count (Fig. 5b), with the paper's two
+    thresholds, 25 and 50 operations."""
     counts = torch.cat([c.flatten() for c in counts_per_layer]).numpy()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.arange(0, max(int(counts.max()), 1) + 2)
     ax.hist(counts, bins=bins, weights=np.full(counts.shape, 100.0 / counts.size))
-    ax.set_xlabel("level changes per synapse (programming operations)")
-    ax.set_ylabel("synapses (%)")
+    for x in (25, 50):
+        ax.axvline(x, color="grey", lw=0.6, ls="--")
+    label = "level changes" if what == "synapse" else "programming operations"
+    ax.set_xlabel(f"{label} per {what}")
+    ax.set_ylabel(f"{what}s (%)")
     ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def conductance_cdf(g: np.ndarray, level: np.ndarray, path: Path) -> None:
+    """Cumulative distribution of the conductances programmed to each device level (Fig. 4b),
+    read from the crossbar at the end of a run; stuck and worn-out devices included."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k in np.unique(level):
+        values = np.sort(g[level == k]) * 1e6
+        ax.plot(values, np.linspace(0, 1, len(values)), lw=1, label=f"level {k}")
+    ax.set_xlabel("conductance (uS)")
+    ax.set_ylabel("cumulative share of devices")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

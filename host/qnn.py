@@ -10,7 +10,7 @@ activation) is available for comparison.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,8 @@ class QuantizedMLP(nn.Module):
             for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
         ]
         self.norms = nn.ModuleList(nn.BatchNorm1d(n) for n in self.sizes[1:])
+        # per layer, an MVM ``(x, w) -> x @ w.T`` done elsewhere (a crossbar); None: in torch
+        self.mvms: list[Callable[[Tensor, Tensor], Tensor] | None] = [None] * len(self.weights)
 
     def set_weights(self, quantized: Sequence[Tensor]) -> None:
         for w, q in zip(self.weights, quantized, strict=True):
@@ -68,8 +70,8 @@ class QuantizedMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.weights) - 1
-        for i, (w, bn) in enumerate(zip(self.weights, self.norms, strict=True)):
-            x = bn(x @ w.t())
+        for i, (w, bn, mvm) in enumerate(zip(self.weights, self.norms, self.mvms, strict=True)):
+            x = bn(x @ w.t() if mvm is None else mvm(x, w))
             if i != last:
                 x = activation(self.act, x)
         return x

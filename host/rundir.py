@@ -91,8 +91,40 @@ class RunDir:
         state = session.state_dict()
         atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
         counts = {f"layer{i}": c.numpy() for i, c in enumerate(session.change_counts)}
+        for i, c in enumerate(session.programming.counts):
+            counts[f"programming{i}"] = c.numpy()
         atomic_write(self.path / CHANGES, lambda f: np.savez_compressed(f, **counts))
         write_json(self.path / METRICS, metrics_document(session))
+
+    def save_conductances(self, session: Session) -> None:
+        """The crossbar models' final state (``conductances.npz``: per layer the conductances,
+        device levels, operation counts, stuck and worn-out maps, all ``rows x cols``) and
+        the conductance distribution per device level (``conductances.png``, Fig. 4b)."""
+        from metaplast.host import plots
+        from metaplast.host.crossbar_synapses import CrossbarSynapses
+
+        bars = [s for s in session.synapses if isinstance(s, CrossbarSynapses)]
+        if not bars:
+            return
+        arrays = {}
+        for i, s in enumerate(bars):
+            x = s.crossbar
+            grid = {
+                "g": x.g,
+                "level": s.device_levels(),
+                "counts": x.counts,
+                "stuck": x.stuck,
+                "worn_out": x.failed,
+            }
+            for name, t in grid.items():
+                arrays[f"layer{i}_{name}"] = t.reshape(x.rows, x.cols).numpy()
+        atomic_write(self.path / "conductances.npz", lambda f: np.savez_compressed(f, **arrays))
+        layers = range(len(bars))
+        plots.conductance_cdf(
+            np.concatenate([arrays[f"layer{i}_g"].ravel() for i in layers]),
+            np.concatenate([arrays[f"layer{i}_level"].ravel() for i in layers]),
+            self.path / "conductances.png",
+        )
 
 
 def metrics_document(session: Session) -> dict[str, Any]:
@@ -112,7 +144,26 @@ def metrics_document(session: Session) -> dict[str, Any]:
             "share_under_25": float((counts < 25).double().mean()),
             "share_over_50": float((counts > 50).double().mean()),
         },
+        "programming": session.programming.summary(),
+        "crossbar": _crossbar_document(session),
         "link": _link_document(session),
+    }
+
+
+def _crossbar_document(session: Session) -> dict[str, Any]:
+    """The device model and what happened to its devices (``ideal``: no devices to tell of)."""
+    from metaplast.host.crossbar_synapses import CrossbarSynapses
+
+    cfg = session.config
+    if cfg.device is None:
+        return {"model": "ideal"}
+    bars = [s.crossbar for s in session.synapses if isinstance(s, CrossbarSynapses)]
+    return {
+        **cfg.device.describe(),
+        "tiles_used": sum(b.tiles for b in bars),
+        "stuck_hrs_devices": sum(int((b.stuck == 1).sum()) for b in bars),
+        "stuck_lrs_devices": sum(int((b.stuck == 2).sum()) for b in bars),
+        "worn_out_devices": session.worn_out_devices(),
     }
 
 
@@ -153,6 +204,7 @@ def summary_table(paths: list[Path]) -> str:
             f"{len(epochs)}/{sum(cfg['epochs'])}",
             f"{cfg['mstar']:g}",
             cfg["arithmetic"],
+            cfg.get("crossbar", "ideal"),
             "-".join(map(str, cfg["hidden"])),
         ]
         for t in tasks:
@@ -160,9 +212,11 @@ def summary_table(paths: list[Path]) -> str:
             cells.append(f"{100 * max(e['test_acc'][t] for e in epochs):.2f}")
         lc = metrics["level_changes"]
         cells += [f"{lc['mean_per_synapse']:.1f}", str(lc["max_per_synapse"])]
+        prog = metrics.get("programming")
+        cells += [f"{prog['mean']:.1f}", str(prog["max"])] if prog else ["", ""]
         rows.append("| " + " | ".join(cells) + " |")
-    head = ["run", "epochs", "m*", "arithmetic", "hidden"]
+    head = ["run", "epochs", "m*", "arithmetic", "crossbar", "hidden"]
     for t in tasks:
         head += [f"{t} final (%)", f"{t} best (%)"]
-    head += ["level changes / synapse", "max"]
+    head += ["level changes / synapse", "max", "operations / device", "max"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows]) + "\n"

@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from metaplast.host import datasets
 from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.host.crossbar_synapses import CrossbarSynapses
+from metaplast.host.programming import ProgrammingCounter
 from metaplast.host.qnn import QuantizedMLP
 from metaplast.host.rundir import RunDir
 from metaplast.host.synapses import FixedSynapses, FloatSynapses, LinkSynapses, SynapseArray
@@ -137,6 +139,11 @@ class Session:
                 self.synapses.append(FixedSynapses(w_hidden, config.contract, seed))
             else:
                 self.synapses.append(FloatSynapses(w_hidden, config.levels))
+            if config.device is not None:
+                xbar = CrossbarSynapses(self.synapses[i], config.contract, config.device, seed)
+                self.synapses[i] = xbar
+                self.model.mvms[i] = xbar.mvm
+        self.programming = ProgrammingCounter(config.contract, [s.levels() for s in self.synapses])
         self.model.set_weights([s.quantized() for s in self.synapses])
         self.adams = [Adam(s.shape) for s in self.synapses]
         self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=config.lr)
@@ -157,6 +164,7 @@ class Session:
             "bn_opt": self.bn_opt.state_dict(),
             "bn_snapshots": self.bn_snapshots,
             "change_counts": [c.clone() for c in self.change_counts],
+            "programming": self.programming.state_dict(),
             "metrics": self.metrics,
         }
 
@@ -169,6 +177,8 @@ class Session:
         self.bn_opt.load_state_dict(state["bn_opt"])
         self.bn_snapshots = state["bn_snapshots"]
         self.change_counts = [c.clone() for c in state["change_counts"]]
+        if "programming" in state:  # checkpoints made before the counter start from levels
+            self.programming.load_state_dict(state["programming"])
         self.epochs_done = int(state["epochs_done"])
         self.metrics = list(state["metrics"])
         self.model.set_weights([s.quantized() for s in self.synapses])
@@ -184,12 +194,13 @@ class Session:
         self.adams = [Adam(s.shape) for s in self.synapses]
         self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=self.config.lr)
 
-    def train_epoch(self, data: TaskData, epoch: int, progress: bool = True) -> dict[str, float]:
+    def train_epoch(self, data: TaskData, epoch: int, progress: bool = True) -> dict[str, Any]:
         cfg = self.config
         self.model.train()
         order = torch.randperm(len(data.y_train), generator=_generator(cfg.seed, 2, epoch))
         batches = order.split(cfg.batch_size)
         loss_sum = correct = seen = changes = 0
+        ops_before = self.programming.total()
         loss_fn = torch.nn.CrossEntropyLoss()
         bar = tqdm(
             batches,
@@ -211,6 +222,7 @@ class Session:
             ):
                 changed = s.apply(cfg.lr * adam.direction(w.grad))
                 self.change_counts[i] += changed
+                self.programming.record(i, s.levels(), changed)
                 changes += int(changed.sum())
             self.model.set_weights([s.quantized() for s in self.synapses])
             loss_sum += float(loss.detach()) * len(y)
@@ -220,7 +232,15 @@ class Session:
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
             "level_changes": changes,
+            "programming_ops": self.programming.total() - ops_before,
+            **({} if cfg.device is None else {"worn_out_devices": self.worn_out_devices()}),
         }
+
+    def worn_out_devices(self) -> int:
+        """Devices of the crossbar models that have used up their endurance."""
+        return sum(
+            int(s.crossbar.failed.sum()) for s in self.synapses if isinstance(s, CrossbarSynapses)
+        )
 
     @torch.no_grad()
     def evaluate(self, data: TaskData, current_task: str) -> float:
@@ -316,5 +336,7 @@ def train(
         run.path / "meta.png",
         config.contract if config.arithmetic == "fixed" else None,
     )
-    plots.level_change_histogram(session.change_counts, run.path / "level_changes.png")
+    plots.count_histogram(session.change_counts, run.path / "level_changes.png")
+    plots.count_histogram(session.programming.counts, run.path / "programming.png", "device")
+    run.save_conductances(session)
     return metrics

@@ -29,6 +29,10 @@ class SynapseArray(Protocol):
         """``W_S`` as float32 in ``shape``: what the crossbar holds."""
         ...
 
+    def levels(self) -> Tensor:
+        """Level index of every synapse, in ``shape``: what the devices are programmed to."""
+        ...
+
     def apply(self, d: Tensor) -> Tensor:
         """Apply ``d = eta * U_W`` with Algorithm 1; return the bool mask of level changes."""
         ...
@@ -45,19 +49,22 @@ class FloatSynapses:
 
     def __init__(self, w_hidden: Tensor, levels: tuple[float, ...]) -> None:
         self.shape = tuple(w_hidden.shape)
-        self.levels = torch.tensor(levels, dtype=torch.float32)
+        self.level_values = torch.tensor(levels, dtype=torch.float32)
         low, high = rule.hidden_range(levels)
         self.hidden = w_hidden.to(torch.float32).clamp(low, high)
-        self.level = rule.level_index(self.hidden, self.levels)
+        self.level = rule.level_index(self.hidden, self.level_values)
         self.mstar = 0.0
 
     def quantized(self) -> Tensor:
-        return self.levels[self.level]
+        return self.level_values[self.level]
+
+    def levels(self) -> Tensor:
+        return self.level
 
     def apply(self, d: Tensor) -> Tensor:
         before = self.level
-        self.hidden = rule.update(self.hidden, d.to(torch.float32), self.levels, self.mstar)
-        self.level = rule.level_index(self.hidden, self.levels)
+        self.hidden = rule.update(self.hidden, d.to(torch.float32), self.level_values, self.mstar)
+        self.level = rule.level_index(self.hidden, self.level_values)
         return self.level != before
 
     def set_mstar(self, mstar: float) -> None:
@@ -68,7 +75,7 @@ class FloatSynapses:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.hidden = state["hidden"].clone()
-        self.level = rule.level_index(self.hidden, self.levels)
+        self.level = rule.level_index(self.hidden, self.level_values)
         self.mstar = float(state["mstar"])
 
 
@@ -94,6 +101,9 @@ class FixedSynapses:
 
     def quantized(self) -> Tensor:
         return self.level_values[self.unit.levels()].reshape(self.shape)
+
+    def levels(self) -> Tensor:
+        return self.unit.levels().reshape(self.shape)
 
     def apply(self, d: Tensor) -> Tensor:
         events = self.unit.update(
@@ -157,6 +167,9 @@ class LinkSynapses:
 
     def quantized(self) -> Tensor:
         return self.level_values[self.level].reshape(self.shape)
+
+    def levels(self) -> Tensor:
+        return self.level.reshape(self.shape)
 
     def apply(self, d: Tensor) -> Tensor:
         from metaplast.host.link import LinkError

@@ -21,8 +21,10 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
 
 
-def _levels(text: str) -> tuple[float, ...]:
-    """``uniform:N:LOW:HIGH`` or an explicit comma-separated list of levels."""
+def _levels(text: str) -> tuple[float, ...] | str:
+    """``uniform:N:LOW:HIGH``, an explicit comma-separated list of levels, or ``device``."""
+    if text == "device":
+        return text
     try:
         if text.startswith("uniform:"):
             _, n, low, high = text.split(":")
@@ -52,13 +54,41 @@ _SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--activation": ("activation", {"help": "sign or hardtanh"}),
     "--init-std": ("init_std", {"type": float, "help": "std of the initial hidden weights"}),
     "--bn": ("bn", {"help": "per-task (each task tested with its batch norm) or shared"}),
-    "--levels": ("levels", {"type": _levels, "help": "uniform:17:-1.5:1.5 or a list"}),
+    "--levels": (
+        "levels",
+        {
+            "type": _levels,
+            "help": "uniform:17:-1.5:1.5, a list, or device (the mean conductances of a "
+            "multi-level --crossbar, scaled to the same largest level)",
+        },
+    ),
     "--hidden-width": ("hidden_width", {"type": int, "help": "hidden-weight bits (fixed)"}),
     "--guard-bits": ("guard_bits", {"type": int, "help": "update bits below the hidden LSB"}),
     "--lut-entries": ("lut_entries", {"type": int, "help": "meta LUT entries (power of two)"}),
     "--meta-bits": ("meta_bits", {"type": int, "help": "fraction bits of M"}),
     "--rounding": ("rounding", {"help": "nearest or stochastic"}),
     "--train-limit": ("train_limit", {"type": int, "help": "use the first N training images"}),
+    "--crossbar": (
+        "crossbar",
+        {
+            "choices": ("ideal", "hfox-1t1r", "tio2-passive"),
+            "help": "where the quantized weights live: exact (ideal) or a device model",
+        },
+    ),
+    "--device-file": (
+        "device_file",
+        {"help": "a device file (JSON) that replaces the crossbar model's shipped one"},
+    ),
+    "--stuck-hrs": ("stuck_hrs", {"type": float, "help": "fraction of devices stuck in HRS"}),
+    "--stuck-lrs": ("stuck_lrs", {"type": float, "help": "fraction of devices stuck in LRS"}),
+    "--endurance": (
+        "endurance",
+        {"type": int, "help": "programming operations a device survives (then stuck)"},
+    ),
+    "--read-noise": (
+        "read_noise",
+        {"type": float, "help": "relative std of every conductance read"},
+    ),
 }
 
 
@@ -132,14 +162,33 @@ def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig
         base = RunDir.stored_config(out).to_dict()
     else:
         base = SessionConfig(**PRESETS[args.preset or "quick"]).to_dict()
-    return SessionConfig.from_dict({**base, **given})
+    merged = {**base, **given}
+    if merged["levels"] == "device":
+        merged["levels"] = _device_levels(merged, base["levels"])
+    return SessionConfig.from_dict(merged)
+
+
+def _device_levels(config: dict[str, Any], default: Sequence[float]) -> tuple[float, ...]:
+    """The weight levels of a multi-level device's mean conductances (``--levels device``)."""
+    from metaplast.firmware_sim.devices import DeviceFileError, HfOx1T1R, load_device
+    from metaplast.host.config import ConfigError
+
+    try:
+        device = load_device(config["crossbar"], config.get("device_file"))
+    except DeviceFileError as exc:
+        raise ConfigError(f"--levels device: {exc}") from exc
+    if not isinstance(device, HfOx1T1R):
+        name = config["crossbar"]
+        raise ConfigError(f"--levels device needs a multi-level --crossbar, not {name!r}")
+    return device.weight_levels(max(abs(v) for v in default))
 
 
 def _report(rec: dict[str, Any]) -> None:
     accs = "  ".join(f"{t} {100 * a:.2f} %" for t, a in rec["test_acc"].items())
+    worn = f", {rec['worn_out_devices']} devices worn out" if rec.get("worn_out_devices") else ""
     print(
         f"epoch {rec['epoch']:3d} [{rec['task']}, m*={rec['mstar']:g}] {accs}  "
-        f"({rec['level_changes']} level changes, {rec['seconds']:.1f} s)",
+        f"({rec['level_changes']} level changes{worn}, {rec['seconds']:.1f} s)",
         flush=True,
     )
 
@@ -182,6 +231,11 @@ def _train(args: argparse.Namespace) -> int:
             )
     final = metrics["epochs"][-1]["test_acc"]
     print("final test accuracy: " + ", ".join(f"{t} {100 * a:.2f} %" for t, a in final.items()))
+    prog = metrics["programming"]
+    print(
+        f"programming operations per device: mean {prog['mean']:.1f}, max {prog['max']}, "
+        f"{100 * prog['frac_under_25']:.2f} % under 25, {100 * prog['frac_over_50']:.2f} % over 50"
+    )
     print(f"run directory: {out}")
     return 0
 

@@ -172,6 +172,21 @@ class Contract:
         s = level - self.zero_level
         return max(s, 0), max(-s, 0)
 
+    def device_levels_of(self, levels: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`device_levels` of every element of ``levels``."""
+        s = levels.to(torch.int64) - self.zero_level
+        return s.clamp(min=0), (-s).clamp(min=0)
+
+    def device_magnitudes(self) -> tuple[float, ...]:
+        """Weight magnitude each device level encodes, level 0 first (``|Q|`` on either side;
+        the larger where the level set is not symmetric)."""
+        q, z = self.levels, self.zero_level
+        out = []
+        for k in range(self.device_level_count):
+            sides = [abs(q[z + s * k] - q[z]) for s in (1, -1) if 0 <= z + s * k < len(q)]
+            out.append(max(sides))
+        return tuple(out)
+
     def device_operations(self, old: int, new: int) -> list[tuple[int, int]]:
         """``(device, target level)`` programmings for a level change (device 0: G+, 1: G-).
 

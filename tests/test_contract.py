@@ -213,3 +213,30 @@ def test_digital_unit_refuses_bad_access() -> None:
         unit.write(0, [10**9])
     with pytest.raises(ValueError):
         DigitalUnit(Contract(), 0)
+
+
+@pytest.mark.parametrize(
+    "levels", [rule.DEFAULT_LEVELS, (-1.0, -0.25, 0.0, 0.5, 1.0, 2.0), (-1.5, -0.5, 0.5, 1.5)]
+)
+def test_vectorized_device_levels_and_operation_counts(levels: tuple[float, ...]) -> None:
+    from metaplast.host.programming import ProgrammingCounter
+
+    c = Contract(levels=levels)
+    n = len(levels)
+    every = torch.arange(n)
+    p, m = c.device_levels_of(every)
+    assert [(int(a), int(b)) for a, b in zip(p, m, strict=True)] == [
+        c.device_levels(k) for k in range(n)
+    ]
+    assert int(torch.maximum(p, m).max()) == c.device_level_count - 1
+    mags = c.device_magnitudes()
+    assert mags[0] == 0 and list(mags) == sorted(mags) and len(mags) == c.device_level_count
+    # every transition costs as many operations as the programming port emits for it
+    old, new = torch.meshgrid(every, every, indexing="ij")
+    counter = ProgrammingCounter(c, [old])
+    start = counter.counts[0].clone()
+    counter.record(0, new)
+    ops = (counter.counts[0] - start).sum(0)
+    for a in range(n):
+        for b in range(n):
+            assert int(ops[a, b]) == len(c.device_operations(a, b))

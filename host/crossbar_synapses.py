@@ -1,0 +1,123 @@
+"""A layer whose quantized weights live on a crossbar model as differential device pairs.
+
+The hidden weights stay where they were (float rule, bit-exact unit, or a board behind a
+link): :class:`CrossbarSynapses` wraps that array, and whenever a synapse changes level it
+programs the devices of its pair that must change, exactly as the digital unit's programming
+port asks (:meth:`~metaplast.contract.Contract.device_operations`). The forward and backward
+MVMs of the layer run on the crossbar's conductances, so its variability, stuck and worn-out
+devices and disturbances act on training as they would on a chip.
+
+Weight ``W[j, i]`` sits on row ``i`` (input ``i`` drives it), columns ``2j`` (G+) and
+``2j + 1`` (G-); the layer's output is the difference of the two column currents divided by
+the conductance of one weight unit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metaplast.contract import Contract
+from metaplast.firmware_sim.crossbar import Crossbar
+from metaplast.firmware_sim.devices import DeviceModel
+from metaplast.host.synapses import SynapseArray
+
+
+class CrossbarSynapses:
+    """``inner``'s hidden weights; the quantized weights programmed onto a :class:`Crossbar`."""
+
+    def __init__(
+        self, inner: SynapseArray, contract: Contract, device: DeviceModel, seed: int
+    ) -> None:
+        self.inner = inner
+        self.shape = inner.shape
+        self.contract = contract
+        n_out, n_in = self.shape
+        self.crossbar = Crossbar(device, rows=n_in, cols=2 * n_out, seed=seed)
+        magnitudes = contract.device_magnitudes()
+        self.targets = device.level_targets(magnitudes)
+        self.g_unit = float(self.targets[-1] - self.targets[0]) / magnitudes[-1]
+        j, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")
+        self.plus = (i * 2 * n_out + 2 * j).flatten()
+        self.crossbar.reset(float(self.targets[0]))
+        self.level = torch.full((n_out * n_in,), contract.zero_level, dtype=torch.int64)
+        self._program(inner.levels().flatten())
+
+    def _program(self, new: Tensor) -> None:
+        """Program the devices whose level differs between ``self.level`` and ``new``."""
+        changed = (new != self.level).nonzero().squeeze(1)
+        old_p, old_n = self.contract.device_levels_of(self.level[changed])
+        new_p, new_n = self.contract.device_levels_of(new[changed])
+        dp, dn = old_p != new_p, old_n != new_n
+        index = torch.cat([self.plus[changed[dp]], self.plus[changed[dn]] + 1])
+        targets = torch.cat([self.targets[new_p[dp]], self.targets[new_n[dn]]])
+        self.crossbar.program(index, targets)
+        self.level = new.to(torch.int64).clone()
+
+    def device_levels(self) -> Tensor:
+        """Device level each device was last programmed to, ``rows x cols`` like the array."""
+        plus, minus = self.contract.device_levels_of(self.level)
+        out = torch.empty(self.crossbar.size, dtype=torch.int64)
+        out[self.plus], out[self.plus + 1] = plus, minus
+        return out.reshape(self.crossbar.rows, self.crossbar.cols)
+
+    # SynapseArray ---------------------------------------------------------------------------
+
+    def levels(self) -> Tensor:
+        return self.inner.levels()
+
+    def quantized(self) -> Tensor:
+        """The weights one read of the crossbar gives (``(G+ - G-) / g_unit``)."""
+        g = self.crossbar.read()
+        return (g[:, 0::2] - g[:, 1::2]).t() / self.g_unit
+
+    def apply(self, d: Tensor) -> Tensor:
+        changed = self.inner.apply(d)
+        self._program(self.inner.levels().flatten())
+        return changed
+
+    def set_mstar(self, mstar: float) -> None:
+        self.inner.set_mstar(mstar)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inner": self.inner.state_dict(),
+            "crossbar": self.crossbar.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state["inner"])
+        self.crossbar.load_state_dict(state["crossbar"])
+        self.level = self.inner.levels().flatten().to(torch.int64).clone()
+
+    # the layer's MVMs on the crossbar -------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inputs on the rows; G+ minus G- column currents, in weight units."""
+        current = self.crossbar.mvm(x)
+        return (current[:, 0::2] - current[:, 1::2]) / self.g_unit
+
+    def backward(self, delta: Tensor) -> Tensor:
+        """Errors on the columns (``+delta`` on G+, ``-delta`` on G-); row currents."""
+        v = torch.stack([delta, -delta], dim=2).reshape(len(delta), -1)
+        return self.crossbar.mvm_t(v) / self.g_unit
+
+    def mvm(self, x: Tensor, w: Tensor) -> Tensor:
+        """``x @ W.T`` computed by the crossbar, differentiable: ``w`` receives the gradient
+        ``delta.T @ x`` (the digital outer product), ``x`` the transposed crossbar MVM."""
+        return _CrossbarMVM.apply(x, w, self)
+
+
+class _CrossbarMVM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, layer: CrossbarSynapses) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.layer = layer
+        return layer.forward(x)
+
+    @staticmethod
+    def backward(ctx, delta: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return ctx.layer.backward(delta), delta.t() @ x, None
