@@ -67,52 +67,64 @@ def _keys() -> list[str]:
     return [f"{t} {w}" for w in ("final", "best") for t in TASKS]
 
 
-def stuck_table(root: Path) -> str:
+def runs_under(*folders: Path) -> list[dict[str, Any]]:
+    return [m for f in folders for r in sorted(f.glob("*")) if r.is_dir() and (m := load(r))]
+
+
+def grouped_table(runs: list[dict[str, Any]], key, head: str, label, extra, extra_head: str) -> str:
+    """One row per value of ``key(config)``: the runs' seeds, ``extra`` (mean over the
+    seeds) and the accuracies as mean ± std over the seeds."""
     rows = [
-        "| stuck devices (HRS + LRS) | stuck in the network | "
-        + " | ".join(f"{k} (%)" for k in _keys())
-        + " |",
-        "|---|---|" + "---|" * len(_keys()),
+        f"| {head} | seeds | {extra_head} | " + " | ".join(f"{k} (%)" for k in _keys()) + " |",
+        "|---|---|---|" + "---|" * len(_keys()),
     ]
-    runs = [(0.0, load(root / "seeds-hfox" / "seed-0"))]
-    for r in sorted((root / "stuck-hfox").glob("stuck_hrs-*")):
-        runs.append((2 * float(r.name.split("-", 1)[1]), load(r)))
-    for share, m in sorted(runs, key=lambda x: x[0]):
-        if m is None:
-            continue
-        xb = m["crossbar"]
-        n = xb.get("stuck_hrs_devices", 0) + xb.get("stuck_lrs_devices", 0)
-        a = accs(m)
-        rows.append(
-            f"| {100 * share:g} % | {n:,} of {m['devices']:,} | "
-            + " | ".join(f"{a[k]:.2f}" for k in _keys())
-            + " |"
-        )
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for m in runs:
+        groups.setdefault(key(m["config"]), []).append(m)
+    for value in sorted(groups, key=lambda v: (v is None, v)):
+        ms = sorted(groups[value], key=lambda m: m["config"]["seed"])
+        seeds = ",".join(str(m["config"]["seed"]) for m in ms)
+        cells = [mean_std([accs(m)[k] for m in ms]) for k in _keys()]
+        rows.append(f"| {label(value)} | {seeds} | {extra(ms)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def stuck_table(root: Path) -> str:
+    runs = runs_under(root / "stuck-hfox")
+    seeds = {m["config"]["seed"] for m in runs}
+    runs += [m for m in runs_under(root / "seeds-hfox") if m["config"]["seed"] in seeds]
+
+    def stuck(ms: list[dict[str, Any]]) -> str:
+        n = [m["crossbar"]["stuck_hrs_devices"] + m["crossbar"]["stuck_lrs_devices"] for m in ms]
+        return f"{statistics.mean(n):,.0f} of {ms[0]['devices']:,}"
+
+    return grouped_table(
+        runs,
+        lambda c: c["stuck_hrs"] or 0.0,
+        "stuck (HRS + LRS)",
+        lambda v: f"{200 * v:g} %",
+        stuck,
+        "stuck devices (mean)",
+    )
 
 
 def endurance_table(root: Path) -> str:
-    rows = [
-        "| endurance (operations) | devices worn out | "
-        + " | ".join(f"{k} (%)" for k in _keys())
-        + " |",
-        "|---|---|" + "---|" * len(_keys()),
-    ]
-    runs = [(10**9, load(root / "seeds-hfox" / "seed-0"))]
-    runs += [(int(r.name.split("-")[1]), load(r)) for r in (root / "endurance-hfox").glob("end*")]
-    for limit, m in sorted(runs, key=lambda x: x[0]):
-        if m is None:
-            continue
-        worn = m["crossbar"].get("worn_out_devices", 0)
-        share = 100 * worn / m["devices"]
-        label = f"{m['crossbar']['endurance']:,}" if limit < 10**9 else "1e5 (file)"
-        a = accs(m)
-        rows.append(
-            f"| {label} | {worn:,} ({share:.2f} %) | "
-            + " | ".join(f"{a[k]:.2f}" for k in _keys())
-            + " |"
-        )
-    return "\n".join(rows)
+    runs = runs_under(root / "endurance-hfox")
+    seeds = {m["config"]["seed"] for m in runs}
+    runs += [m for m in runs_under(root / "seeds-hfox") if m["config"]["seed"] in seeds]
+
+    def worn(ms: list[dict[str, Any]]) -> str:
+        n = statistics.mean(m["crossbar"]["worn_out_devices"] for m in ms)
+        return f"{n:,.0f} ({100 * n / ms[0]['devices']:.2f} %)"
+
+    return grouped_table(
+        runs,
+        lambda c: c["endurance"],
+        "endurance (operations)",
+        lambda v: f"{v:,}" if v else "1e5 (file)",
+        worn,
+        "devices worn out (mean)",
+    )
 
 
 def sizes_table(root: Path) -> str:

@@ -195,19 +195,24 @@ class DeviceModel:
         """Conductance change of devices that saw ``after`` devices programmed after them."""
         return torch.zeros(after.shape)
 
-    def with_overrides(self, **changes: Any) -> DeviceModel:
-        """A copy with some fields replaced (``stuck_hrs``, ``stuck_lrs``, ``endurance``,
-        ``read_noise``; None keeps the file's value)."""
+    def with_overrides(
+        self,
+        stuck_hrs: float | None = None,
+        stuck_lrs: float | None = None,
+        endurance: int | None = None,
+        read_noise: float | None = None,
+    ) -> DeviceModel:
+        """A copy with the given values replacing the file's (None keeps the file's)."""
         stuck = self.stuck
-        if changes.get("stuck_hrs") is not None:
-            stuck = replace(stuck, hrs_rate=float(changes["stuck_hrs"]))
-        if changes.get("stuck_lrs") is not None:
-            stuck = replace(stuck, lrs_rate=float(changes["stuck_lrs"]))
+        if stuck_hrs is not None:
+            stuck = replace(stuck, hrs_rate=float(stuck_hrs))
+        if stuck_lrs is not None:
+            stuck = replace(stuck, lrs_rate=float(stuck_lrs))
         out = replace(self, stuck=stuck)
-        if changes.get("endurance") is not None:
-            out = replace(out, endurance=int(changes["endurance"]))
-        if changes.get("read_noise") is not None:
-            out = replace(out, read_noise=float(changes["read_noise"]))
+        if endurance is not None:
+            out = replace(out, endurance=int(endurance))
+        if read_noise is not None:
+            out = replace(out, read_noise=float(read_noise))
         return out
 
     def describe(self) -> dict[str, Any]:
