@@ -59,10 +59,13 @@ class QuantizedMLP(nn.Module):
         # per layer, an MVM ``(x, w) -> x @ w.T`` done elsewhere (a crossbar); None: in torch
         self.mvms: list[Callable[[Tensor, Tensor], Tensor] | None] = [None] * len(self.weights)
 
-    def set_weights(self, quantized: Sequence[Tensor]) -> None:
+    def set_weights(self, quantized: Sequence[Tensor | None]) -> None:
+        """Copy ``W_S`` into the layers; ``None`` for a layer whose MVM runs elsewhere (its
+        weight tensor then only collects the gradient)."""
         for w, q in zip(self.weights, quantized, strict=True):
-            with torch.no_grad():
-                w.copy_(q)
+            if q is not None:
+                with torch.no_grad():
+                    w.copy_(q)
 
     def zero_weight_grads(self) -> None:
         for w in self.weights:

@@ -101,9 +101,8 @@ class RunDir:
         device levels, operation counts, stuck and worn-out maps, all ``rows x cols``) and
         the conductance distribution per device level (``conductances.png``, Fig. 4b)."""
         from metaplast.host import plots
-        from metaplast.host.crossbar_synapses import CrossbarSynapses
 
-        bars = [s for s in session.synapses if isinstance(s, CrossbarSynapses)]
+        bars = session.crossbars
         if not bars:
             return
         arrays = {}
@@ -152,12 +151,10 @@ def metrics_document(session: Session) -> dict[str, Any]:
 
 def _crossbar_document(session: Session) -> dict[str, Any]:
     """The device model and what happened to its devices (``ideal``: no devices to tell of)."""
-    from metaplast.host.crossbar_synapses import CrossbarSynapses
-
     cfg = session.config
     if cfg.device is None:
         return {"model": "ideal"}
-    bars = [s.crossbar for s in session.synapses if isinstance(s, CrossbarSynapses)]
+    bars = [s.crossbar for s in session.crossbars]
     return {
         **cfg.device.describe(),
         "tiles_used": sum(b.tiles for b in bars),

@@ -144,7 +144,7 @@ class Session:
                 self.synapses[i] = xbar
                 self.model.mvms[i] = xbar.mvm
         self.programming = ProgrammingCounter(config.contract, [s.levels() for s in self.synapses])
-        self.model.set_weights([s.quantized() for s in self.synapses])
+        self.sync_weights()
         self.adams = [Adam(s.shape) for s in self.synapses]
         self.bn_opt = torch.optim.Adam(self.model.norms.parameters(), lr=config.lr)
         self.bn_snapshots: dict[str, dict[str, Tensor]] = {}
@@ -181,7 +181,7 @@ class Session:
             self.programming.load_state_dict(state["programming"])
         self.epochs_done = int(state["epochs_done"])
         self.metrics = list(state["metrics"])
-        self.model.set_weights([s.quantized() for s in self.synapses])
+        self.sync_weights()
 
     # training --------------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class Session:
                 self.change_counts[i] += changed
                 self.programming.record(i, s.levels(), changed)
                 changes += int(changed.sum())
-            self.model.set_weights([s.quantized() for s in self.synapses])
+            self.sync_weights()
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
@@ -236,10 +236,23 @@ class Session:
             **({} if cfg.device is None else {"worn_out_devices": self.worn_out_devices()}),
         }
 
+    @property
+    def crossbars(self) -> list[CrossbarSynapses]:
+        """The layers on a crossbar model (none on the ideal crossbar)."""
+        return [s for s in self.synapses if isinstance(s, CrossbarSynapses)]
+
     def worn_out_devices(self) -> int:
         """Devices of the crossbar models that have used up their endurance."""
-        return sum(
-            int(s.crossbar.failed.sum()) for s in self.synapses if isinstance(s, CrossbarSynapses)
+        return sum(int(s.crossbar.failed.sum()) for s in self.crossbars)
+
+    def sync_weights(self) -> None:
+        """The quantized weights into the model, for the layers it multiplies itself; a layer on
+        a crossbar reads its devices in its own MVMs, so reading them here would be wasted."""
+        self.model.set_weights(
+            [
+                None if mvm else s.quantized()
+                for s, mvm in zip(self.synapses, self.model.mvms, strict=True)
+            ]
         )
 
     @torch.no_grad()
