@@ -91,11 +91,13 @@ class Crossbar:
             self._disturb(index)
         return ProgramReport(int(live.sum()), int((~live).sum() - worn.sum()), index[worn])
 
-    def _disturb(self, index: Tensor) -> None:
-        """V/3-style disturbance: a device moves by how many of its tile came after it.
+    def later_in_tile(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The devices of the tiles that programming ``index`` touches, and for each how many
+        of those programmings come after it in its tile's order (all of them for a device
+        not in ``index``): the ``k`` of the disturbance database.
 
-        Works on the tiles this call touched only, as a ``tiles x slots`` grid in programming
-        order: the programmings after a slot are a reversed cumulative sum of the grid.
+        Works on the touched tiles only, as a ``tiles x slots`` grid in programming order:
+        the programmings after a slot are a reversed cumulative sum of the grid.
         """
         tiles = torch.unique(self.tile[index])
         row = torch.empty(self.tiles, dtype=torch.int64)
@@ -103,12 +105,18 @@ class Crossbar:
         programmed = torch.zeros(len(tiles), self.slots, dtype=torch.int64)
         programmed[row[self.tile[index]], self.position[index]] = 1
         later = programmed.flip(1).cumsum(1).flip(1) - programmed
-        after = torch.where(programmed > 0, later, programmed.sum(1, keepdim=True))
+        after = torch.where(programmed > 0, later, programmed.sum(1, keepdim=True)).flatten()
         devices = self.members[tiles].flatten()
+        real = devices >= 0
+        return devices[real], after[real]
+
+    def _disturb(self, index: Tensor) -> None:
+        """V/3-style disturbance: a device moves by how many of its tile came after it."""
+        devices, after = self.later_in_tile(index)
         movable = (self.stuck == 0) & ~self.failed
-        hit = ((after.flatten() > 0) & (devices >= 0) & movable[devices]).nonzero().squeeze(1)
+        hit = ((after > 0) & movable[devices]).nonzero().squeeze(1)
         devices = devices[hit]
-        delta = self.device.disturbance(after.flatten()[hit], self.gen)
+        delta = self.device.disturbance(after[hit], self.gen)
         self.g[devices] = (self.g[devices] + delta).clamp_min(self.device.floor)
 
     def read(self) -> Tensor:
