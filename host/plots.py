@@ -99,3 +99,32 @@ def conductance_cdf(g: np.ndarray, level: np.ndarray, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def transfer_accuracy(accuracy: torch.Tensor, path: Path) -> None:
+    """Test accuracy of every simulated transfer."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(100 * accuracy.numpy(), bins=50)
+    ax.set_xlabel("test accuracy of one transfer (%)")
+    ax.set_ylabel("transfers")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def transfer_variability(votes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+    """Fig. 6: over the input plane, how far the transfers are from agreeing (0: all agree,
+    1: half say each class), with the test points on top."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    v = votes.numpy()
+    im = ax.imshow(
+        4 * v * (1 - v), origin="lower", extent=(0, 1, 0, 1), cmap="Blues", vmin=0, vmax=1
+    )
+    ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", s=8, edgecolors="k", linewidths=0.2)
+    ax.set_xlabel("$x_0$")
+    ax.set_ylabel("$x_1$")
+    fig.colorbar(im, ax=ax, label="disagreement between transfers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

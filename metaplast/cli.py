@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -524,6 +525,44 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_transfer(sub: Any) -> None:
+    p = sub.add_parser(
+        "transfer",
+        help="train a network, then simulate its transfers onto passive crossbars",
+        description="Paper 004: regular or hardware-aware training, then N simulated "
+        "transfers onto fresh passive TiO2 crossbars; RUN/transfer.json holds the statistics.",
+    )
+    p.add_argument("--dataset", default="moons", help="moons (the paper's exact split)")
+    p.add_argument("--training", default="hardware-aware", help="regular or hardware-aware")
+    p.add_argument("--transfers", type=int, default=10_000, help="simulated transfers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--hidden", type=int, default=8, help="sigmoid neurons of the hidden layer")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device-file", default=None, help="a tio2-passive device file")
+    p.add_argument("--stuck-hrs", type=float, default=None, help="share of HRS-stuck devices")
+    p.add_argument("--stuck-lrs", type=float, default=None, help="share of LRS-stuck devices")
+    p.add_argument("--out", required=True, help="run directory")
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from metaplast.host.transfer_run import TransferConfig, run
+
+    names = [f.name for f in dataclasses.fields(TransferConfig)]
+    cfg = TransferConfig(**{n: getattr(args, n) for n in names})
+    rec = run(cfg, args.out)
+    print(
+        f"{cfg.training} on {cfg.dataset}: software test accuracy "
+        f"{100 * rec['software_accuracy']['test']:.1f} %; over {cfg.transfers:,} transfers "
+        f"{100 * rec['accuracy_mean']:.2f} % mean, {100 * rec['share_ge_95']:.1f} % of test "
+        f"points right in >= 95 % of them, {100 * rec['share_ge_90']:.1f} % in >= 90 % "
+        f"({1e6 * rec['seconds_per_transfer']:.1f} us per transfer)"
+    )
+    print(f"run directory: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaplast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -532,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateware(sub)
     _add_board(sub)
     _add_link_faults(sub)
+    _add_transfer(sub)
     p = sub.add_parser("summary", help="a markdown table of finished or running runs")
     p.add_argument("runs", nargs="+", help="run directories")
     return parser
@@ -552,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "board-sim": _board_sim,
             "info": _info,
             "link-faults": _link_faults,
+            "transfer": _transfer,
         }
         return commands[args.command](args)
     except (ConfigError, DatasetError, LinkError) as exc:
