@@ -46,6 +46,7 @@ class SessionConfig:
     rounding: str = Contract.rounding
     train_limit: int | None = None
     crossbar: str = "ideal"
+    hardware_aware: str | None = None
     device_file: str | None = None
     stuck_hrs: float | None = None
     stuck_lrs: float | None = None
@@ -72,10 +73,22 @@ class SessionConfig:
         object.__setattr__(self, "contract", contract)
         object.__setattr__(self, "device", self._load_device())
 
+    @property
+    def device_option(self) -> tuple[str, str] | None:
+        """The option that names the session's device model, and the model: the crossbar in
+        the loop (``--crossbar``) or the one hardware-aware training expects
+        (``--hardware-aware``); ``None`` for an ideal session."""
+        if self.crossbar != "ideal":
+            return "--crossbar", self.crossbar
+        if self.hardware_aware is not None:
+            return "--hardware-aware", self.hardware_aware
+        return None
+
     def _load_device(self) -> DeviceModel | None:
-        """The crossbar's device model with the options' overrides, checked against the
-        network: enough device levels for the weight levels, enough tiles for the layers."""
-        if self.crossbar == "ideal":
+        """The device model with the options' overrides, checked against the network: enough
+        device levels for the weight levels, enough tiles for the layers."""
+        named = self.device_option
+        if named is None:
             given = [
                 f"--{k.replace('_', '-')}"
                 for k in ("device_file", "stuck_hrs", "stuck_lrs", "endurance", "read_noise")
@@ -84,8 +97,9 @@ class SessionConfig:
             if given:
                 raise ConfigError(f"{', '.join(given)}: the ideal crossbar has no devices to vary")
             return None
+        option, model = named
         try:
-            device = load_device(self.crossbar, self.device_file).with_overrides(
+            device = load_device(model, self.device_file).with_overrides(
                 stuck_hrs=self.stuck_hrs,
                 stuck_lrs=self.stuck_lrs,
                 endurance=self.endurance,
@@ -93,7 +107,7 @@ class SessionConfig:
             )
             device.level_targets(self.contract.device_magnitudes())
         except DeviceFileError as exc:
-            raise ConfigError(f"--crossbar {self.crossbar}: {exc}") from exc
+            raise ConfigError(f"{option} {model}: {exc}") from exc
         if device.stuck.hrs_rate + device.stuck.lrs_rate > 1:
             raise ConfigError("--stuck-hrs plus --stuck-lrs must not exceed 1")
         geo = device.array
@@ -103,7 +117,7 @@ class SessionConfig:
         )
         if geo.tiles is not None and needed > geo.tiles:
             raise ConfigError(
-                f"--crossbar {self.crossbar}: {device.path}: field 'array.tiles' gives "
+                f"{option} {model}: {device.path}: field 'array.tiles' gives "
                 f"{geo.tiles} tiles of {geo.tile_rows}x{geo.tile_cols}, but the network "
                 f"{list(self.sizes)} needs {needed} (two devices per weight)"
             )
@@ -152,6 +166,22 @@ class SessionConfig:
             )
         if self.crossbar not in CROSSBARS:
             raise ConfigError(f"--crossbar must be one of {CROSSBARS}, got {self.crossbar!r}")
+        if self.hardware_aware is not None:
+            if self.hardware_aware not in MODELS:
+                raise ConfigError(
+                    f"--hardware-aware must be one of {tuple(MODELS)}, got {self.hardware_aware!r}"
+                )
+            if self.crossbar != "ideal":
+                raise ConfigError(
+                    "--hardware-aware trains for an ex-situ transfer, --crossbar trains on the "
+                    "crossbar in the loop: give one of them"
+                )
+            for name in ("endurance", "read_noise"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"--{name.replace('_', '-')}: a transfer programs every device once "
+                        "and is evaluated by its MVMs alone; it applies to --crossbar"
+                    )
         for name in ("stuck_hrs", "stuck_lrs"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:

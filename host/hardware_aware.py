@@ -10,58 +10,87 @@ evaluate a trained model on ``n`` independent transfers at once (``torch.func.vm
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metaplast.firmware_sim.devices import TiO2Passive
-from metaplast.firmware_sim.transfer import TransferSampler
+from metaplast.contract import Contract
+from metaplast.firmware_sim.devices import DeviceModel
+from metaplast.firmware_sim.transfer import Transfers, TransferSampler
+
+BIASES: tuple[str, ...] = ("row", "separate", "digital")
 
 
-def _linears(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            yield name, module
+@dataclass(frozen=True)
+class _Mapped:
+    """Parameters that share one crossbar matrix (and so one weight-to-conductance scale):
+    their ``out x k`` views side by side."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    widths: tuple[int, ...]  # columns of each parameter in the matrix
+    sampler: TransferSampler
+
+    def matrix(self, params: dict[str, Tensor]) -> Tensor:
+        return torch.cat([params[n].reshape(self.sampler.shape[0], -1) for n in self.names], 1)
+
+    def split(self, matrix: Tensor) -> dict[str, Tensor]:
+        """``matrix`` (``[n x] out x in``) back into the parameters, a leading ``n`` kept."""
+        lead = matrix.shape[:-2]
+        parts = torch.split(matrix, list(self.widths), dim=-1)
+        return {
+            n: p.reshape(*lead, *s) for n, s, p in zip(self.names, self.shapes, parts, strict=True)
+        }
 
 
 class HardwareAware:
-    """The transfers of ``model``'s linear layers (weights and biases, a bias being one more
-    crossbar row driven by 1) onto arrays of ``device``."""
+    """The transfers of ``model``'s ``torch.nn.Linear`` layers onto arrays of ``device``.
 
-    def __init__(self, model: nn.Module, device: TiO2Passive, seed: int) -> None:
+    ``bias`` says where a layer's bias lives: ``row``, one more crossbar row driven by a
+    constant input, sharing the weights' scale; ``separate``, devices of its own with its own
+    scale (the paper's code maps every parameter tensor on its own); ``digital``, added exactly
+    by the periphery.
+    """
+
+    def __init__(self, model: nn.Module, device: DeviceModel, seed: int, bias: str = "row") -> None:
+        if bias not in BIASES:
+            raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
         self.model = model
         self.gen = torch.Generator().manual_seed(seed)
-        self.layers = list(_linears(model))
-        if not self.layers:
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not layers:
             raise ValueError("the model has no torch.nn.Linear layer to put on a crossbar")
-        self.samplers = {
-            name: TransferSampler(device, (m.out_features, m.in_features + (m.bias is not None)))
-            for name, m in self.layers
-        }
-
-    @staticmethod
-    def _matrix(m: nn.Linear) -> Tensor:
-        return m.weight if m.bias is None else torch.cat([m.weight, m.bias[:, None]], 1)
-
-    def _split(self, name: str, m: nn.Linear, matrix: Tensor) -> dict[str, Tensor]:
-        prefix = f"{name}." if name else ""
-        if m.bias is None:
-            return {f"{prefix}weight": matrix}
-        return {f"{prefix}weight": matrix[..., :-1], f"{prefix}bias": matrix[..., -1]}
+        params = dict(model.named_parameters())
+        self.mapped: list[_Mapped] = []
+        for name, m in layers:
+            prefix = f"{name}." if name else ""
+            groups = [[f"{prefix}weight"]]
+            if m.bias is not None and bias == "row":
+                groups[0].append(f"{prefix}bias")
+            elif m.bias is not None and bias == "separate":
+                groups.append([f"{prefix}bias"])
+            for names in groups:
+                widths = tuple(params[n].numel() // m.out_features for n in names)
+                self.mapped.append(
+                    _Mapped(
+                        tuple(names),
+                        tuple(params[n].shape for n in names),
+                        widths,
+                        TransferSampler(device, (m.out_features, sum(widths))),
+                    )
+                )
 
     def training_params(self) -> dict[str, Tensor]:
         """One transfer, differentiable by the reparametrization trick."""
-        params = {}
-        for name, m in self.layers:
-            w = self._matrix(m)
-            t = self.samplers[name].sample(w, 1, self.gen)
-            weights, stuck = t.weights[0], t.stuck[0]
-            noisy = torch.where(stuck, weights, w + (weights - w).detach())
-            params.update(self._split(name, m, noisy))
-        return params
+        params = dict(self.model.named_parameters())
+        out: dict[str, Tensor] = {}
+        for g in self.mapped:
+            w = g.matrix(params)
+            out.update(g.split(reparametrize(w, g.sampler.sample(w, 1, self.gen))))
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """The model's output through one freshly sampled transfer."""
@@ -70,15 +99,22 @@ class HardwareAware:
     @torch.no_grad()
     def transfer_outputs(self, x: Tensor, n: int, chunk: int = 1000) -> Tensor:
         """The model's outputs for ``x`` on ``n`` independent transfers: ``n x batch x out``."""
+        params = dict(self.model.named_parameters())
         outs = []
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
-            params: dict[str, Tensor] = {}
-            for name, m in self.layers:
-                t = self.samplers[name].sample(self._matrix(m), k, self.gen)
-                params.update(self._split(name, m, t.weights))
-            outs.append(vmap(lambda p: functional_call(self.model, p, (x,)))(params))
+            drawn: dict[str, Tensor] = {}
+            for g in self.mapped:
+                drawn.update(g.split(g.sampler.sample(g.matrix(params), k, self.gen).weights))
+            outs.append(vmap(lambda p: functional_call(self.model, p, (x,)))(drawn))
         return torch.cat(outs)
+
+
+def reparametrize(w: Tensor, transfer: Transfers) -> Tensor:
+    """``w`` as one transfer left it, with the gradient of ``w`` (reparametrization trick);
+    a weight on a stuck device takes the stuck value and gets no gradient."""
+    t, stuck = transfer.weights[0], transfer.stuck[0]
+    return torch.where(stuck, t, w + (t - w).detach())
 
 
 def predictions(outputs: Tensor) -> Tensor:
@@ -100,6 +136,19 @@ class TransferStats:
         """Share of test points classified correctly by at least ``fraction`` of transfers."""
         return float((self.per_point >= fraction - 1e-12).double().mean())
 
+    def table(self) -> dict[str, int]:
+        """Test points per bracket of the share of transfers that classify them correctly
+        (paper 004, Table 1)."""
+        pp = self.per_point
+        edges = (1.0, 0.95, 0.90, 0.80, 0.70, 0.60, 0.50)
+        out = {"100": int((pp >= 1.0).sum())}
+        for hi, lo in zip(edges, edges[1:], strict=False):
+            out[f"{100 * lo:.0f}-{100 * hi:.0f}"] = int(
+                ((pp >= lo - 1e-12) & (pp < hi - 1e-12)).sum()
+            )
+        out["<50"] = int((pp < 0.5 - 1e-12).sum())
+        return out
+
     def summary(self) -> dict[str, float]:
         acc = self.correct.double().mean(1)
         return {
@@ -110,3 +159,40 @@ class TransferStats:
             "accuracy_min": float(acc.min()),
             "accuracy_max": float(acc.max()),
         }
+
+
+class LevelTransfers:
+    """Hardware-aware training of a quantized network whose weights sit on a numeric
+    contract's levels (the metaplastic sessions): in training mode each layer multiplies by
+    the weights one transfer of its current levels onto ``device`` would leave, with the
+    reparametrization trick; in evaluation mode by the ideal weights.
+
+    ``levels`` gives a layer's current level indices (they move every batch); ``training``
+    says whether the model is in training mode.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[Callable[[], Tensor]],
+        shapes: Sequence[tuple[int, int]],
+        contract: Contract,
+        device: DeviceModel,
+        training: Callable[[], bool],
+        gen: torch.Generator,
+    ) -> None:
+        self.levels = list(levels)
+        self.samplers = [TransferSampler(device, shape) for shape in shapes]
+        self.contract = contract
+        self.training = training
+        self.gen = gen
+
+    def mvm(self, layer: int) -> Callable[[Tensor, Tensor], Tensor]:
+        """The MVM ``(x, w) -> x @ w'.T`` of ``layer``, ``w'`` a fresh transfer of ``w``."""
+
+        def mvm(x: Tensor, w: Tensor) -> Tensor:
+            if not self.training():
+                return x @ w.t()
+            t = self.samplers[layer].sample_levels(self.levels[layer](), self.contract, 1, self.gen)
+            return x @ reparametrize(w, t).t()
+
+        return mvm

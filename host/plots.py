@@ -113,10 +113,11 @@ def transfer_accuracy(accuracy: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
-def transfer_variability(votes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
-    """Fig. 6: over the input plane, how far the transfers are from agreeing (0: all agree,
-    1: half say each class), with the test points on top."""
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+def variability_panel(
+    ax: Any, votes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, title: str = ""
+) -> Any:
+    """One Fig. 6 panel on ``ax``: over the input plane, how far the transfers are from
+    agreeing (0: all agree, 1: half say each class), with the test points on top."""
     v = votes.numpy()
     im = ax.imshow(
         4 * v * (1 - v), origin="lower", extent=(0, 1, 0, 1), cmap="Blues", vmin=0, vmax=1
@@ -124,6 +125,15 @@ def transfer_variability(votes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, 
     ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", s=8, edgecolors="k", linewidths=0.2)
     ax.set_xlabel("$x_0$")
     ax.set_ylabel("$x_1$")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return im
+
+
+def transfer_variability(votes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+    """Fig. 6 of one network."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    im = variability_panel(ax, votes, x, y)
     fig.colorbar(im, ax=ax, label="disagreement between transfers")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -145,6 +145,7 @@ def metrics_document(session: Session) -> dict[str, Any]:
         },
         "programming": session.programming.summary(),
         "crossbar": _crossbar_document(session),
+        "hardware_aware": _hardware_aware_document(session),
         "link": _link_document(session),
     }
 
@@ -152,8 +153,9 @@ def metrics_document(session: Session) -> dict[str, Any]:
 def _crossbar_document(session: Session) -> dict[str, Any]:
     """The device model and what happened to its devices (``ideal``: no devices to tell of)."""
     cfg = session.config
-    if cfg.device is None:
+    if cfg.crossbar == "ideal":
         return {"model": "ideal"}
+    assert cfg.device is not None
     bars = [s.crossbar for s in session.crossbars]
     return {
         **cfg.device.describe(),
@@ -162,6 +164,15 @@ def _crossbar_document(session: Session) -> dict[str, Any]:
         "stuck_lrs_devices": sum(int((b.stuck == 2).sum()) for b in bars),
         "worn_out_devices": session.worn_out_devices(),
     }
+
+
+def _hardware_aware_document(session: Session) -> dict[str, Any] | None:
+    """The device model the training expected transfers onto (``None``: regular training)."""
+    cfg = session.config
+    if cfg.hardware_aware is None:
+        return None
+    assert cfg.device is not None
+    return cfg.device.describe()
 
 
 def _link_document(session: Session) -> dict[str, Any] | None:
@@ -201,7 +212,8 @@ def summary_table(paths: list[Path]) -> str:
             f"{len(epochs)}/{sum(cfg['epochs'])}",
             f"{cfg['mstar']:g}",
             cfg["arithmetic"],
-            cfg.get("crossbar", "ideal"),
+            cfg.get("crossbar", "ideal")
+            + (f" (hardware-aware: {cfg['hardware_aware']})" if cfg.get("hardware_aware") else ""),
             "-".join(map(str, cfg["hidden"])),
         ]
         for t in tasks:

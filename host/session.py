@@ -22,6 +22,7 @@ from tqdm import tqdm
 from metaplast.host import datasets
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
+from metaplast.host.hardware_aware import LevelTransfers
 from metaplast.host.programming import ProgrammingCounter
 from metaplast.host.qnn import QuantizedMLP
 from metaplast.host.rundir import RunDir
@@ -139,10 +140,23 @@ class Session:
                 self.synapses.append(FixedSynapses(w_hidden, config.contract, seed))
             else:
                 self.synapses.append(FloatSynapses(w_hidden, config.levels))
-            if config.device is not None:
+            if config.crossbar != "ideal":
+                assert config.device is not None
                 xbar = CrossbarSynapses(self.synapses[i], config.contract, config.device, seed)
                 self.synapses[i] = xbar
                 self.model.mvms[i] = xbar.mvm
+        self.hardware_aware: LevelTransfers | None = None
+        if config.hardware_aware is not None:
+            assert config.device is not None
+            self.hardware_aware = LevelTransfers(
+                [s.levels for s in self.synapses],
+                shapes,  # type: ignore[arg-type]
+                config.contract,
+                config.device,
+                lambda: self.model.training,
+                _generator(config.seed, 3),
+            )
+            self.model.mvms = [self.hardware_aware.mvm(i) for i in range(len(shapes))]
         self.programming = ProgrammingCounter(config.contract, [s.levels() for s in self.synapses])
         self.sync_weights()
         self.adams = [Adam(s.shape) for s in self.synapses]
@@ -166,6 +180,11 @@ class Session:
             "change_counts": [c.clone() for c in self.change_counts],
             "programming": self.programming.state_dict(),
             "metrics": self.metrics,
+            **(
+                {}
+                if self.hardware_aware is None
+                else {"hardware_aware_rng": self.hardware_aware.gen.get_state()}
+            ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -179,6 +198,8 @@ class Session:
         self.change_counts = [c.clone() for c in state["change_counts"]]
         if "programming" in state:  # checkpoints made before the counter start from levels
             self.programming.load_state_dict(state["programming"])
+        if self.hardware_aware is not None:
+            self.hardware_aware.gen.set_state(state["hardware_aware_rng"])
         self.epochs_done = int(state["epochs_done"])
         self.metrics = list(state["metrics"])
         self.sync_weights()
@@ -233,7 +254,7 @@ class Session:
             "train_acc": correct / seen,
             "level_changes": changes,
             "programming_ops": self.programming.total() - ops_before,
-            **({} if cfg.device is None else {"worn_out_devices": self.worn_out_devices()}),
+            **({} if cfg.crossbar == "ideal" else {"worn_out_devices": self.worn_out_devices()}),
         }
 
     @property
@@ -246,30 +267,29 @@ class Session:
         return sum(int(s.crossbar.failed.sum()) for s in self.crossbars)
 
     def sync_weights(self) -> None:
-        """The quantized weights into the model, for the layers it multiplies itself; a layer on
-        a crossbar reads its devices in its own MVMs, so reading them here would be wasted."""
+        """The quantized weights into the model; a layer on a crossbar reads its devices in
+        its own MVMs, so reading them here would be wasted."""
         self.model.set_weights(
-            [
-                None if mvm else s.quantized()
-                for s, mvm in zip(self.synapses, self.model.mvms, strict=True)
-            ]
+            [None if isinstance(s, CrossbarSynapses) else s.quantized() for s in self.synapses]
         )
 
-    @torch.no_grad()
     def evaluate(self, data: TaskData, current_task: str) -> float:
         """Test accuracy; a task trained earlier is tested with its own batch-norm state."""
+        return float((self.predict(data, current_task) == data.y_test).double().mean())
+
+    @torch.no_grad()
+    def predict(self, data: TaskData, current_task: str) -> Tensor:
+        """The class of every test image, with the batch-norm state of ``data``'s task."""
         self.model.eval()
         saved = None
         snapshot = self.bn_snapshots.get(data.name)
         if self.config.bn == "per-task" and snapshot is not None and data.name != current_task:
             saved = {k: v.clone() for k, v in self.model.norms.state_dict().items()}
             self.model.norms.load_state_dict(snapshot)
-        correct = 0
-        for xb, yb in zip(data.x_test.split(1000), data.y_test.split(1000), strict=True):
-            correct += int((self.model(xb).argmax(1) == yb).sum())
+        out = torch.cat([self.model(xb).argmax(1) for xb in data.x_test.split(1000)])
         if saved is not None:
             self.model.norms.load_state_dict(saved)
-        return correct / len(data.y_test)
+        return out
 
     def run(
         self,

@@ -1,16 +1,25 @@
-"""The half-moons transfer experiment of paper 004: train (regular or hardware-aware), then
-simulate transfers onto fresh passive crossbars and record per-test-point correctness.
+"""Simulated ex-situ transfers (paper 004) and the run directory that records them.
 
-A run directory holds ``transfer.json`` (the contract: ``share_ge_95``, ``share_ge_90``,
-``accuracy_mean``, with the configuration and timings), ``model.pt``, ``accuracy.png`` (the
-accuracy of every transfer) and ``variability.png`` (Fig. 6: how much the transfers disagree
-over the input plane).
+Two experiments share the statistics and the record:
+
+- ``moons``: the paper's half-moons experiment. A 2-8-1 sigmoid network is trained (regular,
+  or regular and then hardware-aware), then transferred ``N`` times onto fresh passive TiO2
+  crossbars by the linear weight mapping;
+- ``mnist``: the quantized network of a finished metaplastic session (``metaplast train``,
+  with or without ``--hardware-aware``) is transferred ``N`` times onto fresh crossbars of a
+  device model, its levels programmed as the digital unit programs them, and every task of
+  the session is tested on every transfer.
+
+``transfer.json`` holds the contract (``share_ge_95``, ``share_ge_90``: shares of test points
+classified correctly by at least 95 % / 90 % of the transfers; ``accuracy_mean``) with the
+configuration, the paper's Table 1 brackets, the software accuracy and the timings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,50 +28,94 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
-from metaplast.firmware_sim.devices import DeviceFileError, TiO2Passive, load_device
+from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
+from metaplast.firmware_sim.transfer import TransferSampler
 from metaplast.host.config import ConfigError
-from metaplast.host.hardware_aware import HardwareAware, TransferStats, predictions
+from metaplast.host.hardware_aware import BIASES, HardwareAware, TransferStats, predictions
 from metaplast.host.rundir import write_json
 
 TRAININGS: tuple[str, ...] = ("regular", "hardware-aware")
-DATASETS: tuple[str, ...] = ("moons",)
+DATASETS: tuple[str, ...] = ("moons", "mnist")
+DEFAULT_TRANSFERS = {"moons": 10_000, "mnist": 100}
 
 
 @dataclass(frozen=True)
 class TransferConfig:
+    """A transfer experiment. ``training``, ``epochs``, ``ha_epochs``, ``hidden``, ``lr`` and
+    ``batch_size`` train the moons network; ``from_run`` names the session run whose network
+    ``mnist`` transfers (its own config says how it was trained)."""
+
     dataset: str = "moons"
-    training: str = "hardware-aware"
-    transfers: int = 10_000
+    training: str | None = None
+    transfers: int | None = None
     seed: int = 0
-    epochs: int = 100
+    epochs: int = 4000
+    ha_epochs: int = 4000
     hidden: int = 8
     lr: float = 0.01
-    batch_size: int = 256
+    batch_size: int | None = None
+    crossbar: str = "tio2-passive"
+    bias: str = "row"
     device_file: str | None = None
     stuck_hrs: float | None = None
     stuck_lrs: float | None = None
+    from_run: str | None = None
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.training not in TRAININGS:
+        if self.dataset == "mnist" and self.training is not None:
+            raise ConfigError(
+                "--training: a session run says how it was trained (metaplast train "
+                "--hardware-aware MODEL); leave --training out with --dataset mnist"
+            )
+        if self.dataset == "moons" and self.training is None:
+            object.__setattr__(self, "training", "hardware-aware")
+        if self.dataset == "moons" and self.training not in TRAININGS:
             raise ConfigError(f"--training must be one of {TRAININGS}, got {self.training!r}")
-        for name in ("transfers", "epochs", "hidden", "batch_size"):
+        if self.bias not in BIASES:
+            raise ConfigError(f"--bias must be one of {BIASES}, got {self.bias!r}")
+        if self.crossbar not in MODELS:
+            raise ConfigError(f"--crossbar must be one of {tuple(MODELS)}, got {self.crossbar!r}")
+        if self.transfers is None:
+            object.__setattr__(self, "transfers", DEFAULT_TRANSFERS[self.dataset])
+        for name in ("transfers", "epochs", "hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.ha_epochs < 0:
+            raise ConfigError("--ha-epochs must be >= 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1 (leave it out for the whole set)")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        for name in ("stuck_hrs", "stuck_lrs"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 0.5:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 0.5], got {v}")
+        if self.dataset == "moons" and self.crossbar != "tio2-passive":
+            raise ConfigError(
+                "--dataset moons maps float weights linearly onto a tunable device: "
+                "--crossbar tio2-passive (a multi-level device takes a quantized network: "
+                "--dataset mnist --from RUN)"
+            )
+        if self.dataset == "mnist" and self.from_run is None:
+            raise ConfigError("--dataset mnist transfers a finished session: give --from RUN")
+        if self.dataset == "moons" and self.from_run is not None:
+            raise ConfigError("--from RUN takes a session run: use it with --dataset mnist")
 
-    def device(self) -> TiO2Passive:
+    def device(self) -> DeviceModel:
         try:
-            dev = load_device("tio2-passive", self.device_file).with_overrides(
+            return load_device(self.crossbar, self.device_file).with_overrides(
                 stuck_hrs=self.stuck_hrs, stuck_lrs=self.stuck_lrs
             )
         except DeviceFileError as exc:
             raise ConfigError(str(exc)) from exc
-        assert isinstance(dev, TiO2Passive)
-        return dev
+
+
+# moons ---------------------------------------------------------------------------------------
 
 
 def load_moons(split: str) -> tuple[Tensor, Tensor]:
@@ -72,60 +125,177 @@ def load_moons(split: str) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(a[:, :2]), torch.from_numpy(a[:, 2])
 
 
-def train_moons(cfg: TransferConfig, device: TiO2Passive) -> tuple[nn.Module, HardwareAware]:
-    torch.manual_seed(cfg.seed)
-    model = nn.Sequential(nn.Linear(2, cfg.hidden), nn.Sigmoid(), nn.Linear(cfg.hidden, 1))
-    hw = HardwareAware(model, device, cfg.seed)
+def _fit(
+    model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
+    cfg: TransferConfig,
+    epochs: int,
+    phase: int,
+    desc: str,
+) -> None:
+    """Adam on binary cross-entropy over the moons training split."""
     x, y = load_moons("train")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    order = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.epochs):
-        for idx in torch.randperm(len(y), generator=order).split(cfg.batch_size):
-            out = hw.forward(x[idx]) if cfg.training == "hardware-aware" else model(x[idx])
-            loss = nn.functional.binary_cross_entropy_with_logits(out[:, 0], y[idx])
+    order = torch.Generator().manual_seed(cfg.seed * 16 + phase)
+    batch = cfg.batch_size or len(y)
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+        for idx in torch.randperm(len(y), generator=order).split(batch):
+            loss = nn.functional.binary_cross_entropy_with_logits(forward(x[idx])[:, 0], y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def train_moons(cfg: TransferConfig, device: DeviceModel) -> tuple[nn.Module, HardwareAware]:
+    """The paper's 2-``hidden``-1 sigmoid network: ``epochs`` of regular training, then (for
+    ``hardware-aware``) ``ha_epochs`` more through sampled transfers onto ``device``."""
+    torch.manual_seed(cfg.seed)
+    model = nn.Sequential(nn.Linear(2, cfg.hidden), nn.Sigmoid(), nn.Linear(cfg.hidden, 1))
+    hw = HardwareAware(model, device, cfg.seed, cfg.bias)
+    _fit(model, model, cfg, cfg.epochs, 0, "regular training")
+    if cfg.training == "hardware-aware":
+        _fit(model, hw.forward, cfg, cfg.ha_epochs, 1, "hardware-aware training")
     return model, hw
 
 
-def run(cfg: TransferConfig, out: str | Path) -> dict[str, Any]:
-    """Train, transfer ``cfg.transfers`` times, write the run directory, return the record."""
+def _accuracy(model: nn.Module, split: str) -> float:
+    x, y = load_moons(split)
+    with torch.no_grad():
+        return float((predictions(model(x)) == y.long()).double().mean())
+
+
+def plane_votes(hw: HardwareAware, transfers: int, points: int = 100) -> Tensor:
+    """Over a ``points x points`` grid of the unit input plane, the share of ``transfers``
+    that say class 1 (Fig. 6)."""
+    axis = torch.linspace(0, 1, points)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+    votes = predictions(hw.transfer_outputs(grid, transfers)).double().mean(0)
+    return votes.reshape(points, points)
+
+
+def run_moons(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+    """A network this small runs ten times faster on one thread than on two that compete
+    with each other; the results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_moons(cfg, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_moons(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     from metaplast.host import plots
 
     device = cfg.device()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model, hw = train_moons(cfg, device)
     train_s = time.perf_counter() - t0
     x_te, y_te = load_moons("test")
-    x_va, y_va = load_moons("validation")
-    with torch.no_grad():
-        software = {
-            "test": float((predictions(model(x_te)) == y_te.long()).double().mean()),
-            "validation": float((predictions(model(x_va)) == y_va.long()).double().mean()),
-        }
+    software = {split: _accuracy(model, split) for split in ("train", "validation", "test")}
     hw.gen.manual_seed(cfg.seed + 1)  # transfers independent of the training's draws
+    assert cfg.transfers is not None
     t0 = time.perf_counter()
     outputs = hw.transfer_outputs(x_te, cfg.transfers)
     transfer_s = time.perf_counter() - t0
     stats = TransferStats(predictions(outputs) == y_te.long())
-    record = {
-        "config": dataclasses.asdict(cfg),
-        "device": device.describe(),
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "model.pt")
+    plots.transfer_accuracy(stats.correct.double().mean(1), out / "accuracy.png")
+    votes = plane_votes(hw, min(cfg.transfers, 1000))
+    plots.transfer_variability(votes, x_te, y_te, out / "variability.png")
+    return {
         **stats.summary(),
+        "table": stats.table(),
         "software_accuracy": software,
         "per_point": [round(v, 6) for v in stats.per_point.tolist()],
         "seconds": {"training": round(train_s, 3), "transfers": round(transfer_s, 3)},
         "seconds_per_transfer": transfer_s / cfg.transfers,
     }
+
+
+# a session's network ------------------------------------------------------------------------
+
+
+def run_session(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+    """Transfer the quantized network of session run ``cfg.from_run`` ``cfg.transfers`` times
+    and test every task of the session on every transfer."""
+    from metaplast.host.rundir import RunDir
+    from metaplast.host.session import Session, load_task
+
+    assert cfg.from_run is not None and cfg.transfers is not None
+    src = Path(cfg.from_run)
+    if not (src / "config.json").exists():
+        raise ConfigError(f"--from {src}: not a run directory (no config.json)")
+    session_cfg = RunDir.stored_config(src)
+    state = RunDir(src).checkpoint()
+    if state is None:
+        raise ConfigError(f"--from {src}: no readable checkpoint ({src / 'checkpoint.pt'})")
+    if state["epochs_done"] < len(session_cfg.schedule()):
+        raise ConfigError(
+            f"--from {src}: the session stopped after epoch {state['epochs_done']} of "
+            f"{len(session_cfg.schedule())}; finish it (metaplast train --resume) first"
+        )
+    device = cfg.device()
+    try:
+        device.level_targets(session_cfg.contract.device_magnitudes())
+    except DeviceFileError as exc:
+        raise ConfigError(f"--crossbar {cfg.crossbar}: {exc}") from exc
+    data = {t: load_task(t, cfg.data_dir, train_limit=1) for t in session_cfg.tasks}
+    session = Session(session_cfg)
+    try:
+        session.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--from {src}: its checkpoint does not load ({exc})") from exc
+    session.model.mvms = [None] * len(session.synapses)  # the transferred weights multiply
+    last = session_cfg.tasks[-1]
+    software = {t: session.evaluate(d, last) for t, d in data.items()}
+    levels = [s.levels() for s in session.synapses]
+    samplers = [TransferSampler(device, tuple(lv.shape)) for lv in levels]  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    correct: dict[str, list[Tensor]] = {t: [] for t in data}
+    t0 = time.perf_counter()
+    chunk = 4
+    bar = tqdm(total=cfg.transfers, desc="transfers", unit="transfer", leave=False)
+    for start in range(0, cfg.transfers, chunk):
+        k = min(chunk, cfg.transfers - start)
+        draws = [
+            s.sample_levels(lv, session_cfg.contract, k, gen)
+            for s, lv in zip(samplers, levels, strict=True)
+        ]
+        for n in range(k):
+            session.model.set_weights([d.weights[n] for d in draws])
+            for t, d in data.items():
+                correct[t].append(session.predict(d, last) == d.y_test)
+            bar.update(1)
+    bar.close()
+    transfer_s = time.perf_counter() - t0
+    per_task = {t: TransferStats(torch.stack(c)) for t, c in correct.items()}
+    pooled = TransferStats(torch.cat([s.correct for s in per_task.values()], 1))
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        **pooled.summary(),
+        "table": pooled.table(),
+        "run": str(src),
+        "training": "regular" if session_cfg.hardware_aware is None else "hardware-aware",
+        "session": session_cfg.to_dict(),
+        "tasks": {t: {**s.summary(), "table": s.table()} for t, s in per_task.items()},
+        "software_accuracy": software,
+        "seconds": {"transfers": round(transfer_s, 3)},
+        "seconds_per_transfer": transfer_s / cfg.transfers,
+    }
+
+
+def run(cfg: TransferConfig, out: str | Path) -> dict[str, Any]:
+    """Run the experiment, write ``out/transfer.json`` (and the figures), return the record.
+    A configuration or input error raises before ``out`` is created."""
+    out = Path(out)
+    body = run_moons(cfg, out) if cfg.dataset == "moons" else run_session(cfg, out)
+    record = {
+        "config": dataclasses.asdict(cfg),
+        "training": cfg.training,
+        "device": cfg.device().describe(),
+        **body,
+    }
     write_json(out / "transfer.json", record)
-    torch.save(model.state_dict(), out / "model.pt")
-    plots.transfer_accuracy(stats.correct.double().mean(1), out / "accuracy.png")
-    grid = torch.stack(
-        torch.meshgrid(torch.linspace(0, 1, 100), torch.linspace(0, 1, 100), indexing="xy"), -1
-    ).reshape(-1, 2)
-    votes = predictions(hw.transfer_outputs(grid, min(cfg.transfers, 1000))).double().mean(0)
-    plots.transfer_variability(votes.reshape(100, 100), x_te, y_te, out / "variability.png")
     return record

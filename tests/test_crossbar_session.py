@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from test_session import epochs_without_time, tiny_args
+from test_session import epochs_without_time, interrupted_and_resumed, tiny_args
 
 from metaplast.cli import main
 from metaplast.host.config import ConfigError, SessionConfig
@@ -66,17 +66,7 @@ def test_the_layer_mvms_run_on_the_conductances() -> None:
 def test_crossbar_session_resumes_bit_identically(data_dir: Path, tmp_path: Path) -> None:
     cfg = SessionConfig(**{**TINY, "crossbar": "tio2-passive", "stuck_hrs": 0.01, "endurance": 4})
     whole = train(cfg, tmp_path / "whole", data_dir, progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record: dict) -> None:
-        if record["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "part", data_dir, progress=False, on_epoch=stop_after_two)
-    resumed = train(cfg, tmp_path / "part", data_dir, resume=True, progress=False)
+    resumed = interrupted_and_resumed(cfg, tmp_path / "part", data_dir)
     assert epochs_without_time(resumed) == epochs_without_time(whole)
     assert resumed["programming"] == whole["programming"]
     assert resumed["crossbar"] == whole["crossbar"]

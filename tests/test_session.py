@@ -46,6 +46,21 @@ def epochs_without_time(metrics: dict) -> list[dict]:
     return [{k: v for k, v in e.items() if k != "seconds"} for e in metrics["epochs"]]
 
 
+def interrupted_and_resumed(cfg: SessionConfig, out: Path, data_dir: Path, after: int = 2) -> dict:
+    """A session killed after epoch ``after``, then resumed to its end: its metrics."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(record: dict) -> None:
+        if record["epoch"] == after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, out, data_dir, progress=False, on_epoch=stop)
+    return train(cfg, out, data_dir, resume=True, progress=False)
+
+
 @pytest.mark.parametrize("arithmetic", ["fixed", "float"])
 def test_cli_writes_the_metrics_contract(
     data_dir: Path, tmp_path: Path, arithmetic: str, capsys: pytest.CaptureFixture[str]

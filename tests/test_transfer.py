@@ -1,16 +1,22 @@
-"""Simulated transfers onto passive crossbars and hardware-aware training (paper 004)."""
+"""Simulated transfers onto crossbars and hardware-aware training (paper 004)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
+from test_session import epochs_without_time, interrupted_and_resumed, tiny_args
 from torch import nn
 
 from metaplast.cli import main
+from metaplast.contract import Contract
 from metaplast.firmware_sim.devices import load_device
 from metaplast.firmware_sim.transfer import TransferSampler
-from metaplast.host.hardware_aware import HardwareAware, TransferStats
+from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.host.hardware_aware import HardwareAware, LevelTransfers, TransferStats
+from metaplast.host.session import train
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -19,8 +25,6 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def test_an_ideal_transfer_gives_the_weights_back() -> None:
     exact = load_device("tio2-passive").with_overrides(stuck_hrs=0, stuck_lrs=0)
-    from dataclasses import replace
-
     exact = replace(exact, std_slope=0, std_base=0, offset_mean=0, offset_std=0,
                     disturb_samples=None, disturb_start=None, disturb_count=None)  # fmt: skip
     w = torch.randn(5, 7)
@@ -59,22 +63,165 @@ def test_hardware_aware_forward_is_differentiable_and_spares_stuck_weights() -> 
 
 def test_transfer_statistics() -> None:
     correct = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
-    s = TransferStats(correct).summary()
+    stats = TransferStats(correct)
+    s = stats.summary()
     assert s["share_ge_95"] == pytest.approx(1 / 3)
     assert s["share_ge_90"] == pytest.approx(1 / 3)
     assert s["accuracy_mean"] == pytest.approx(8 / 12)
+    # per point: 4/4, 3/4, 1/4 of the transfers
+    assert stats.table() == {
+        "100": 1, "95-100": 0, "90-95": 0, "80-90": 0, "70-80": 1, "60-70": 0, "50-60": 0,
+        "<50": 1,
+    }  # fmt: skip
+
+
+def test_level_transfers_match_the_linear_mapping_on_a_tunable_device() -> None:
+    """Levels go onto device levels as the programming port asks; on a linear device that is
+    the linear mapping of their values (the top level present), draw for draw."""
+    contract = Contract()
+    dev = load_device("tio2-passive").with_overrides(stuck_hrs=0.05, stuck_lrs=0.05)
+    levels = torch.randint(0, len(contract.levels), (6, 9), generator=gen(2))
+    levels[0, 0] = len(contract.levels) - 1
+    values = contract.level_values()[levels].float()
+    sampler = TransferSampler(dev, (6, 9))
+    by_level = sampler.sample_levels(levels, contract, 50, gen(3))
+    linear = sampler.sample(values, 50, gen(3))
+    assert torch.allclose(by_level.weights, linear.weights, atol=1e-5)
+    assert torch.equal(by_level.stuck, linear.stuck)
+
+
+def test_level_transfers_onto_1t1r_cells() -> None:
+    contract = Contract()
+    hfox = load_device("hfox-1t1r")
+    levels = torch.randint(0, len(contract.levels), (5, 7), generator=gen(4))
+    values = contract.level_values()[levels].float()
+    exact = replace(hfox.with_overrides(stuck_hrs=0, stuck_lrs=0), stds=(0.0,) * len(hfox.stds))
+    t = TransferSampler(exact, (5, 7)).sample_levels(levels, contract, 3, gen())
+    assert torch.allclose(t.weights, values.expand(3, 5, 7), atol=1e-5)
+    spread = TransferSampler(hfox, (5, 7)).sample_levels(levels, contract, 2000, gen(5))
+    err = spread.weights - values
+    assert 0 < float(err.std()) < 0.5 and abs(float(err.mean())) < 0.02
+    with pytest.raises(TypeError, match="discrete levels"):
+        TransferSampler(hfox, (5, 7)).sample(values, 1, gen())
+
+
+def test_level_transfers_train_through_a_transfer_and_test_on_the_ideal_weights() -> None:
+    contract = Contract()
+    dev = load_device("tio2-passive").with_overrides(stuck_hrs=0.2, stuck_lrs=0.2)
+    levels = torch.randint(0, len(contract.levels), (4, 12), generator=gen(6))
+    w = contract.level_values()[levels].float().requires_grad_(True)
+    training = [True]
+    ha = LevelTransfers([lambda: levels], [(4, 12)], contract, dev, lambda: training[0], gen())
+    mvm = ha.mvm(0)
+    x = torch.randn(10, 12, generator=gen(7))
+    out = mvm(x, w)
+    assert not torch.allclose(out, x @ w.t())
+    out.sum().backward()
+    assert w.grad is not None and (w.grad == 0).any() and (w.grad != 0).any()
+    training[0] = False
+    assert torch.equal(mvm(x, w), x @ w.t())
 
 
 def test_cli_writes_the_transfer_contract(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["transfer", "--dataset", "moons", "--training", "hardware-aware"]
-    assert (
-        main([*args, "--transfers", "500", "--seed", "1", "--epochs", "20", "--out", str(out)]) == 0
-    )
+    args = ["transfer", "--dataset", "moons", "--training", "hardware-aware", "--seed", "1"]
+    quick = ["--transfers", "500", "--epochs", "300", "--ha-epochs", "50"]
+    assert main([*args, *quick, "--out", str(out)]) == 0
     rec = json.loads((out / "transfer.json").read_text())
     assert 0 <= rec["share_ge_95"] <= rec["share_ge_90"] <= 1
     assert 0.5 < rec["accuracy_mean"] <= 1
-    assert len(rec["per_point"]) == 200
+    assert len(rec["per_point"]) == 200 and sum(rec["table"].values()) == 200
+    assert rec["training"] == "hardware-aware" and rec["config"]["transfers"] == 500
     for name in ("model.pt", "accuracy.png", "variability.png"):
         assert (out / name).is_file()
-    assert main(["transfer", "--training", "magic", "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--training", "magic"], "--training must be one of"),
+        (["--crossbar", "hfox-1t1r"], "--crossbar tio2-passive"),
+        (["--dataset", "mnist"], "give --from RUN"),
+        (["--dataset", "mnist", "--from", "x", "--training", "regular"], "leave --training out"),
+        (["--stuck-lrs", "2"], "--stuck-lrs must be in"),
+        (["--transfers", "0"], "--transfers must be >= 1"),
+    ],
+)
+def test_cli_rejects_bad_transfer_options(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x"
+    assert main(["transfer", *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_hardware_aware_session_options() -> None:
+    with pytest.raises(ConfigError, match="give one of them"):
+        SessionConfig(**TINY, crossbar="hfox-1t1r", hardware_aware="tio2-passive")
+    with pytest.raises(ConfigError, match="--endurance"):
+        SessionConfig(**TINY, hardware_aware="tio2-passive", endurance=3)
+    with pytest.raises(ConfigError, match="--hardware-aware must be one of"):
+        SessionConfig(**TINY, hardware_aware="ideal")
+    cfg = SessionConfig(**TINY, hardware_aware="hfox-1t1r", stuck_lrs=0.01)
+    assert cfg.device is not None and cfg.device.stuck.lrs_rate == 0.01
+
+
+def test_hardware_aware_session_resumes_bit_identically(data_dir: Path, tmp_path: Path) -> None:
+    cfg = SessionConfig(**{**TINY, "hardware_aware": "tio2-passive"})
+    whole = train(cfg, tmp_path / "whole", data_dir, progress=False)
+    regular = train(SessionConfig(**TINY), tmp_path / "regular", data_dir, progress=False)
+    assert whole["hardware_aware"]["model"] == "tio2-passive" and regular["hardware_aware"] is None
+    # the transfers change what the network learns
+    assert epochs_without_time(whole) != epochs_without_time(regular)
+    resumed = interrupted_and_resumed(cfg, tmp_path / "part", data_dir)
+    assert epochs_without_time(resumed) == epochs_without_time(whole)
+
+
+def test_cli_transfers_a_session_network(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "session"
+    assert main(tiny_args(data_dir, src, "--hardware-aware", "hfox-1t1r")) == 0
+    out = tmp_path / "transfer"
+    args = ["transfer", "--dataset", "mnist", "--from", str(src), "--data-dir", str(data_dir)]
+    assert main([*args, "--crossbar", "hfox-1t1r", "--transfers", "6", "--out", str(out)]) == 0
+    rec = json.loads((out / "transfer.json").read_text())
+    assert rec["training"] == "hardware-aware" and rec["config"]["transfers"] == 6
+    assert set(rec["tasks"]) == {"mnist", "fashion-mnist"}
+    for task in rec["tasks"].values():
+        assert sum(task["table"].values()) == 10_000
+        assert 0 <= task["share_ge_95"] <= task["share_ge_90"] <= 1
+    assert 0.1 < rec["accuracy_mean"] <= 1
+    pooled = rec["tasks"]["mnist"]["accuracy_mean"] + rec["tasks"]["fashion-mnist"]["accuracy_mean"]
+    assert rec["accuracy_mean"] == pytest.approx(pooled / 2)
+    # an unfinished session is refused, and nothing is written
+    (src / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad")]) == 2
+    assert "checkpoint.pt cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bias_placement() -> None:
+    """A bias on the crossbar is transferred with the weights' scale (row) or its own
+    (separate); a digital bias is exact on every transfer."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.mul_(0.01)  # the bias sets the scale of a shared matrix
+        model.bias.copy_(torch.tensor([1.0, -0.5]))
+    dev = load_device("tio2-passive")
+    zero = torch.zeros(1, 3)
+    spread = {}
+    for bias in ("row", "separate", "digital"):
+        hw = HardwareAware(model, dev, seed=0, bias=bias)
+        assert [g.sampler.shape for g in hw.mapped] == {
+            "row": [(2, 4)], "separate": [(2, 3), (2, 1)], "digital": [(2, 3)]
+        }[bias]  # fmt: skip
+        out = hw.transfer_outputs(zero, 200)[:, 0]
+        spread[bias] = float((out - model.bias.detach()).abs().max())
+    assert spread["digital"] == 0
+    assert spread["row"] > 0 and spread["separate"] > 0
+    with pytest.raises(ValueError, match="bias must be one of"):
+        HardwareAware(model, dev, seed=0, bias="magic")

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The transfer results of docs/results.md (section 10): paper 004's half-moons experiment over
+# seeds and bias placements, and the metaplastic MNIST network transferred onto both device
+# models with and without hardware-aware training. Resumable: what exists is skipped.
+# Tables and the Fig. 6 pair: experiments/transfer_report.py OUT.
+#   experiments/transfer_paper.sh [DATA_DIR] [OUT] [moons|mnist|all]
+set -euo pipefail
+data=${1:-../shared/datasets}
+out=${2:-runs/transfer}
+part=${3:-all}
+mp=(.venv/bin/metaplast)
+export OMP_NUM_THREADS=1
+once() { # once DIR FILE COMMAND...: run COMMAND unless DIR/FILE exists
+  local dir=$1 file=$2
+  shift 2
+  [ -e "$dir/$file" ] || "$@" > "$dir.log" 2>&1
+}
+
+# half moons: the paper's split, 10,000 transfers each
+mkdir -p "$out/moons"
+[ "$part" = mnist ] || for seed in 0 1 2 3 4; do
+  for bias in row separate digital; do
+    for training in regular hardware-aware; do
+      run="$out/moons/$training-$bias-seed$seed"
+      once "$run" transfer.json "${mp[@]}" transfer --dataset moons --training "$training" \
+        --bias "$bias" --seed "$seed" --out "$run"
+    done
+  done
+done
+
+# the metaplastic network (quick schedule, seed 0): MNIST then Fashion-MNIST, and MNIST alone
+mkdir -p "$out/sessions" "$out/mnist"
+[ "$part" = moons ] || for tasks in mnist,fashion-mnist mnist; do
+  epochs=$([ "$tasks" = mnist ] && echo 3 || echo 3,3)
+  for ha in none tio2-passive hfox-1t1r; do
+    name="${tasks//,/-then-}-$([ "$ha" = none ] && echo regular || echo "ha-$ha")"
+    extra=()
+    [ "$ha" = none ] || extra=(--hardware-aware "$ha")
+    once "$out/sessions/$name" metrics.json "${mp[@]}" train --preset quick --tasks "$tasks" \
+      --epochs "$epochs" --seed 0 --threads 1 --data-dir "$data" "${extra[@]}" \
+      --out "$out/sessions/$name"
+    for xbar in tio2-passive hfox-1t1r; do
+      once "$out/mnist/$name-on-$xbar" transfer.json "${mp[@]}" transfer --dataset mnist \
+        --from "$out/sessions/$name" --crossbar "$xbar" --transfers 100 --data-dir "$data" \
+        --out "$out/mnist/$name-on-$xbar"
+    done
+  done
+done
