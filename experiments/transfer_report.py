@@ -81,8 +81,16 @@ def mnist_table(out: Path) -> str:
         " (min) | share ≥ 95 % | share ≥ 90 % |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for path in sorted((out / "mnist").glob("*/transfer.json")):
-        rec = json.loads(path.read_text())
+    recs = [(p, json.loads(p.read_text())) for p in (out / "mnist").glob("*/transfer.json")]
+    order = {None: 0, "tio2-passive": 1, "hfox-1t1r": 2}
+    recs.sort(
+        key=lambda r: (
+            len(r[1]["tasks"]),
+            order[r[1]["session"]["hardware_aware"]],
+            r[1]["config"]["crossbar"],
+        )
+    )
+    for path, rec in recs:
         name = path.parent.name.split("-on-")[0]
         session = name.rsplit("-regular", 1)[0].rsplit("-ha-", 1)[0]
         trained = rec["session"]["hardware_aware"] or "(regular)"
