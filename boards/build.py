@@ -44,14 +44,11 @@ _CELLS = {
         "bram": "ICESTORM_RAM",
         "spram": "ICESTORM_SPRAM",
         "dsp": "ICESTORM_DSP",
-        "io": "SB_IO",
     },
     "ecp5": {
         "logic": "TRELLIS_COMB",
-        "ff": "TRELLIS_FF",
         "bram": "DP16KD",
         "dsp": "MULT18X18D",
-        "io": "TRELLIS_IO",
     },
 }
 # the synthesized netlist's names (yosys `stat`)
@@ -113,14 +110,16 @@ def tool_env(family: str) -> dict[str, str]:
     return env
 
 
-def _tool_version(env: dict[str, str], var: str) -> str:
+def _tool_version(command: str) -> str:
+    """The first line a tool prints for ``--version`` (nextpnr prints it on stderr)."""
     try:
-        out = subprocess.run(
-            [env[var], "--version"], capture_output=True, text=True, timeout=120
-        ).stdout
+        proc = subprocess.run(
+            [command, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     except OSError:
         return "unknown"
-    lines = [line for line in out.splitlines() if line.strip() and "Preparing" not in line]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Preparing")]
     return lines[0].strip() if lines else "unknown"
 
 
@@ -178,15 +177,16 @@ def build(
     target_mhz = board.clock_hz / 1e6 if target_mhz is None else target_mhz
     if target_mhz <= 0:
         raise ValueError(f"the target clock must be positive, not {target_mhz} MHz")
+    platform = board.make_platform(target_mhz * 1e6)
+    addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
+    platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
+    platform.add_resources(list(board.extra_resources))
     unit = DigitalUnitTop(
         layout, clock_hz=board.clock_hz, baud_divisor=divisor, prog_depth=prog_depth
     )
-    platform = board.make_platform(target_mhz * 1e6)
-    level_bits = len(unit.prog_level)
-    platform.add_resources([board.prog_resource(platform, unit.addr_bits, level_bits)])
-    platform.add_resources(list(board.extra_resources))
 
     out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # the report's paths hold from any working directory
     bitstream = out / f"{NAME}-{board.name}.{board.bitstream_suffix}"
     report_path = out / "report.json"
     for stale in (bitstream, report_path):
@@ -210,7 +210,7 @@ def build(
         "baud_divisor": divisor,
         "baud_actual": board.clock_hz / divisor,
         "usb_serial": board.usb_serial,
-        "prog_addr_bits": unit.addr_bits,
+        "prog_addr_bits": addr_bits,
         "prog_level_bits": level_bits,
         "info": unit.engine.info.to_dict(),
     }
@@ -275,7 +275,9 @@ def build(
         utilization={k: {"used": u, "available": a} for k, (u, a) in pr.utilization.items() if u},
         synth_cells=cells,
         build_seconds=round(seconds, 1),
-        toolchain={var: _tool_version(env, var) for var in _TOOLS[board.family]},
+        toolchain={
+            var: _tool_version(env[var]) for var in ("YOSYS", f"NEXTPNR_{board.family.upper()}")
+        },
         netlist=str(workdir / f"{NAME}.syn.v"),
     )
     if pr.fmax_mhz < target_mhz:

@@ -22,6 +22,7 @@ from typing import Any
 from metaplast.firmware_sim.command_model import CommandModel
 from metaplast.protocol import RESPONSE, FrameDecoder, Info, Layout, Op, encode_frame
 
+from .build import NAME
 from .platforms import Board
 
 __all__ = ["NetlistResult", "cell_library", "session", "simulate_netlist"]
@@ -42,12 +43,21 @@ class NetlistResult:
     strobes: list[tuple[int, int, int]]
     expected_strobes: list[tuple[int, int, int]]
     info: Info | None
+    stop_bit_errors: int
+    """Reply bytes whose stop bit was 0."""
+    timed_out: bool
+    """The unit stopped answering before the last reply was complete."""
     sim_us: float
     wall_seconds: float
 
     @property
     def ok(self) -> bool:
-        return self.replies == self.expected and self.strobes == self.expected_strobes
+        return (
+            self.replies == self.expected
+            and self.strobes == self.expected_strobes
+            and not self.stop_bit_errors
+            and not self.timed_out
+        )
 
 
 def cell_library(family: str) -> Path:
@@ -202,7 +212,7 @@ def simulate_netlist(
     timeout_ps = START_US * 10**6 + 2 * bits * bit_ps + 10**9
     (workdir / "tb.v").write_text(
         _TESTBENCH.format(
-            top="metaplast",
+            top=NAME,
             clock=board.clock,
             addr_bits=report["prog_addr_bits"],
             level_bits=report["prog_level_bits"],
@@ -228,15 +238,16 @@ def simulate_netlist(
     subprocess.run(["vvp", "-n", "sim.vvp"], cwd=workdir, check=True, capture_output=True)
     wall = time.perf_counter() - t0
 
-    replies, strobes, end_ps = bytearray(), [], 0.0
+    replies, strobes, stop_errors, end = bytearray(), [], 0, ("timeout", "0")
     for line in (workdir / "sim.out").read_text().splitlines():
         kind, *fields = line.split()
         if kind == "rx":
             replies.append(int(fields[0], 16))
+            stop_errors += fields[1] != "1"
         elif kind == "prog":
             strobes.append(tuple(int(v) for v in fields))
         else:
-            end_ps = float(fields[0])
+            end = (kind, fields[0])
     infos = [f for f in FrameDecoder().feed(bytes(replies)) if f.op == Op.INFO | RESPONSE]
     info = Info.unpack(infos[0].payload[1:]) if infos else None
     return NetlistResult(
@@ -245,6 +256,8 @@ def simulate_netlist(
         strobes=strobes,
         expected_strobes=strobes_model,
         info=info,
-        sim_us=end_ps / 1e6,
+        stop_bit_errors=stop_errors,
+        timed_out=end[0] != "done",
+        sim_us=float(end[1]) / 1e6,
         wall_seconds=wall,
     )
