@@ -10,7 +10,6 @@ finishes the bitstream. ``docs/bench.md``'s pin-out tables are generated from :d
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,12 +67,9 @@ class Board:
 
     name: str
     title: str
-    platform: Callable[[], Platform]
+    platform: type[Platform]
     family: str
     """``ice40``, ``ecp5`` (open toolchain) or ``xilinx`` (Vivado)."""
-    clock: str
-    """The oscillator's resource (the platform's ``default_clk``)."""
-    clock_hz: int
     baud: int
     """A rate the USB-serial chip makes exactly and the clock divides to within 2 %."""
     usb_serial: str
@@ -92,6 +88,16 @@ class Board:
     """Extra ``synth_*`` options (``-dsp`` maps the UP5K's multipliers to its DSP blocks)."""
     extra_resources: tuple[Resource, ...] = field(default=())
     """Board pins that must be driven for the board to behave (driven high by the top level)."""
+
+    @property
+    def clock(self) -> str:
+        """The oscillator's resource: the platform's ``default_clk``."""
+        return self.platform.default_clk
+
+    @property
+    def clock_hz(self) -> int:
+        """The oscillator's frequency, as amaranth-boards declares it."""
+        return int(self.platform().default_clk_frequency)
 
     @property
     def open_toolchain(self) -> bool:
@@ -161,8 +167,6 @@ BOARDS: dict[str, Board] = {
             title="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
             platform=ICEBreakerPlatform,
             family="ice40",
-            clock="clk12",
-            clock_hz=12_000_000,
             baud=3_000_000,  # FT2232H makes 3 Mbaud exactly; 12 MHz / 4
             usb_serial="FTDI FT2232H, channel B (channel A programs the flash)",
             # PMOD2 carries the snap-off LEDs and buttons: keep prog_busy_n (an input) off it
@@ -181,8 +185,6 @@ BOARDS: dict[str, Board] = {
             title="Radiona ULX3S with an ECP5 LFE5U-85F (CABGA381)",
             platform=ULX3S_85F_Platform,
             family="ecp5",
-            clock="clk25",
-            clock_hz=25_000_000,
             # FT231X makes 3 MHz / n; 25 MHz divides 3 Mbaud 4 % off, 1 Mbaud exactly
             baud=1_000_000,
             usb_serial="FTDI FT231X on the US1 USB port",
@@ -204,8 +206,6 @@ BOARDS: dict[str, Board] = {
             title="Digilent Arty A7-35T (XC7A35T, needs Vivado)",
             platform=ArtyA7_35Platform,
             family="xilinx",
-            clock="clk100",
-            clock_hz=100_000_000,
             baud=2_000_000,  # FT2232H makes 2 Mbaud exactly; 100 MHz / 50
             usb_serial="FTDI FT2232H, channel B (channel A is JTAG)",
             control=_pmod(2, "JC")[:7],
