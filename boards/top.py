@@ -1,0 +1,67 @@
+"""The digital unit on a board: its UART on the board's USB serial, its programming port on a
+header, a heartbeat LED (the clock runs, the design is loaded) and an activity LED.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
+
+from metaplast.gateware.top import DigitalUnitTop
+
+from .platforms import Board
+
+__all__ = ["BoardTop"]
+
+ACTIVITY_SECONDS = 0.05
+"""The activity LED stays lit this long after a byte arrives or a device is programmed."""
+
+
+class BoardTop(Elaboratable):
+    """Wraps ``unit`` for ``board``; the platform must have the board's ``prog`` resource."""
+
+    def __init__(self, board: Board, unit: DigitalUnitTop) -> None:
+        self.board = board
+        self.unit = unit
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.unit = unit = self.unit
+        board = self.board
+
+        def pin(direction: str, resource: object) -> io.Buffer:
+            buffer = io.Buffer(direction, resource)
+            m.submodules += buffer
+            return buffer
+
+        uart = platform.request("uart", 0, dir="-")
+        prog = platform.request("prog", 0, dir="-")
+        m.d.comb += [
+            unit.uart_rx.eq(pin("i", uart.rx).i),
+            pin("o", uart.tx).o.eq(unit.uart_tx),
+            pin("o", prog.addr).o.eq(unit.prog_addr),
+            pin("o", prog.level).o.eq(unit.prog_level),
+            pin("o", prog.device).o.eq(unit.prog_device),
+            pin("o", prog.strobe).o.eq(unit.prog_strobe),
+        ]
+        # the programming circuit runs on its own clock
+        m.submodules.busy_sync = FFSynchronizer(pin("i", prog.busy).i, unit.prog_busy)
+        for res in board.extra_resources:
+            m.d.comb += pin("o", platform.request(res.name, res.number, dir="-")).o.eq(1)
+
+        # a free-running counter whose top bit toggles about once a second
+        beat = Signal(max(1, board.clock_hz.bit_length() - 1))
+        m.d.sync += beat.eq(beat + 1)
+        led = platform.request("led", board.heartbeat_led, dir="-")
+        m.d.comb += pin("o", led).o.eq(beat[-1])
+
+        lit = max(1, round(board.clock_hz * ACTIVITY_SECONDS))
+        hold = Signal(range(lit + 1))
+        with m.If(~unit.uart_rx | unit.prog_strobe):
+            m.d.sync += hold.eq(lit)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        led = platform.request("led", board.activity_led, dir="-")
+        m.d.comb += pin("o", led).o.eq(hold != 0)
+        return m

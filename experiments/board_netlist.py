@@ -1,0 +1,58 @@
+"""The iCEBreaker bitstream's netlist under Icarus at 12 MHz and 3 Mbaud, with the host's baud
+rate off by a few percent: where the UART stops working.
+
+Builds the unit (``metaplast build``'s code) unless ``--out`` already holds that build, then
+runs :func:`metaplast.boards.netlist_sim.session` (INFO, WRITE_HIDDEN, LOAD_LUT, three UPDATE
+blocks, READ_HIDDEN, READ_COUNTERS, INFO) through the synthesized netlist once per baud error,
+comparing every reply byte and programming strobe with the model.
+
+    .venv/bin/python experiments/board_netlist.py [--synapses 64] [--max-block 64]
+        [--errors=-0.03,-0.02,0,0.02,0.03] [--out build/netlist-icebreaker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from metaplast.boards.build import build
+from metaplast.boards.netlist_sim import simulate_netlist
+from metaplast.boards.platforms import BOARDS
+from metaplast.contract import Contract
+from metaplast.protocol import Layout
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--synapses", type=int, default=64)
+    p.add_argument("--max-block", type=int, default=64)
+    p.add_argument("--errors", default="-0.03,-0.02,0,0.02,0.03")
+    p.add_argument("--out", type=Path, default=Path("build/netlist-icebreaker"))
+    args = p.parse_args()
+    board = BOARDS["icebreaker"]
+    layout = Layout(Contract(), args.synapses, max_block=args.max_block)
+    path = args.out / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else None
+    if report is None or report["synapses"] != args.synapses:
+        report = build(board, layout, args.out)
+    print(f"netlist {report['netlist']}: {report['luts']} LUTs, Fmax {report['fmax_mhz']} MHz")
+    print(
+        "| host baud error | reply bytes (netlist / model) | strobes (netlist / model) | "
+        "match | simulated | wall |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for error in (float(e) for e in args.errors.split(",")):
+        r = simulate_netlist(
+            board, layout, report, args.out / f"netsim{error:+.3f}", baud_error=error
+        )
+        print(
+            f"| {error:+.1%} | {len(r.replies)} / {len(r.expected)} | {len(r.strobes)} / "
+            f"{len(r.expected_strobes)} | {'yes' if r.ok else 'NO'} | {r.sim_us / 1000:.2f} ms "
+            f"| {r.wall_seconds:.0f} s |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

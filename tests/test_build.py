@@ -1,0 +1,200 @@
+"""``metaplast build``: real iCE40 builds with the YoWASP toolchain, the report's contract, the
+bitstream's netlist under Icarus at the board's clock and baud, and every way a build fails.
+
+One small iCEBreaker build (64 synapses) is shared by the module (about 40 s warm, plus about
+60 s the first time YoWASP compiles its WebAssembly on a machine); the timing and fit failures
+are real builds too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from metaplast.boards.build import REPORT_KEYS, parse_nextpnr_report
+from metaplast.boards.netlist_sim import simulate_netlist
+from metaplast.boards.pinout import pinout_markdown
+from metaplast.boards.platforms import BOARDS, PROG_CONTROL
+from metaplast.cli import main
+from metaplast.contract import Contract
+from metaplast.protocol import Info, Layout
+
+DATA = Path(__file__).parent / "data"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SMALL = ["--synapses", "64", "--max-block", "64"]
+SMALL_LAYOUT = Layout(Contract(), 64, max_block=64)
+
+
+@pytest.fixture(scope="module")
+def icebreaker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("icebreaker")
+    assert main(["build", "--board", "icebreaker", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_the_report_has_the_contract_keys(icebreaker: Path) -> None:
+    report = json.loads((icebreaker / "report.json").read_text())
+    assert set(REPORT_KEYS) <= set(report)
+    assert report["board"] == "icebreaker"
+    assert report["synapses"] == 64
+    assert report["target_mhz"] == 12.0
+    for key in ("luts", "ffs", "bram"):
+        assert isinstance(report[key], int) and report[key] > 0, key
+    assert isinstance(report["fmax_mhz"], float)
+    assert report["fmax_mhz"] >= report["target_mhz"]
+    assert report["bram"] <= report["bram_available"] == 30
+    assert (report["baud"], report["baud_divisor"]) == (3_000_000, 4)
+    assert report["info"]["synapses"] == 64
+    assert report["info"]["clock_hz"] == 12_000_000
+
+
+def test_the_bitstream_is_an_ice40_image(icebreaker: Path) -> None:
+    report = json.loads((icebreaker / "report.json").read_text())
+    bitstream = Path(report["bitstream"])
+    assert bitstream.parent == icebreaker
+    data = bitstream.read_bytes()
+    assert len(data) > 100_000  # an UP5K image is 104,090 bytes
+    assert b"\x7e\xaa\x99\x7e" in data[:64]  # the iCE40 sync word
+
+
+def test_the_report_parser_reads_what_nextpnr_logged(icebreaker: Path) -> None:
+    build_dir = icebreaker / "build"
+    pr = parse_nextpnr_report(json.loads((build_dir / "metaplast.pnr.json").read_text()))
+    log = (build_dir / "metaplast.tim").read_text()
+    logged = re.findall(r"Max frequency for clock .*: ([\d.]+) MHz", log)[-1]
+    assert pr.fmax_mhz == pytest.approx(float(logged), abs=0.005)
+    assert pr.constraint_mhz == pytest.approx(12.0, abs=1e-3)
+    used, avail = re.search(r"ICESTORM_RAM:\s+(\d+)/\s*(\d+)", log).groups()
+    assert pr.utilization["ICESTORM_RAM"] == (int(used), int(avail))
+
+
+def test_an_ecp5_report_parses() -> None:
+    """A real nextpnr-ecp5 report (a ULX3S-85F build of 64 synapses, critical paths dropped)."""
+    pr = parse_nextpnr_report(json.loads((DATA / "nextpnr-ecp5-report.json").read_text()))
+    assert pr.fmax_mhz == pytest.approx(50.76, abs=0.005)  # its log: 50.76 MHz (PASS at 25.00)
+    assert pr.constraint_mhz == 25
+    assert pr.utilization["DP16KD"] == (2, 208)
+    assert pr.utilization["MULT18X18D"] == (3, 156)
+
+
+def test_the_header_pins_are_the_documented_ones(icebreaker: Path) -> None:
+    pcf = (icebreaker / "build" / "metaplast.pcf").read_text()
+    placed = dict(re.findall(r"set_io (prog_0__\S+) (\S+)", pcf))
+    names = {
+        "prog_strobe": "prog_0__strobe__io",
+        "prog_busy_n": "prog_0__busy__io",
+        "prog_device": "prog_0__device__io",
+    }
+    checked = 0
+    for signal, _, fpga_pin in BOARDS["icebreaker"].pinout():
+        m = re.fullmatch(r"prog_(level|addr)\[(\d+)\]", signal)
+        port = f"prog_0__{m[1]}__io[{m[2]}]" if m else names[signal]
+        if port in placed:
+            assert placed[port] == fpga_pin, signal
+            checked += 1
+    assert checked == len(PROG_CONTROL) + 6  # 64 synapses: 6 address bits
+
+
+def test_the_netlist_answers_like_the_model_at_the_board_clock_and_baud(
+    icebreaker: Path,
+) -> None:
+    """The synthesized netlist, 12 MHz clock, host at 3 Mbaud in real time (ps), then 2 % off."""
+    report = json.loads((icebreaker / "report.json").read_text())
+    board = BOARDS["icebreaker"]
+    for error in (0.0, 0.02):
+        result = simulate_netlist(
+            board, SMALL_LAYOUT, report, icebreaker / f"netsim{error}", baud_error=error
+        )
+        assert result.replies == result.expected, f"host {error:+.0%} off"
+        assert result.strobes == result.expected_strobes
+        assert result.ok
+        assert len(result.strobes) > 0
+    expected = Info.from_layout(SMALL_LAYOUT, clock_hz=12_000_000, baud_divisor=4)
+    assert result.info == expected
+
+
+def test_missing_the_target_clock_is_an_error_and_removes_the_old_bitstream(
+    icebreaker: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(icebreaker, out, ignore=shutil.ignore_patterns("build", "netsim*"))
+    assert (out / "report.json").exists()
+    argv = ["build", "--board", "icebreaker", *SMALL, "--out", str(out), "--target-mhz", "200"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fail timing" in err and "target is 200 MHz" in err
+    assert not (out / "report.json").exists()
+    assert not list(out.glob("*.bin"))
+
+
+def test_a_unit_that_does_not_fit_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["build", "--board", "icebreaker", "--synapses", "8192", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "8192 synapses do not fit the icebreaker" in err
+    assert re.search(r"needs \d+ ICESTORM_RAM of 30", err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--synapses", "131072"], "carries 16 address bits"),
+        (["--baud", "2500000"], "2500000 baud at 12000000 Hz"),
+        (["--target-mhz", "-5"], "target clock must be positive"),
+        (["--max-block", "0"], "max_block must be"),
+    ],
+)
+def test_bad_options_fail_before_any_tool_runs(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "--board", "icebreaker", "--out", str(tmp_path / "o"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "build").exists()
+
+
+def test_an_unknown_board_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--board", "nexys", "--out", "unused"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'nexys'" in capsys.readouterr().err
+
+
+def test_the_arty_gets_a_vivado_project_with_the_header_pins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "--board", "arty-a7", *SMALL, "--out", str(tmp_path)]) == 0
+    assert "Vivado is needed" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["bitstream"] is None and report["fmax_mhz"] is None
+    xdc = (tmp_path / "build" / "metaplast.xdc").read_text()
+    locs = re.findall(r"set_property LOC (\S+) \[get_ports \"?prog_0__(\w+?)__io", xdc)
+    header = {fpga for _, _, fpga in BOARDS["arty-a7"].pinout()}
+    assert len(locs) == len(PROG_CONTROL) + 6
+    assert {loc for loc, _ in locs} <= header
+
+
+def test_the_header_refuses_more_than_it_carries() -> None:
+    board = BOARDS["icebreaker"]
+    platform = board.make_platform()
+    with pytest.raises(ValueError, match="carries 16 address bits"):
+        board.prog_resource(platform, 17, 4)
+    with pytest.raises(ValueError, match="carries 4 level bits"):
+        board.prog_resource(platform, 6, 5)
+
+
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_the_bench_guide_has_the_pinout_the_code_uses(name: str) -> None:
+    assert pinout_markdown(BOARDS[name]) in (DOCS / "bench.md").read_text()
+
+
+def test_a_board_build_uses_the_default_baud_only_where_it_is_exact() -> None:
+    for board in BOARDS.values():
+        divisor = round(board.clock_hz / board.baud)
+        assert board.clock_hz == divisor * board.baud, board.name
