@@ -196,15 +196,18 @@ def _link_document(session: Session) -> dict[str, Any] | None:
 
 
 def summary_table(paths: list[Path]) -> str:
-    """One markdown row per run: final and best accuracy per task, level changes."""
-    rows = []
-    tasks: list[str] = []
+    """One markdown row per run: final and best accuracy per task, level changes. The task
+    columns are every task of any run, in order of appearance; a run without one leaves its
+    cells empty."""
+    docs = []
     for path in paths:
         try:
-            metrics = json.loads((path / METRICS).read_text())
+            docs.append((path, json.loads((path / METRICS).read_text())))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path / METRICS} is not readable: {exc}") from exc
-        tasks = tasks or list(metrics["config"]["tasks"])
+    tasks = list(dict.fromkeys(t for _, m in docs for t in m["config"]["tasks"]))
+    rows = []
+    for path, metrics in docs:
         epochs = metrics["epochs"]
         cfg = metrics["config"]
         cells = [
@@ -217,8 +220,11 @@ def summary_table(paths: list[Path]) -> str:
             "-".join(map(str, cfg["hidden"])),
         ]
         for t in tasks:
-            cells.append(f"{100 * epochs[-1]['test_acc'][t]:.2f}")
-            cells.append(f"{100 * max(e['test_acc'][t] for e in epochs):.2f}")
+            if t in cfg["tasks"]:
+                cells.append(f"{100 * epochs[-1]['test_acc'][t]:.2f}")
+                cells.append(f"{100 * max(e['test_acc'][t] for e in epochs):.2f}")
+            else:
+                cells += ["", ""]
         lc = metrics["level_changes"]
         cells += [f"{lc['mean_per_synapse']:.1f}", str(lc["max_per_synapse"])]
         prog = metrics.get("programming")

@@ -13,6 +13,7 @@ from conftest import TINY
 
 from metaplast.cli import main
 from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.host.rundir import summary_table
 from metaplast.host.session import train
 
 
@@ -205,3 +206,27 @@ def test_sweep_writes_a_table(
     assert [r["point"]["mstar"] for r in results] == [0.0, 5.0]
     assert (tmp_path / "sweep" / "sweep.png").is_file()
     assert main([*args, "--vary", "bogus=1"]) == 2
+
+
+def test_summary_lists_the_tasks_of_every_run(tmp_path: Path) -> None:
+    def run(name: str, tasks: list[str], hardware_aware: str | None) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        acc = {t: 0.5 + 0.1 * i for i, t in enumerate(tasks)}
+        metrics = {
+            "config": {"tasks": tasks, "epochs": [1] * len(tasks), "mstar": 3.0,
+                       "arithmetic": "fixed", "crossbar": "ideal",
+                       "hardware_aware": hardware_aware, "hidden": [32]},
+            "epochs": [{"test_acc": acc}],
+            "level_changes": {"mean_per_synapse": 1.0, "max_per_synapse": 2},
+        }  # fmt: skip
+        (path / "metrics.json").write_text(json.dumps(metrics))
+        return path
+
+    one = run("one", ["mnist"], "tio2-passive")
+    two = run("two", ["mnist", "fashion-mnist"], None)
+    head, _, row_one, row_two = summary_table([one, two]).splitlines()
+    assert "fashion-mnist final (%)" in head
+    assert row_one.split("|")[5].strip() == "ideal (hardware-aware: tio2-passive)"
+    assert [c.strip() for c in row_one.split("|")[9:11]] == ["", ""]  # no Fashion-MNIST
+    assert row_two.split("|")[9].strip() == "60.00"
