@@ -28,21 +28,23 @@ mkdir -p "$out/moons"
   done
 done
 
-# the metaplastic network (quick schedule, seed 0): MNIST then Fashion-MNIST, and MNIST alone
+# the metaplastic network (quick schedule): MNIST alone over seeds 0-2, MNIST then Fashion-MNIST
+# at seed 0
 mkdir -p "$out/sessions" "$out/mnist"
-[ "$part" = moons ] || for tasks in mnist,fashion-mnist mnist; do
+[ "$part" = moons ] || for run in mnist:0 mnist:1 mnist:2 mnist,fashion-mnist:0; do
+  tasks=${run%%:*} seed=${run##*:}
   epochs=$([ "$tasks" = mnist ] && echo 3 || echo 3,3)
   for ha in none tio2-passive hfox-1t1r; do
-    name="${tasks//,/-then-}-$([ "$ha" = none ] && echo regular || echo "ha-$ha")"
+    name="${tasks//,/-then-}-$([ "$ha" = none ] && echo regular || echo "ha-$ha")-seed$seed"
     extra=()
     [ "$ha" = none ] || extra=(--hardware-aware "$ha")
     once "$out/sessions/$name" metrics.json "${mp[@]}" train --preset quick --tasks "$tasks" \
-      --epochs "$epochs" --seed 0 --threads 1 --data-dir "$data" "${extra[@]}" \
+      --epochs "$epochs" --seed "$seed" --threads 1 --data-dir "$data" "${extra[@]}" \
       --out "$out/sessions/$name"
     for xbar in tio2-passive hfox-1t1r; do
       once "$out/mnist/$name-on-$xbar" transfer.json "${mp[@]}" transfer --dataset mnist \
-        --from "$out/sessions/$name" --crossbar "$xbar" --transfers 100 --data-dir "$data" \
-        --out "$out/mnist/$name-on-$xbar"
+        --from "$out/sessions/$name" --crossbar "$xbar" --transfers 100 --seed "$seed" \
+        --data-dir "$data" --out "$out/mnist/$name-on-$xbar"
     done
   done
 done
