@@ -187,6 +187,12 @@ class DeviceModel:
         (level 0 encodes 0: the pair's other device, or a zero weight)."""
         raise NotImplementedError
 
+    def level_mapping(self, magnitudes: tuple[float, ...]) -> tuple[Tensor, float]:
+        """The target conductance of each device level, and the conductance of one weight
+        unit (``(G+ - G-) / g_unit`` reads a pair back as a weight)."""
+        targets = self.level_targets(magnitudes)
+        return targets, float(targets[-1] - targets[0]) / magnitudes[-1]
+
     def program(self, targets: Tensor, gen: torch.Generator) -> Tensor:
         """Conductances that programming towards ``targets`` leaves (single shot or tuned)."""
         raise NotImplementedError

@@ -78,9 +78,7 @@ class TransferSampler:
         self, levels: Tensor, contract: Contract, n: int, gen: torch.Generator
     ) -> Transfers:
         """``n`` transfers of weights given as ``contract`` level indices (``out x in``)."""
-        magnitudes = contract.device_magnitudes()
-        level_g = self.device.level_targets(magnitudes)
-        g_unit = float(level_g[-1] - level_g[0]) / magnitudes[-1]
+        level_g, g_unit = self.device.level_mapping(contract.device_magnitudes())
         plus, minus = contract.device_levels_of(levels.reshape(-1))
         return self._program(torch.stack([level_g[plus], level_g[minus]]), g_unit, n, gen)
 

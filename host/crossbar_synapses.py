@@ -36,9 +36,7 @@ class CrossbarSynapses:
         self.contract = contract
         n_out, n_in = self.shape
         self.crossbar = Crossbar(device, rows=n_in, cols=2 * n_out, seed=seed)
-        magnitudes = contract.device_magnitudes()
-        self.targets = device.level_targets(magnitudes)
-        self.g_unit = float(self.targets[-1] - self.targets[0]) / magnitudes[-1]
+        self.targets, self.g_unit = device.level_mapping(contract.device_magnitudes())
         j, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")
         self.plus = (i * 2 * n_out + 2 * j).flatten()
         self.crossbar.reset(float(self.targets[0]))

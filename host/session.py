@@ -43,13 +43,20 @@ class TaskData:
 
 def _as_inputs(images: Any) -> Tensor:
     """Pixels to read voltages in [-1, 1], one row per image."""
-    x = torch.from_numpy(images).reshape(len(images), -1).to(torch.float32)
+    x = torch.from_numpy(images).flatten(1).to(torch.float32)
     return x / 127.5 - 1.0
 
 
-def load_task(task: str, data_dir: str | Path | None, train_limit: int | None) -> TaskData:
-    xtr, ytr = datasets.load(task, "train", data_dir)
+def load_task(
+    task: str, data_dir: str | Path | None, train_limit: int | None, *, train: bool = True
+) -> TaskData:
+    """A task's images as tensors; ``train=False`` reads the test split alone (empty
+    training tensors), for work that only tests."""
     xte, yte = datasets.load(task, "test", data_dir)
+    if train:
+        xtr, ytr = datasets.load(task, "train", data_dir)
+    else:
+        xtr, ytr = xte[:0], yte[:0]
     if train_limit is not None:
         xtr, ytr = xtr[:train_limit], ytr[:train_limit]
     return TaskData(

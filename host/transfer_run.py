@@ -173,21 +173,20 @@ def plane_votes(hw: HardwareAware, transfers: int, points: int = 100) -> Tensor:
     return votes.reshape(points, points)
 
 
-def run_moons(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+def run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
     """A network this small runs ten times faster on one thread than on two that compete
     with each other; the results do not depend on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_moons(cfg, out)
+        return _run_moons(cfg, device, out)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_moons(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+def _run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
     from metaplast.host import plots
 
-    device = cfg.device()
     t0 = time.perf_counter()
     model, hw = train_moons(cfg, device)
     train_s = time.perf_counter() - t0
@@ -217,7 +216,7 @@ def _run_moons(cfg: TransferConfig, out: Path) -> dict[str, Any]:
 # a session's network ------------------------------------------------------------------------
 
 
-def run_session(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
     """Transfer the quantized network of session run ``cfg.from_run`` ``cfg.transfers`` times
     and test every task of the session on every transfer."""
     from metaplast.host.rundir import RunDir
@@ -236,12 +235,11 @@ def run_session(cfg: TransferConfig, out: Path) -> dict[str, Any]:
             f"--from {src}: the session stopped after epoch {state['epochs_done']} of "
             f"{len(session_cfg.schedule())}; finish it (metaplast train --resume) first"
         )
-    device = cfg.device()
     try:
         device.level_targets(session_cfg.contract.device_magnitudes())
     except DeviceFileError as exc:
         raise ConfigError(f"--crossbar {cfg.crossbar}: {exc}") from exc
-    data = {t: load_task(t, cfg.data_dir, train_limit=1) for t in session_cfg.tasks}
+    data = {t: load_task(t, cfg.data_dir, None, train=False) for t in session_cfg.tasks}
     session = Session(session_cfg)
     try:
         session.load_state_dict(state)
@@ -290,11 +288,13 @@ def run(cfg: TransferConfig, out: str | Path) -> dict[str, Any]:
     """Run the experiment, write ``out/transfer.json`` (and the figures), return the record.
     A configuration or input error raises before ``out`` is created."""
     out = Path(out)
-    body = run_moons(cfg, out) if cfg.dataset == "moons" else run_session(cfg, out)
+    device = cfg.device()
+    run_dataset = run_moons if cfg.dataset == "moons" else run_session
+    body = run_dataset(cfg, device, out)
     record = {
         "config": dataclasses.asdict(cfg),
         "training": cfg.training,
-        "device": cfg.device().describe(),
+        "device": device.describe(),
         **body,
     }
     write_json(out / "transfer.json", record)
