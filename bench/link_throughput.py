@@ -42,9 +42,9 @@ def measure(baud: int, block: int, seconds: float, seed: int) -> dict[str, float
             link.load_lut(3.0)
             # updates of the size a session sends: a few hidden LSBs, both signs
             d = [rng.randint(-(1 << 12), 1 << 12) for _ in range(block)]
-            sent0, recv0 = link.stats.bytes_sent, link.stats.bytes_received
             # as a session applies a layer: the blocks of all 8,192 synapses in one call
             layer = [(start, 0, d) for start in range(0, 8192, block)]
+            sent0, recv0 = link.stats.bytes_sent, link.stats.bytes_received
             updates, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:
                 link.update_blocks(layer)

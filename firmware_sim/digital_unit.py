@@ -2,7 +2,8 @@
 
 It holds what the gateware holds (hidden-weight memory, the loaded meta LUT, per-synapse
 level-change counters) and applies update blocks with :meth:`metaplast.contract.Contract.apply`,
-the same arithmetic the gateware implements. The in-process training session, the simulated
+the same arithmetic the gateware implements, in one fused pass where
+:mod:`metaplast.fused_update` can compile it. The in-process training session, the simulated
 board and the gateware tests all use it, which is what makes the fast path trustworthy.
 """
 
@@ -14,7 +15,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from metaplast import fused_update
 from metaplast.contract import Contract, address_hash
+from metaplast.fused_update import Step, step_tensor
 
 
 class LevelChanges(NamedTuple):
@@ -41,7 +44,8 @@ class DigitalUnit:
         self.mstar = 0.0
         self.lut: tuple[int, ...] = contract.meta_lut(0.0)
         self._levels = contract.level_of(self.hidden)
-        self._addr_hash = address_hash(torch.arange(synapses))
+        self._addr_hash: Tensor | None = None  # the torch path's dither hashes, when it runs
+        self._scratch = fused_update.Scratch(synapses)
 
     def load_lut(self, mstar: float) -> None:
         """Switch the meta-function, as the session does after pre-training."""
@@ -96,7 +100,35 @@ class DigitalUnit:
     def update(self, d: Tensor, *, start: int = 0, seed: int = 0) -> LevelChanges:
         """Apply one block of updates (update format) to synapses ``start .. start+len(d)-1``."""
         d = torch.as_tensor(d, dtype=torch.int64).flatten()
-        span = self._span(start, d.numel())
+        return self._update(d, start, seed)
+
+    def update_step(self, step: Step, *, start: int = 0, seed: int = 0) -> LevelChanges:
+        """Apply a host's step ``eta * U_W`` (float, or Adam's not yet computed), quantized to
+        the update format as :meth:`Contract.update_to_int` does before sending it: what a
+        host and its unit do together, in one pass where the kernels run."""
+        return self._update(step, start, seed)
+
+    def _update(self, d: Step, start: int, seed: int) -> LevelChanges:
+        n = d.m.numel() if isinstance(d, fused_update.AdamStep) else d.numel()
+        span = self._span(start, n)
+        fused = fused_update.fixed_update(
+            self.contract,
+            self.hidden[span],
+            self._levels[span],
+            self.change_count[span],
+            d.flatten() if isinstance(d, Tensor) else d,
+            self.lut,
+            start=start,
+            seed=seed,
+            scratch=self._scratch,
+        )
+        if fused is not None:
+            address, old, new = fused
+            return LevelChanges(address + start, old, new)
+        if not isinstance(d, Tensor) or d.is_floating_point():
+            d = self.contract.update_to_int(step_tensor(d).flatten())
+        if self._addr_hash is None:
+            self._addr_hash = address_hash(torch.arange(self.synapses))
         new, before, after = self.contract.apply(
             self.hidden[span],
             d,

@@ -22,6 +22,8 @@ from torch import Tensor
 from metaplast.contract import Contract
 from metaplast.firmware_sim.crossbar import Crossbar
 from metaplast.firmware_sim.devices import DeviceModel
+from metaplast.firmware_sim.digital_unit import LevelChanges
+from metaplast.fused_update import Step
 from metaplast.host.synapses import SynapseArray
 
 
@@ -33,6 +35,7 @@ class CrossbarSynapses:
     ) -> None:
         self.inner = inner
         self.shape = inner.shape
+        self.level_values = inner.level_values
         self.contract = contract
         n_out, n_in = self.shape
         self.crossbar = Crossbar(device, rows=n_in, cols=2 * n_out, seed=seed)
@@ -41,18 +44,20 @@ class CrossbarSynapses:
         self.plus = (i * 2 * n_out + 2 * j).flatten()
         self.crossbar.reset(float(self.targets[0]))
         self.level = torch.full((n_out * n_in,), contract.zero_level, dtype=torch.int64)
-        self._program(inner.levels().flatten())
+        levels = inner.levels().flatten()
+        changed = (levels != self.level).nonzero().squeeze(1)
+        self._program(changed, levels[changed])
 
-    def _program(self, new: Tensor) -> None:
-        """Program the devices whose level differs between ``self.level`` and ``new``."""
-        changed = (new != self.level).nonzero().squeeze(1)
+    def _program(self, changed: Tensor, new: Tensor) -> None:
+        """Program the devices of synapses ``changed`` (increasing) from ``self.level`` to
+        ``new``: only the device of a pair whose level differs."""
         old_p, old_n = self.contract.device_levels_of(self.level[changed])
-        new_p, new_n = self.contract.device_levels_of(new[changed])
+        new_p, new_n = self.contract.device_levels_of(new)
         dp, dn = old_p != new_p, old_n != new_n
         index = torch.cat([self.plus[changed[dp]], self.plus[changed[dn]] + 1])
         targets = torch.cat([self.targets[new_p[dp]], self.targets[new_n[dn]]])
         self.crossbar.program(index, targets)
-        self.level = new.to(torch.int64).clone()
+        self.level[changed] = new.to(torch.int64)
 
     def device_levels(self) -> Tensor:
         """Device level each device was last programmed to, ``rows x cols`` like the array."""
@@ -71,10 +76,10 @@ class CrossbarSynapses:
         g = self.crossbar.read()
         return (g[:, 0::2] - g[:, 1::2]).t() / self.g_unit
 
-    def apply(self, d: Tensor) -> Tensor:
-        changed = self.inner.apply(d)
-        self._program(self.inner.levels().flatten())
-        return changed
+    def apply(self, d: Step) -> LevelChanges:
+        changes = self.inner.apply(d)
+        self._program(changes.address, changes.new_level)
+        return changes
 
     def set_mstar(self, mstar: float) -> None:
         self.inner.set_mstar(mstar)
@@ -116,6 +121,8 @@ class _CrossbarMVM(torch.autograd.Function):
         return layer.forward(x)
 
     @staticmethod
-    def backward(ctx, delta: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+    def backward(ctx, delta: Tensor) -> tuple[Tensor | None, Tensor, None]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return ctx.layer.backward(delta), delta.t() @ x, None
+        # the first layer's inputs are data: no transposed MVM for a gradient nobody reads
+        dx = ctx.layer.backward(delta) if ctx.needs_input_grad[0] else None
+        return dx, delta.t() @ x, None

@@ -95,8 +95,10 @@ class Link:
         """Send ``op`` and return its response payload (after the OK status byte)."""
         return self.pipeline(op, [payload])[0]
 
-    def pipeline(self, op: Op, payloads: Sequence[bytes], window: int = 1) -> list[bytes]:
-        """Send one ``op`` per payload with up to ``window`` frames in flight; their replies.
+    def pipeline(self, op: Op, payloads: Iterable[bytes], window: int = 1) -> list[bytes]:
+        """Send one ``op`` per payload with up to ``window`` frames in flight; their replies,
+        in the payloads' order. ``payloads`` is consumed as frames go out, so a lazy one lets
+        the first frame leave before the last is encoded.
 
         After a timeout, a damaged reply, or a reply saying a request arrived damaged, the
         oldest frame in flight is resent as it was (the others when their turn comes): the
@@ -107,19 +109,26 @@ class Link:
         """
         if not 1 <= window <= RETRY_DEPTH:
             raise ValueError(f"window must be 1 .. {RETRY_DEPTH}, got {window}")
-        results: list[bytes | None] = [None] * len(payloads)
+        results: list[bytes | None] = []
         inflight: dict[int, tuple[int, bytes]] = {}  # seq -> (index, frame), oldest first
         attempts = 0
-        sent = 0
+        pending = iter(payloads)
+        more = True
         try:
-            while sent < len(payloads) or inflight:
-                while sent < len(payloads) and len(inflight) < window:
+            while more or inflight:
+                while more and len(inflight) < window:
+                    payload = next(pending, None)
+                    if payload is None:
+                        more = False
+                        break
                     self._seq = (self._seq + 1) & 0xFF
-                    frame = encode_frame(op, self._seq, payloads[sent])
-                    inflight[self._seq] = (sent, frame)
+                    frame = encode_frame(op, self._seq, payload)
+                    inflight[self._seq] = (len(results), frame)
+                    results.append(None)
                     self.stats.commands += 1
                     self._send(frame)
-                    sent += 1
+                if not inflight:
+                    break
                 reply = self._await(op, inflight)
                 if reply is not None and reply.error is None and reply.seq in inflight:
                     status = reply.status
@@ -267,7 +276,8 @@ class Link:
         """UPDATE blocks ``(start, seed, d)`` on distinct synapses, two frames in flight so
         that the line never waits for the host; all their level-change events."""
         layout = self._layout()
-        replies = self.pipeline(Op.UPDATE, [layout.update(*b) for b in blocks], window=RETRY_DEPTH)
+        payloads = (layout.update(*b) for b in blocks)
+        replies = self.pipeline(Op.UPDATE, payloads, window=RETRY_DEPTH)
         return [
             (start + off, old, new)
             for (start, _, _), reply in zip(blocks, replies, strict=True)

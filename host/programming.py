@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from metaplast.contract import Contract
+from metaplast.firmware_sim.digital_unit import LevelChanges
 
 
 class ProgrammingCounter:
@@ -29,13 +30,19 @@ class ProgrammingCounter:
         for i, lv in enumerate(levels):
             self.record(i, lv)
 
-    def record(self, layer: int, levels: Tensor, changed: Tensor | None = None) -> None:
+    def record(
+        self, layer: int, levels: Tensor, changed: LevelChanges | Tensor | None = None
+    ) -> None:
         """Count the operations that take ``layer`` from its last levels to ``levels``;
-        ``changed`` (a mask of the synapses that changed level) spares looking at the rest."""
+        ``changed`` (the level changes, or a mask of the synapses that changed) spares
+        looking at the rest."""
         last = self.levels[layer].view(-1)
         new = levels.reshape(-1)
-        where = (new != last) if changed is None else changed.reshape(-1)
-        idx = where.nonzero().squeeze(1)
+        if isinstance(changed, LevelChanges):
+            idx = changed.address
+        else:
+            where = (new != last) if changed is None else changed.reshape(-1)
+            idx = where.nonzero().squeeze(1)
         old_p, old_n = self.contract.device_levels_of(last[idx])
         new_p, new_n = self.contract.device_levels_of(new[idx])
         counts = self.counts[layer].view(2, -1)

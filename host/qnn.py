@@ -67,6 +67,12 @@ class QuantizedMLP(nn.Module):
                 with torch.no_grad():
                     w.copy_(q)
 
+    @torch.no_grad()
+    def set_levels(self, layer: int, address: Tensor, values: Tensor) -> None:
+        """Write ``values`` into ``W_S`` of ``layer`` at flat ``address``: the synapses whose
+        level changed, the rest being as :meth:`set_weights` or this left them."""
+        self.weights[layer].view(-1)[address] = values
+
     def zero_weight_grads(self) -> None:
         for w in self.weights:
             w.grad = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from metaplast import fused_update
 from metaplast.host.config import ConfigError, SessionConfig
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def metrics_document(session: Session) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "contract": cfg.contract.describe() if cfg.arithmetic == "fixed" else None,
         "torch_threads": torch.get_num_threads(),
+        "update_kernel": fused_update.describe(),
         "synapses": int(counts.numel()),
         "devices": 2 * int(counts.numel()),
         "epochs": session.metrics,

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from metaplast.firmware_sim.digital_unit import LevelChanges
 from metaplast.host import datasets
+from metaplast.host.adam import Adam
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
 from metaplast.host.hardware_aware import LevelTransfers
@@ -66,33 +68,6 @@ def load_task(
         _as_inputs(xte),
         torch.from_numpy(yte).to(torch.int64),
     )
-
-
-class Adam:
-    """Adam's update direction ``U_W`` for weights that the optimizer must not write itself."""
-
-    def __init__(
-        self, shape: tuple[int, ...], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-    ) -> None:
-        self.b1, self.b2 = betas
-        self.eps = eps
-        self.m = torch.zeros(shape)
-        self.v = torch.zeros(shape)
-        self.t = 0
-
-    def direction(self, grad: Tensor) -> Tensor:
-        self.t += 1
-        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        m_hat = self.m / (1 - self.b1**self.t)
-        v_hat = self.v / (1 - self.b2**self.t)
-        return m_hat / (v_hat.sqrt() + self.eps)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.m, self.v, self.t = state["m"].clone(), state["v"].clone(), int(state["t"])
 
 
 def _generator(*parts: int) -> torch.Generator:
@@ -248,11 +223,8 @@ class Session:
             for i, (w, s, adam) in enumerate(
                 zip(self.model.weights, self.synapses, self.adams, strict=True)
             ):
-                changed = s.apply(cfg.lr * adam.direction(w.grad))
-                self.change_counts[i] += changed
-                self.programming.record(i, s.levels(), changed)
-                changes += int(changed.sum())
-            self.sync_weights()
+                assert w.grad is not None
+                changes += self.record_changes(i, s.apply(adam.step(w.grad, cfg.lr)))
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
@@ -263,6 +235,16 @@ class Session:
             "programming_ops": self.programming.total() - ops_before,
             **({} if cfg.crossbar == "ideal" else {"worn_out_devices": self.worn_out_devices()}),
         }
+
+    def record_changes(self, layer: int, changes: LevelChanges) -> int:
+        """Count a layer's level changes and bring its ``W_S`` in the model up to date (only
+        the synapses that changed: the rest kept their level)."""
+        s = self.synapses[layer]
+        self.change_counts[layer].view(-1)[changes.address] += 1
+        self.programming.record(layer, s.levels(), changes)
+        if not isinstance(s, CrossbarSynapses):
+            self.model.set_levels(layer, changes.address, s.level_values[changes.new_level])
+        return len(changes)
 
     @property
     def crossbars(self) -> list[CrossbarSynapses]:

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from metaplast import rule
+from metaplast import fused_update, rule
 from metaplast.contract import Contract
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.digital_unit import DigitalUnit, LevelChanges
+from metaplast.fused_update import Step, step_tensor
 
 if TYPE_CHECKING:
     from metaplast.host.link import Link
@@ -24,6 +25,7 @@ class SynapseArray(Protocol):
     """A layer's synapses: hidden weights somewhere, quantized weights for the MVMs."""
 
     shape: tuple[int, ...]
+    level_values: Tensor  # W_S of each level index, float32
 
     def quantized(self) -> Tensor:
         """``W_S`` as float32 in ``shape``: what the crossbar holds."""
@@ -33,8 +35,9 @@ class SynapseArray(Protocol):
         """Level index of every synapse, in ``shape``: what the devices are programmed to."""
         ...
 
-    def apply(self, d: Tensor) -> Tensor:
-        """Apply ``d = eta * U_W`` with Algorithm 1; return the bool mask of level changes."""
+    def apply(self, d: Step) -> LevelChanges:
+        """Apply ``d = eta * U_W`` (float, or Adam's step) with Algorithm 1; return the level
+        changes, addresses as flat indices into ``shape``, in increasing order."""
         ...
 
     def set_mstar(self, mstar: float) -> None: ...
@@ -51,9 +54,11 @@ class FloatSynapses:
         self.shape = tuple(w_hidden.shape)
         self.level_values = torch.tensor(levels, dtype=torch.float32)
         low, high = rule.hidden_range(levels)
+        self.float_levels = fused_update.FloatLevels.of(self.level_values)
         self.hidden = w_hidden.to(torch.float32).clamp(low, high)
         self.level = rule.level_index(self.hidden, self.level_values)
         self.mstar = 0.0
+        self._scratch = fused_update.Scratch(self.hidden.numel())
 
     def quantized(self) -> Tensor:
         return self.level_values[self.level]
@@ -61,11 +66,18 @@ class FloatSynapses:
     def levels(self) -> Tensor:
         return self.level
 
-    def apply(self, d: Tensor) -> Tensor:
+    def apply(self, d: Step) -> LevelChanges:
+        fused = fused_update.float_update(
+            self.hidden, self.level, d, self.float_levels, self.mstar, self._scratch
+        )
+        if fused is not None:
+            return LevelChanges(*fused)
         before = self.level
-        self.hidden = rule.update(self.hidden, d.to(torch.float32), self.level_values, self.mstar)
+        d = step_tensor(d).to(torch.float32)
+        self.hidden = rule.update(self.hidden, d, self.level_values, self.mstar)
         self.level = rule.level_index(self.hidden, self.level_values)
-        return self.level != before
+        changed = torch.nonzero((self.level != before).flatten()).flatten()
+        return LevelChanges(changed, before.flatten()[changed], self.level.flatten()[changed])
 
     def set_mstar(self, mstar: float) -> None:
         self.mstar = float(mstar)
@@ -105,14 +117,10 @@ class FixedSynapses:
     def levels(self) -> Tensor:
         return self.unit.levels().reshape(self.shape)
 
-    def apply(self, d: Tensor) -> Tensor:
-        events = self.unit.update(
-            self.contract.update_to_int(d.flatten()), seed=block_seed(self.seed, self.steps)
-        )
+    def apply(self, d: Step) -> LevelChanges:
+        events = self.unit.update_step(d, seed=block_seed(self.seed, self.steps))
         self.steps += 1
-        mask = torch.zeros(self.unit.synapses, dtype=torch.bool)
-        mask[events.address] = True
-        return mask.reshape(self.shape)
+        return events
 
     def set_mstar(self, mstar: float) -> None:
         self.unit.load_lut(mstar)
@@ -171,16 +179,16 @@ class LinkSynapses:
     def levels(self) -> Tensor:
         return self.level.reshape(self.shape)
 
-    def apply(self, d: Tensor) -> Tensor:
+    def apply(self, d: Step) -> LevelChanges:
         from metaplast.host.link import LinkError
 
-        d_int = self.contract.update_to_int(d.flatten()).numpy()
+        d_int = self.contract.update_to_int(step_tensor(d).flatten()).numpy()
         seed = block_seed(self.seed, self.steps)
         self.steps += 1
-        mask = torch.zeros(self.size, dtype=torch.bool)
         block = self.link.layout.max_block if self.link.layout else 256
         starts = range(0, self.size, block)
         blocks = [(self.base + s, seed, d_int[s : s + block]) for s in starts]
+        events = []
         for addr, old, new in self.link.update_blocks(blocks):
             i = addr - self.base
             if int(self.level[i]) != old:
@@ -189,8 +197,10 @@ class LinkSynapses:
                     f"host had it at {int(self.level[i])}: the board's state is not ours"
                 )
             self.level[i] = new
-            mask[i] = True
-        return mask.reshape(self.shape)
+            events.append((i, old, new))
+        events.sort()
+        columns = torch.tensor(events, dtype=torch.int64).reshape(-1, 3).t()
+        return LevelChanges(*columns)
 
     def set_mstar(self, mstar: float) -> None:
         if mstar != self.mstar:

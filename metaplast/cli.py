@@ -554,6 +554,10 @@ def _board_sim(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     model = CommandModel(layout, clock_hz=args.clock_hz, baud_divisor=divisor)
+    if args.backend == "model":
+        from metaplast import fused_update
+
+        fused_update.warm_up(layout.contract)
 
     def announce(port: str) -> None:
         print(port, flush=True)

@@ -23,6 +23,7 @@ Wire format::
 
 from __future__ import annotations
 
+import binascii
 import math
 import struct
 from collections.abc import Iterable
@@ -118,27 +119,21 @@ class ProtocolError(Exception):
 # CRC -----------------------------------------------------------------------------------------
 
 
-def _crc_table() -> tuple[int, ...]:
-    poly = 0x8408  # 0x1021 reflected
-    table = []
-    for byte in range(256):
-        c = byte
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
+_REVERSED_BITS = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
-_CRC_TABLE = _crc_table()
+def _reverse16(x: int) -> int:
+    return (_REVERSED_BITS[x & 0xFF] << 8) | _REVERSED_BITS[x >> 8]
 
 
 def crc16(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/IBM-SDLC of ``data``; equal to ``CRC(8).compute(data)`` (tested), only faster."""
-    c = 0xFFFF
-    table = _CRC_TABLE
-    for b in data:
-        c = (c >> 8) ^ table[(c ^ b) & 0xFF]
-    return c ^ 0xFFFF
+    """CRC-16/IBM-SDLC of ``data``; equal to ``CRC(8).compute(data)`` (tested).
+
+    The reflected CRC is the unreflected one (CRC-16/CCITT, which :func:`binascii.crc_hqx`
+    computes in C) of the bit-reversed bytes, bit-reversed: C speed, no extra dependency.
+    """
+    reversed_data = bytes(data).translate(_REVERSED_BITS)
+    return _reverse16(binascii.crc_hqx(reversed_data, 0xFFFF)) ^ 0xFFFF
 
 
 # framing -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "approx",
     "check_levels",
     "hidden_range",
+    "level_boundaries",
     "level_index",
     "meta_function",
     "uniform_levels",
@@ -74,11 +75,15 @@ def _levels_like(levels: Sequence[float] | Tensor, w: Tensor) -> Tensor:
     return check_levels(levels).to(dtype=w.dtype, device=w.device)
 
 
+def level_boundaries(q: Tensor) -> Tensor:
+    """The midpoints between adjacent levels: level ``i`` owns ``[b_(i-1), b_i)``."""
+    return (q[1:] + q[:-1]) / 2
+
+
 def level_index(w_hidden: Tensor, levels: Sequence[float] | Tensor) -> Tensor:
     """Index of the level nearest to each hidden weight (Eq. 1), ties to the upper level."""
     q = _levels_like(levels, w_hidden)
-    boundaries = (q[1:] + q[:-1]) / 2
-    return torch.bucketize(w_hidden, boundaries, right=True)
+    return torch.bucketize(w_hidden, level_boundaries(q), right=True)
 
 
 def approx(w_hidden: Tensor, levels: Sequence[float] | Tensor = DEFAULT_LEVELS) -> Tensor:
