@@ -135,6 +135,7 @@ def metrics_document(session: Session) -> dict[str, Any]:
         "contract": cfg.contract.describe() if cfg.arithmetic == "fixed" else None,
         "torch_threads": torch.get_num_threads(),
         "update_kernel": fused_update.describe(),
+        "time": {phase: round(t, 3) for phase, t in session.timing.items()},
         "synapses": int(counts.numel()),
         "devices": 2 * int(counts.numel()),
         "epochs": session.metrics,

@@ -34,6 +34,21 @@ if TYPE_CHECKING:
     from metaplast.host.link import Link
 
 
+PHASES: tuple[str, ...] = (
+    "forward",
+    "backward",
+    "adam",
+    "update",
+    "events",
+    "evaluation",
+)
+"""Where a session's time goes (``metrics.json``'s ``time``): the forward pass and the loss,
+the backward pass (with the batch norms' optimizer), Adam's moments, the update of the hidden
+weights (the fused kernel, a board, or the torch operations), the level changes' bookkeeping
+(counters, programming, ``W_S``), and testing after each epoch. (Writing the run directory is
+not in it: its own record would have to be written before it is known.)"""
+
+
 @dataclass(frozen=True)
 class TaskData:
     name: str
@@ -147,6 +162,7 @@ class Session:
         self.change_counts = [torch.zeros(s.shape, dtype=torch.int32) for s in self.synapses]
         self.epochs_done = 0
         self.metrics: list[dict[str, Any]] = []
+        self.timing = dict.fromkeys(PHASES, 0.0)
 
     # state -----------------------------------------------------------------------------------
 
@@ -162,6 +178,7 @@ class Session:
             "change_counts": [c.clone() for c in self.change_counts],
             "programming": self.programming.state_dict(),
             "metrics": self.metrics,
+            "timing": dict(self.timing),
             **(
                 {}
                 if self.hardware_aware is None
@@ -184,6 +201,7 @@ class Session:
             self.hardware_aware.gen.set_state(state["hardware_aware_rng"])
         self.epochs_done = int(state["epochs_done"])
         self.metrics = list(state["metrics"])
+        self.timing = {**dict.fromkeys(PHASES, 0.0), **state.get("timing", {})}
         self.sync_weights()
 
     # training --------------------------------------------------------------------------------
@@ -212,19 +230,32 @@ class Session:
             disable=not progress,
             unit="batch",
         )
+        clock, spent = time.perf_counter, self.timing
         for idx in bar:
+            t0 = clock()
             x, y = data.x_train[idx], data.y_train[idx]
             out = self.model(x)
             loss = loss_fn(out, y)
+            t1 = clock()
             self.model.zero_weight_grads()
             self.bn_opt.zero_grad()
             loss.backward()
             self.bn_opt.step()
+            spent["forward"] += t1 - t0
+            spent["backward"] += clock() - t1
             for i, (w, s, adam) in enumerate(
                 zip(self.model.weights, self.synapses, self.adams, strict=True)
             ):
                 assert w.grad is not None
-                changes += self.record_changes(i, s.apply(adam.step(w.grad, cfg.lr)))
+                t0 = clock()
+                step = adam.step(w.grad, cfg.lr)
+                t1 = clock()
+                events = s.apply(step)
+                t2 = clock()
+                changes += self.record_changes(i, events)
+                spent["adam"] += t1 - t0
+                spent["update"] += t2 - t1
+                spent["events"] += clock() - t2
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
@@ -304,11 +335,14 @@ class Session:
                 self.bn_snapshots[task] = {
                     k: v.clone() for k, v in self.model.norms.state_dict().items()
                 }
+            t0 = time.perf_counter()
+            test_acc = {t: self.evaluate(data[t], task) for t in cfg.tasks}
+            self.timing["evaluation"] += time.perf_counter() - t0
             record = {
                 "epoch": epoch,
                 "task": task,
                 "mstar": mstar,
-                "test_acc": {t: self.evaluate(data[t], task) for t in cfg.tasks},
+                "test_acc": test_acc,
                 **stats,
                 "seconds": round(seconds, 3),
             }

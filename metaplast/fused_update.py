@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -40,6 +42,7 @@ __all__ = [
     "fixed_update",
     "float_update",
     "step_tensor",
+    "torch_operations",
     "warm_up",
 ]
 
@@ -131,6 +134,18 @@ def describe() -> dict[str, str]:
     """``metrics.json``'s ``update_kernel``: the backend and its version or reason."""
     b = backend()
     return {"backend": b.name, "detail": b.detail}
+
+
+@contextmanager
+def torch_operations() -> Iterator[None]:
+    """Updates inside this block take the torch operations (for comparisons and tests)."""
+    saved = dict(_state)
+    _state.update(kernels=None, backend=Backend("torch", "fused_update.torch_operations()"))
+    try:
+        yield
+    finally:
+        _state.clear()
+        _state.update(saved)
 
 
 def _run(kernels: ModuleType, name: str, n: int, *args: Any) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_contract import CONTRACTS, UNEQUAL, spec_update
@@ -18,6 +19,8 @@ from metaplast.cli import main
 from metaplast.contract import Contract, address_hash
 from metaplast.firmware_sim.digital_unit import DigitalUnit
 from metaplast.fused_update import AdamStep
+from metaplast.host.config import SessionConfig
+from metaplast.host.session import train
 from metaplast.host.synapses import FloatSynapses
 
 pytestmark = pytest.mark.skipif(
@@ -191,6 +194,26 @@ def test_sessions_end_identically_with_the_kernels_and_without(
     assert epochs_without_time(slow) == epochs_without_time(fused)
     assert slow["level_changes"] == fused["level_changes"]
     assert slow["programming"] == fused["programming"]
+
+
+@pytest.mark.parametrize("arithmetic", ["fixed", "float"])
+def test_two_thread_sessions_end_identically_on_the_torch_operations(
+    data_dir: Path, tmp_path: Path, arithmetic: str
+) -> None:
+    """The parallel kernels (a layer of several chunks, two threads) in a whole session,
+    against the torch operations in the same process: the same metrics, both arithmetics."""
+    cfg = SessionConfig(**{**TINY, "hidden": (64,), "arithmetic": arithmetic})
+    torch.set_num_threads(2)
+    try:
+        fused = train(cfg, tmp_path / "fused", data_dir, progress=False)
+        with fused_update.torch_operations():
+            slow = train(cfg, tmp_path / "torch", data_dir, progress=False)
+    finally:
+        torch.set_num_threads(1)
+    assert slow["update_kernel"]["backend"] == "torch"
+    assert fused["update_kernel"]["backend"] == "numba"
+    assert epochs_without_time(slow) == epochs_without_time(fused)
+    assert slow["level_changes"] == fused["level_changes"]
 
 
 def test_a_missing_numba_falls_back_and_says_why() -> None:

@@ -14,7 +14,7 @@ from conftest import TINY
 from metaplast.cli import main
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.rundir import summary_table
-from metaplast.host.session import train
+from metaplast.host.session import PHASES, train
 
 
 def tiny_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -90,6 +90,16 @@ def test_cli_writes_the_metrics_contract(
     ):
         assert (out / name).is_file(), name
     assert (metrics["contract"] is None) == (arithmetic == "float")
+
+
+def test_metrics_say_where_the_time_went(data_dir: Path, tmp_path: Path) -> None:
+    metrics = train(SessionConfig(**TINY), tmp_path / "run", data_dir, progress=False)
+    time_spent = metrics["time"]
+    assert set(time_spent) == set(PHASES)
+    assert all(t > 0 for t in time_spent.values())
+    # the phases of training are inside the epochs' own clocks
+    training = sum(time_spent[p] for p in PHASES if p != "evaluation")
+    assert training <= sum(e["seconds"] for e in metrics["epochs"])
 
 
 def test_fixed_and_float_sessions_agree(data_dir: Path, tmp_path: Path) -> None:
