@@ -9,11 +9,12 @@ from typing import Any
 
 from metaplast.contract import ROUNDINGS, Contract
 from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
-from metaplast.host.datasets import TASKS
-from metaplast.host.qnn import ACTIVATIONS
+from metaplast.host.datasets import TASKS, PermutedTask
+from metaplast.host.qnn import BN_STATS, Activation
 from metaplast.rule import DEFAULT_LEVELS, check_levels
 
 ARITHMETICS: tuple[str, ...] = ("float", "fixed")
+INPUTS: tuple[str, ...] = ("signed", "unsigned")
 BN_MODES: tuple[str, ...] = ("per-task", "shared")
 CROSSBARS: tuple[str, ...] = ("ideal", *MODELS)
 
@@ -37,7 +38,12 @@ class SessionConfig:
     batch_size: int = 100
     activation: str = "sign"
     init_std: float = 0.1
+    init_mean: float = 0.0
     bn: str = "per-task"
+    bn_stats: str = "batch"
+    inputs: str = "signed"
+    test_batch_size: int = 1000
+    permutation_seed: int = 0
     levels: tuple[float, ...] = DEFAULT_LEVELS
     hidden_width: int = Contract.hidden_width
     guard_bits: int = Contract.guard_bits
@@ -126,9 +132,12 @@ class SessionConfig:
     def _validate(self) -> None:
         if not self.tasks:
             raise ConfigError("--tasks: give at least one task")
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in self.tasks if t not in TASKS and PermutedTask.parse(t) is None]
         if unknown:
-            raise ConfigError(f"--tasks: unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+            raise ConfigError(
+                f"--tasks: unknown task(s) {unknown}; known tasks are {list(TASKS)} and "
+                "permuted MNIST tasks pmnist-0, pmnist-1, ..."
+            )
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"--tasks: a task appears twice in {list(self.tasks)}")
         if len(self.epochs) != len(self.tasks):
@@ -148,8 +157,23 @@ class SessionConfig:
             raise ConfigError(f"--hidden: layer sizes must be >= 1, got {list(self.hidden)}")
         if self.arithmetic not in ARITHMETICS:
             raise ConfigError(f"--arithmetic must be one of {ARITHMETICS}, got {self.arithmetic!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"--activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        try:
+            Activation.parse(self.activation)
+        except ValueError as exc:
+            raise ConfigError(f"--activation: {exc}") from exc
+        if self.bn_stats not in BN_STATS:
+            raise ConfigError(f"--bn-stats must be one of {BN_STATS}, got {self.bn_stats!r}")
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"--inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if self.test_batch_size < 2:
+            raise ConfigError(
+                f"--test-batch-size must be >= 2 (batch statistics need a batch), got "
+                f"{self.test_batch_size}"
+            )
+        if self.permutation_seed < 0:
+            raise ConfigError(f"--permutation-seed must be >= 0, got {self.permutation_seed}")
+        if not math.isfinite(self.init_mean):
+            raise ConfigError(f"--init-mean must be a finite number, got {self.init_mean}")
         if self.bn not in BN_MODES:
             raise ConfigError(f"--bn must be one of {BN_MODES}, got {self.bn!r}")
         if self.rounding not in ROUNDINGS:
@@ -221,11 +245,13 @@ class SessionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
+        """A config from its dictionary. A run made before ``bn_stats`` existed tested with
+        running statistics: its dictionary, without the key, keeps meaning that."""
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown configuration key(s) {unknown}")
-        return cls(**data)
+        return cls(**{"bn_stats": "running", **data})
 
     def differences(self, other: SessionConfig) -> list[str]:
         mine, theirs = self.to_dict(), other.to_dict()

@@ -19,6 +19,7 @@ import tempfile
 import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MIRRORS",
+    "PermutedTask",
     "ENV_VAR",
     "SHA256SUMS",
     "SPLITS",
@@ -39,6 +41,37 @@ __all__ = [
 
 TASKS: tuple[str, ...] = ("mnist", "fashion-mnist")
 SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class PermutedTask:
+    """``pmnist-K``: MNIST with its pixels shuffled by the ``K``-th permutation drawn from a
+    seed (the permuted-MNIST benchmark of continual learning). Every ``K``, 0 included, is a
+    permutation, as in the metaplastic BNN reference code."""
+
+    index: int
+
+    PREFIX = "pmnist-"
+
+    @classmethod
+    def parse(cls, task: str) -> PermutedTask | None:
+        """The permuted task a name stands for, or ``None`` for another name."""
+        rest = task.removeprefix(cls.PREFIX)
+        if rest == task or not rest.isdigit():
+            return None
+        return cls(int(rest))
+
+    @staticmethod
+    def sequence(count: int) -> tuple[str, ...]:
+        """``pmnist-0 .. pmnist-(count-1)``."""
+        if count < 1:
+            raise ValueError(f"a permuted-MNIST sequence needs >= 1 task, got {count}")
+        return tuple(f"{PermutedTask.PREFIX}{k}" for k in range(count))
+
+    def permutation(self, seed: int, pixels: int = 784) -> np.ndarray:
+        return np.random.default_rng([seed, self.index]).permutation(pixels)
+
+
 ENV_VAR = "METAPLAST_DATA"
 DOWNLOAD_TIMEOUT_S = 30.0
 

@@ -1,21 +1,75 @@
-"""The quantized MLP of paper 003: crossbar weights ``W_S``, batch norm and binary activations.
+"""The quantized MLP of paper 003: crossbar weights ``W_S``, batch norm and few-level activations.
 
-Activation: ``sign`` (+1/-1) with the hard-tanh straight-through estimator, as in the
-metaplastic BNN code of Laborieux et al. that the paper builds on. A binary activation is what
-a crossbar's input drivers apply most easily (two read voltages, no DAC), and it keeps the
-hidden layers' MVMs exactly those of a binary-input crossbar. The first layer takes the pixel
-intensities scaled to [-1, 1] as analog read voltages. ``hardtanh`` (a full-precision
-activation) is available for comparison.
+Activations, as a crossbar's input drivers would apply them:
+
+* ``sign`` (+1/-1) with the hard-tanh straight-through estimator, as in the metaplastic BNN
+  code of Laborieux et al. that the paper builds on: two read voltages, no DAC;
+* ``hardtanh:K`` and ``relu:K``: ``K`` evenly spaced levels in [-1, 1] or [0, 1] (a
+  ``log2 K``-bit DAC per row; the gradient passes where the input is inside the range);
+* ``hardtanh`` and ``relu``: full precision (an analog driver), for comparison.
+
+The first layer takes the pixel intensities as analog read voltages, in [-1, 1] (``signed``)
+or [0, 1] (``unsigned``, as the reference code feeds them).
+
+Batch norm (``bn_stats``): ``batch`` normalizes every batch, test batches included, with its
+own statistics, as the reference code does (``track_running_stats=False``), so that only its
+affine parameters are state; ``running`` tests with the running averages of training.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS: tuple[str, ...] = ("sign", "hardtanh")
+ACTIVATIONS: tuple[str, ...] = ("sign", "hardtanh", "relu", "hardtanh:K", "relu:K")
+BN_STATS: tuple[str, ...] = ("batch", "running")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A parsed activation name: its range, and how many levels (0: full precision)."""
+
+    name: str
+    low: float
+    levels: int
+
+    @classmethod
+    def parse(cls, name: str) -> Activation:
+        if name == "sign":
+            return cls(name, -1.0, 2)
+        m = re.fullmatch(r"(hardtanh|relu)(?::(\d+))?", name)
+        if m is None:
+            raise ValueError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
+        levels = int(m.group(2) or 0)
+        if m.group(2) is not None and not 2 <= levels <= 256:
+            raise ValueError(f"activation {name!r}: between 2 and 256 levels")
+        return cls(name, -1.0 if m.group(1) == "hardtanh" else 0.0, levels)
+
+    @property
+    def thresholds(self) -> Tensor:
+        """The inputs at which a few-level activation steps up (its comparators)."""
+        if self.name == "sign":
+            return torch.zeros(1)
+        step = (1.0 - self.low) / (self.levels - 1)
+        return self.low + step * (torch.arange(self.levels - 1) + 0.5)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.name == "sign":
+            return _SignSTE.apply(x)
+        if self.name == "relu":
+            return torch.relu(x)
+        if self.name == "hardtanh":
+            return nn.functional.hardtanh(x)
+        clipped = torch.clamp(x, self.low, 1.0)
+        if not self.levels:
+            return clipped
+        step = (1.0 - self.low) / (self.levels - 1)
+        q = torch.round((clipped - self.low) / step) * step + self.low
+        return clipped + (q - clipped).detach()
 
 
 class _SignSTE(torch.autograd.Function):
@@ -31,11 +85,7 @@ class _SignSTE(torch.autograd.Function):
 
 
 def activation(name: str, x: Tensor) -> Tensor:
-    if name == "sign":
-        return _SignSTE.apply(x)
-    if name == "hardtanh":
-        return torch.nn.functional.hardtanh(x)
-    raise ValueError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
+    return Activation.parse(name)(x)
 
 
 class QuantizedMLP(nn.Module):
@@ -45,17 +95,20 @@ class QuantizedMLP(nn.Module):
     are read by the session, turned into updates, and applied where the hidden weights live.
     """
 
-    def __init__(self, sizes: Sequence[int], act: str = "sign") -> None:
+    def __init__(self, sizes: Sequence[int], act: str = "sign", bn_stats: str = "running") -> None:
         super().__init__()
-        if act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {act!r}; choose from {ACTIVATIONS}")
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
         self.sizes = tuple(sizes)
-        self.act = act
+        self.act = Activation.parse(act)
         self.weights: list[Tensor] = [
             torch.zeros(n_out, n_in, requires_grad=True)
             for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
         ]
-        self.norms = nn.ModuleList(nn.BatchNorm1d(n) for n in self.sizes[1:])
+        running = bn_stats == "running"
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(n, track_running_stats=running) for n in self.sizes[1:]
+        )
         # per layer, an MVM ``(x, w) -> x @ w.T`` done elsewhere (a crossbar); None: in torch
         self.mvms: list[Callable[[Tensor, Tensor], Tensor] | None] = [None] * len(self.weights)
 
@@ -82,5 +135,5 @@ class QuantizedMLP(nn.Module):
         for i, (w, bn, mvm) in enumerate(zip(self.weights, self.norms, self.mvms, strict=True)):
             x = bn(x @ w.t() if mvm is None else mvm(x, w))
             if i != last:
-                x = activation(self.act, x)
+                x = self.act(x)
         return x

@@ -58,31 +58,60 @@ class TaskData:
     y_test: Tensor
 
 
-def _as_inputs(images: Any) -> Tensor:
-    """Pixels to read voltages in [-1, 1], one row per image."""
+def _as_inputs(images: Any, inputs: str, permutation: Any = None) -> Tensor:
+    """Pixels to read voltages, one row per image: in [-1, 1] (``signed``) or [0, 1]."""
     x = torch.from_numpy(images).flatten(1).to(torch.float32)
-    return x / 127.5 - 1.0
+    if permutation is not None:
+        x = x[:, torch.from_numpy(permutation)]
+    return x / 127.5 - 1.0 if inputs == "signed" else x / 255.0
 
 
 def load_task(
-    task: str, data_dir: str | Path | None, train_limit: int | None, *, train: bool = True
+    task: str,
+    data_dir: str | Path | None,
+    train_limit: int | None,
+    *,
+    train: bool = True,
+    inputs: str = "signed",
+    permutation_seed: int = 0,
 ) -> TaskData:
     """A task's images as tensors; ``train=False`` reads the test split alone (empty
-    training tensors), for work that only tests."""
-    xte, yte = datasets.load(task, "test", data_dir)
+    training tensors), for work that only tests. A permuted task (``pmnist-K``) is MNIST
+    with the ``K``-th permutation of ``permutation_seed``."""
+    permuted = datasets.PermutedTask.parse(task)
+    source = "mnist" if permuted else task
+    permutation = permuted.permutation(permutation_seed) if permuted else None
+    xte, yte = datasets.load(source, "test", data_dir)
     if train:
-        xtr, ytr = datasets.load(task, "train", data_dir)
+        xtr, ytr = datasets.load(source, "train", data_dir)
     else:
         xtr, ytr = xte[:0], yte[:0]
     if train_limit is not None:
         xtr, ytr = xtr[:train_limit], ytr[:train_limit]
     return TaskData(
         task,
-        _as_inputs(xtr),
+        _as_inputs(xtr, inputs, permutation),
         torch.from_numpy(ytr).to(torch.int64),
-        _as_inputs(xte),
+        _as_inputs(xte, inputs, permutation),
         torch.from_numpy(yte).to(torch.int64),
     )
+
+
+def load_tasks(
+    config: SessionConfig, data_dir: str | Path | None, *, train: bool = True
+) -> dict[str, TaskData]:
+    """Every task of a session, as its configuration prepares the inputs."""
+    return {
+        t: load_task(
+            t,
+            data_dir,
+            config.train_limit,
+            train=train,
+            inputs=config.inputs,
+            permutation_seed=config.permutation_seed,
+        )
+        for t in config.tasks
+    }
 
 
 def _generator(*parts: int) -> torch.Generator:
@@ -113,7 +142,7 @@ class Session:
         """
         self.config = config
         self.link = link
-        self.model = QuantizedMLP(config.sizes, config.activation)
+        self.model = QuantizedMLP(config.sizes, config.activation, config.bn_stats)
         init = _generator(config.seed, 1)
         self.synapses: list[SynapseArray] = []
         shapes = [tuple(w.shape) for w in self.model.weights]
@@ -128,7 +157,7 @@ class Session:
             link.reset()
         base = 0
         for i, shape in enumerate(shapes):
-            w_hidden = torch.randn(shape, generator=init) * config.init_std
+            w_hidden = torch.randn(shape, generator=init) * config.init_std + config.init_mean
             seed = config.seed * 64 + i
             if link is not None and i in on_link:
                 self.synapses.append(LinkSynapses(w_hidden, config.contract, seed, link, base))
@@ -293,20 +322,23 @@ class Session:
             [None if isinstance(s, CrossbarSynapses) else s.quantized() for s in self.synapses]
         )
 
-    def evaluate(self, data: TaskData, current_task: str) -> float:
+    def evaluate(self, data: TaskData, current_task: str, batch_size: int | None = None) -> float:
         """Test accuracy; a task trained earlier is tested with its own batch-norm state."""
-        return float((self.predict(data, current_task) == data.y_test).double().mean())
+        predicted = self.predict(data, current_task, batch_size)
+        return float((predicted == data.y_test).double().mean())
 
     @torch.no_grad()
-    def predict(self, data: TaskData, current_task: str) -> Tensor:
-        """The class of every test image, with the batch-norm state of ``data``'s task."""
+    def predict(self, data: TaskData, current_task: str, batch_size: int | None = None) -> Tensor:
+        """The class of every test image, with the batch-norm state of ``data``'s task, in
+        test batches of ``batch_size`` (default: the session's)."""
         self.model.eval()
         saved = None
         snapshot = self.bn_snapshots.get(data.name)
         if self.config.bn == "per-task" and snapshot is not None and data.name != current_task:
             saved = {k: v.clone() for k, v in self.model.norms.state_dict().items()}
             self.model.norms.load_state_dict(snapshot)
-        out = torch.cat([self.model(xb).argmax(1) for xb in data.x_test.split(1000)])
+        batches = data.x_test.split(batch_size or self.config.test_batch_size)
+        out = torch.cat([self.model(xb).argmax(1) for xb in batches])
         if saved is not None:
             self.model.norms.load_state_dict(saved)
         return out
@@ -355,6 +387,30 @@ class Session:
         return self.metrics
 
 
+def finished_session(path: str | Path, option: str) -> Session:
+    """The session of the finished run in ``path``, restored from its last checkpoint, for
+    work on the trained network (transfers, evaluation); a :class:`ConfigError` naming
+    ``option`` when ``path`` holds no finished, readable run."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise ConfigError(f"{option} {path}: not a run directory (no config.json)")
+    config = RunDir.stored_config(path)
+    state = RunDir(path).checkpoint()
+    if state is None:
+        raise ConfigError(f"{option} {path}: no readable checkpoint ({path / 'checkpoint.pt'})")
+    if state["epochs_done"] < len(config.schedule()):
+        raise ConfigError(
+            f"{option} {path}: the session stopped after epoch {state['epochs_done']} of "
+            f"{len(config.schedule())}; finish it (metaplast train --resume) first"
+        )
+    session = Session(config)
+    try:
+        session.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{option} {path}: its checkpoint does not load ({exc})") from exc
+    return session
+
+
 def train(
     config: SessionConfig,
     out: str | Path,
@@ -376,7 +432,7 @@ def train(
     from metaplast.host import plots
     from metaplast.host.rundir import metrics_document, write_json
 
-    data = {t: load_task(t, data_dir, config.train_limit) for t in config.tasks}
+    data = load_tasks(config, data_dir)
     run = RunDir.open(out, config, resume)
     session = Session(config, link, link_layers)
     state = run.checkpoint() if resume else None

@@ -219,32 +219,17 @@ def _run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str,
 def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
     """Transfer the quantized network of session run ``cfg.from_run`` ``cfg.transfers`` times
     and test every task of the session on every transfer."""
-    from metaplast.host.rundir import RunDir
-    from metaplast.host.session import Session, load_task
+    from metaplast.host.session import finished_session, load_tasks
 
     assert cfg.from_run is not None and cfg.transfers is not None
     src = Path(cfg.from_run)
-    if not (src / "config.json").exists():
-        raise ConfigError(f"--from {src}: not a run directory (no config.json)")
-    session_cfg = RunDir.stored_config(src)
-    state = RunDir(src).checkpoint()
-    if state is None:
-        raise ConfigError(f"--from {src}: no readable checkpoint ({src / 'checkpoint.pt'})")
-    if state["epochs_done"] < len(session_cfg.schedule()):
-        raise ConfigError(
-            f"--from {src}: the session stopped after epoch {state['epochs_done']} of "
-            f"{len(session_cfg.schedule())}; finish it (metaplast train --resume) first"
-        )
+    session = finished_session(src, "--from")
+    session_cfg = session.config
     try:
         device.level_targets(session_cfg.contract.device_magnitudes())
     except DeviceFileError as exc:
         raise ConfigError(f"--crossbar {cfg.crossbar}: {exc}") from exc
-    data = {t: load_task(t, cfg.data_dir, None, train=False) for t in session_cfg.tasks}
-    session = Session(session_cfg)
-    try:
-        session.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--from {src}: its checkpoint does not load ({exc})") from exc
+    data = load_tasks(session_cfg, cfg.data_dir, train=False)
     session.model.mvms = [None] * len(session.synapses)  # the transferred weights multiply
     last = session_cfg.tasks[-1]
     software = {t: session.evaluate(d, last) for t, d in data.items()}

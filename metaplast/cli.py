@@ -37,10 +37,31 @@ def _levels(text: str) -> tuple[float, ...] | str:
         ) from None
 
 
+def _tasks(text: str) -> tuple[str, ...]:
+    """Comma-separated task names; ``permuted-mnist:N`` stands for ``pmnist-0 .. pmnist-N-1``."""
+    from metaplast.host.datasets import PermutedTask
+
+    if text.startswith("permuted-mnist:"):
+        count = text.split(":", 1)[1]
+        try:
+            return PermutedTask.sequence(int(count))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--tasks {text}: permuted-mnist:N needs a task count N >= 1"
+            ) from None
+    return tuple(text.split(","))
+
+
 # option name -> (config field, argparse kwargs); every default is None so that only the
 # options given on the command line override a preset or a resumed run's stored config
 _SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--tasks": ("tasks", {"type": lambda s: tuple(s.split(",")), "help": "mnist,fashion-mnist"}),
+    "--tasks": (
+        "tasks",
+        {
+            "type": _tasks,
+            "help": "mnist,fashion-mnist, or permuted-mnist:N (N permutations of MNIST)",
+        },
+    ),
     "--epochs": ("epochs", {"type": _ints, "help": "epochs per task, e.g. 50,50"}),
     "--pretrain-epochs": ("pretrain_epochs", {"type": int, "help": "first epochs with m* = 0"}),
     "--mstar": ("mstar", {"type": float, "help": "m* after pre-training"}),
@@ -52,9 +73,36 @@ _SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--lr": ("lr", {"type": float}),
     "--batch-size": ("batch_size", {"type": int}),
-    "--activation": ("activation", {"help": "sign or hardtanh"}),
+    "--activation": (
+        "activation",
+        {
+            "help": "sign (default), hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
+            "hardtanh or relu (full precision)"
+        },
+    ),
     "--init-std": ("init_std", {"type": float, "help": "std of the initial hidden weights"}),
+    "--init-mean": ("init_mean", {"type": float, "help": "mean of the initial hidden weights"}),
     "--bn": ("bn", {"help": "per-task (each task tested with its batch norm) or shared"}),
+    "--bn-stats": (
+        "bn_stats",
+        {
+            "choices": ("batch", "running"),
+            "help": "batch (default: every batch, test batches too, normalized with its own "
+            "statistics, as the reference code) or running (the running averages)",
+        },
+    ),
+    "--inputs": (
+        "inputs",
+        {"choices": ("signed", "unsigned"), "help": "pixels as read voltages in [-1, 1] or [0, 1]"},
+    ),
+    "--test-batch-size": (
+        "test_batch_size",
+        {"type": int, "help": "test images per batch (batch statistics are a test batch's)"},
+    ),
+    "--permutation-seed": (
+        "permutation_seed",
+        {"type": int, "help": "seed of the permuted-MNIST tasks' permutations"},
+    ),
     "--levels": (
         "levels",
         {
@@ -678,9 +726,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_board(sub)
     _add_link_faults(sub)
     _add_transfer(sub)
+    _add_evaluate(sub)
     p = sub.add_parser("summary", help="a markdown table of finished or running runs")
     p.add_argument("runs", nargs="+", help="run directories")
     return parser
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="test a finished run one input at a time, as a chip classifies",
+        description="Per task of a finished run: accuracy with batch statistics (as the "
+        "session tested), with batch-norm statistics re-estimated from N unlabeled training "
+        "inputs of the task (then every input classified alone), and with each neuron's "
+        "batch norm and activation folded into comparator thresholds. Writes evaluate.json "
+        "in the run directory.",
+    )
+    p.add_argument("run", help="a finished run directory")
+    p.add_argument(
+        "--calibrate",
+        type=_ints,
+        default=(10, 30, 100, 300, 1000),
+        help="numbers of calibration inputs to try, e.g. 100,300 (default 10,30,100,300,1000)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="test batch of the batch-statistics column (default: the session's); the "
+        "calibrated and folded columns classify one input at a time whatever it is",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which calibration inputs are drawn")
+    p.add_argument("--data-dir", default=None, help="as for train")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from metaplast.host.evaluate import evaluate_run
+    from metaplast.host.rundir import write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = evaluate_run(
+        args.run,
+        args.calibrate,
+        data_dir=args.data_dir,
+        test_batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    write_json(Path(args.run) / "evaluate.json", record)
+    counts = [str(n) for n in args.calibrate]
+    print(
+        f"| task | batch statistics (batch {record['test_batch_size']}) | "
+        + " | ".join(f"calibrated on {n}" for n in counts)
+        + " | "
+        + " | ".join(f"folded, {n}" for n in counts)
+        + " |"
+    )
+    print("|---|---|" + "---|" * (2 * len(counts)))
+    for task, row in record["tasks"].items():
+        cells = [f"{100 * row['batch_statistics']:.2f}"]
+        cells += [f"{100 * row['calibrated'][n]:.2f}" for n in counts]
+        cells += [f"{100 * row['folded'][n]:.2f}" if n in row["folded"] else "-" for n in counts]
+        print(f"| {task} | " + " | ".join(cells) + " |")
+    print(f"written: {Path(args.run) / 'evaluate.json'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -700,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "info": _info,
             "link-faults": _link_faults,
             "transfer": _transfer,
+            "evaluate": _evaluate,
         }
         return commands[args.command](args)
     except (ConfigError, DatasetError, LinkError) as exc:
