@@ -11,7 +11,7 @@ output layer a scale and an offset per class.
 
 :func:`evaluate_run` measures, per task, the accuracy with batch statistics (as the session
 tested), with re-estimated statistics, and with the folded comparators, for several numbers of
-calibration inputs.
+calibration inputs; :func:`comparator_arrays` is what a chip would be loaded with.
 """
 
 from __future__ import annotations
@@ -91,9 +91,7 @@ def fold(affine: Affine, act: Activation) -> Comparators:
     level = (affine.offset[:, None] >= theta[None, :]).expand_as(thresholds)
     thresholds = torch.where(constant, torch.where(level, -torch.inf, torch.inf), thresholds)
     polarity = torch.where(affine.gain < 0, -1.0, 1.0)
-    step = (1.0 - act.low) / (act.levels - 1)
-    values = act.low + step * torch.arange(act.levels, dtype=torch.float32)
-    return Comparators(thresholds, polarity, values)
+    return Comparators(thresholds, polarity, act.values)
 
 
 def classify_folded(
@@ -110,6 +108,19 @@ def classify_folded(
             h = comp.values[(diff >= 0).sum(2)]
         out = affines[-1].gain * (h @ model.weights[-1].t()) + affines[-1].offset
     return out.argmax(1), layers
+
+
+def comparator_arrays(task: str, layers: Sequence[Comparators], output: Affine) -> dict[str, Any]:
+    """A task's folded network as arrays for a chip's periphery: per hidden layer each
+    neuron's thresholds on its column current (in weight units) and polarity, and the output
+    layer's scale and offset per class."""
+    out: dict[str, Any] = {}
+    for i, comp in enumerate(layers):
+        out[f"{task}/layer{i}/thresholds"] = comp.thresholds.numpy()
+        out[f"{task}/layer{i}/polarity"] = comp.polarity.numpy()
+    out[f"{task}/output/gain"] = output.gain.detach().numpy()
+    out[f"{task}/output/offset"] = output.offset.detach().numpy()
+    return out
 
 
 def _task_model(session: Session, task: str) -> None:
@@ -154,6 +165,7 @@ def evaluate_run(
         "calibration_seed": seed,
         "tasks": {},
     }
+    record["arrays"] = {}
     for task, data in tests.items():
         train = _calibration_inputs(task, cfg, data_dir, max(calibrate_counts), seed)
         batch_acc = session.evaluate(data, last, batch)
@@ -165,8 +177,10 @@ def evaluate_run(
             predicted = classify(session.model, affines, data.x_test)
             row["calibrated"][str(n)] = _accuracy(predicted, data)
             if act.levels:
-                folded, _ = classify_folded(session.model, affines, data.x_test)
+                folded, layers = classify_folded(session.model, affines, data.x_test)
                 row["folded"][str(n)] = _accuracy(folded, data)
+                if n == max(calibrate_counts):
+                    record["arrays"].update(comparator_arrays(task, layers, affines[-1]))
         session.model.norms.load_state_dict(saved)
         record["tasks"][task] = row
     return record

@@ -5,7 +5,8 @@ Activations, as a crossbar's input drivers would apply them:
 * ``sign`` (+1/-1) with the hard-tanh straight-through estimator, as in the metaplastic BNN
   code of Laborieux et al. that the paper builds on: two read voltages, no DAC;
 * ``hardtanh:K`` and ``relu:K``: ``K`` evenly spaced levels in [-1, 1] or [0, 1] (a
-  ``log2 K``-bit DAC per row; the gradient passes where the input is inside the range);
+  ``log2 K``-bit DAC per row; the gradient passes where the input is inside the range), or in
+  [-R, R] and [0, R] (``relu:K:R``);
 * ``hardtanh`` and ``relu``: full precision (an analog driver), for comparison.
 
 The first layer takes the pixel intensities as analog read voltages, in [-1, 1] (``signed``)
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS: tuple[str, ...] = ("sign", "hardtanh", "relu", "hardtanh:K", "relu:K")
+ACTIVATIONS: tuple[str, ...] = (
+    "sign",
+    "hardtanh",
+    "relu",
+    "hardtanh:K",
+    "relu:K",
+    "hardtanh:K:R",
+    "relu:K:R",
+)
 BN_STATS: tuple[str, ...] = ("batch", "running")
 
 
@@ -35,27 +44,42 @@ class Activation:
 
     name: str
     low: float
+    high: float
     levels: int
 
     @classmethod
     def parse(cls, name: str) -> Activation:
         if name == "sign":
-            return cls(name, -1.0, 2)
-        m = re.fullmatch(r"(hardtanh|relu)(?::(\d+))?", name)
+            return cls(name, -1.0, 1.0, 2)
+        m = re.fullmatch(r"(hardtanh|relu)(?::(\d+)(?::([0-9.]+))?)?", name)
         if m is None:
             raise ValueError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
         levels = int(m.group(2) or 0)
         if m.group(2) is not None and not 2 <= levels <= 256:
             raise ValueError(f"activation {name!r}: between 2 and 256 levels")
-        return cls(name, -1.0 if m.group(1) == "hardtanh" else 0.0, levels)
+        try:
+            high = float(m.group(3) or 1.0)
+        except ValueError:
+            raise ValueError(f"activation {name!r}: the range R is a number") from None
+        if not high > 0:
+            raise ValueError(f"activation {name!r}: the range R must be > 0")
+        return cls(name, -high if m.group(1) == "hardtanh" else 0.0, high, levels)
+
+    @property
+    def step(self) -> float:
+        return (self.high - self.low) / (self.levels - 1)
+
+    @property
+    def values(self) -> Tensor:
+        """The output levels of a few-level activation."""
+        return self.low + self.step * torch.arange(self.levels, dtype=torch.float32)
 
     @property
     def thresholds(self) -> Tensor:
         """The inputs at which a few-level activation steps up (its comparators)."""
         if self.name == "sign":
             return torch.zeros(1)
-        step = (1.0 - self.low) / (self.levels - 1)
-        return self.low + step * (torch.arange(self.levels - 1) + 0.5)
+        return self.low + self.step * (torch.arange(self.levels - 1) + 0.5)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.name == "sign":
@@ -64,11 +88,10 @@ class Activation:
             return torch.relu(x)
         if self.name == "hardtanh":
             return nn.functional.hardtanh(x)
-        clipped = torch.clamp(x, self.low, 1.0)
+        clipped = torch.clamp(x, self.low, self.high)
         if not self.levels:
             return clipped
-        step = (1.0 - self.low) / (self.levels - 1)
-        q = torch.round((clipped - self.low) / step) * step + self.low
+        q = torch.round((clipped - self.low) / self.step) * self.step + self.low
         return clipped + (q - clipped).detach()
 
 

@@ -232,9 +232,12 @@ def summary_table(paths: list[Path]) -> str:
         cells += [f"{lc['mean_per_synapse']:.1f}", str(lc["max_per_synapse"])]
         prog = metrics.get("programming")
         cells += [f"{prog['mean']:.1f}", str(prog["max"])] if prog else ["", ""]
+        # a run from before --bn-stats tested with running statistics
+        cells += [cfg.get("activation", "sign"), cfg.get("bn_stats", "running")]
         rows.append("| " + " | ".join(cells) + " |")
     head = ["run", "epochs", "m*", "arithmetic", "crossbar", "hidden"]
     for t in tasks:
         head += [f"{t} final (%)", f"{t} best (%)"]
     head += ["level changes / synapse", "max", "operations / device", "max"]
+    head += ["activation", "bn statistics"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows]) + "\n"

@@ -740,7 +740,8 @@ def _add_evaluate(sub: Any) -> None:
         "session tested), with batch-norm statistics re-estimated from N unlabeled training "
         "inputs of the task (then every input classified alone), and with each neuron's "
         "batch norm and activation folded into comparator thresholds. Writes evaluate.json "
-        "in the run directory.",
+        "in the run directory, and comparators.npz (per task and layer, the thresholds and "
+        "polarities of the folded network with the most calibration inputs).",
     )
     p.add_argument("run", help="a finished run directory")
     p.add_argument(
@@ -776,6 +777,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         test_batch_size=args.batch_size,
         seed=args.seed,
     )
+    import numpy as np
+
+    arrays = record.pop("arrays")
+    if arrays:
+        np.savez_compressed(Path(args.run) / "comparators.npz", **arrays)
     write_json(Path(args.run) / "evaluate.json", record)
     counts = [str(n) for n in args.calibrate]
     print(

@@ -6,9 +6,9 @@ the level-change events and counters. As torch tensor operations
 (:meth:`~metaplast.contract.Contract.apply`, :func:`~metaplast.rule.update`) that is about 35
 passes over every synapse per batch; the numba kernels of :mod:`metaplast.kernels` do it in one.
 
-The torch operations stay the reference and the fallback. The fixed-point kernel is
-bit-identical to them (tested against them and the scalar spec); the float kernel differs only
-in the last bit of ``tanh``. Where numba is missing or cannot compile, or
+The torch operations stay the reference and the fallback: both kernels are bit-identical to
+them (tested; the fixed point also against the scalar spec of the contract). Where numba is
+missing or cannot compile, or
 ``METAPLAST_KERNELS=torch`` asks for it, the torch operations run instead, with the same
 results: the process says so once on stderr, and :func:`describe` (``metrics.json``'s
 ``update_kernel``) records it. Tensors off the CPU (a GPU) always take the torch operations.
@@ -119,7 +119,7 @@ def _fall_back(reason: str) -> None:
     _state["backend"] = Backend("torch", reason)
     print(
         f"metaplast: the fused update is not available: {reason}; the update runs as torch "
-        "tensor operations instead (the same results, about 3 times slower)",
+        "tensor operations instead (the same results, about twice as slow per epoch)",
         file=sys.stderr,
     )
 
@@ -374,7 +374,7 @@ def float_update(
     buf = _scratch(scratch, n)
     w, lvl = hidden.reshape(-1).numpy(), levels.reshape(-1).numpy()
     rule_args = (np.float32(2 * mstar), np.float32(mstar), q.low, q.high)
-    x, tanh_x = buf.vector("x"), buf.vector("tanh")
+    x, tanh_x = buf.vector("x")[:n], buf.vector("tanh")[:n]
     if not _run(kernels, "float_meta", n, w, lvl, q.cells, q.recip_widths, rule_args, x):
         return None
     torch.tanh(torch.from_numpy(x), out=torch.from_numpy(tanh_x))

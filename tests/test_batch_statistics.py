@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
@@ -75,6 +76,7 @@ def test_bn_stats_is_recorded_and_checked(data_dir: Path, tmp_path: Path) -> Non
     ("sign", [-1.0, 1.0]),
     ("relu:4", [0.0, 1 / 3, 2 / 3, 1.0]),
     ("hardtanh:3", [-1.0, 0.0, 1.0]),
+    ("relu:3:2", [0.0, 1.0, 2.0]),
 ])  # fmt: skip
 def test_few_level_activations(name: str, values: list[float]) -> None:
     act = Activation.parse(name)
@@ -82,11 +84,13 @@ def test_few_level_activations(name: str, values: list[float]) -> None:
     y = act(x)
     assert torch.allclose(torch.unique(y.detach()), torch.tensor(values))
     y.sum().backward()
-    inside = (x.detach() >= act.low) & (x.detach() <= 1)
+    inside = (x.detach() >= act.low) & (x.detach() <= act.high)
     assert torch.equal(x.grad != 0, inside)
 
 
-@pytest.mark.parametrize("name", ["relu:1", "relu:999", "tanh", "sign:3", "relu:x"])
+@pytest.mark.parametrize(
+    "name", ["relu:1", "relu:999", "tanh", "sign:3", "relu:x", "relu:4:0", "relu:4:1.2.3"]
+)
 def test_bad_activations_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="--activation"):
         SessionConfig(**{**TINY, "activation": name})
@@ -142,7 +146,7 @@ def test_permuted_mnist_session(data_dir: Path, tmp_path: Path) -> None:
     assert metrics["epochs"][0]["test_acc"]["pmnist-0"] > 0.5
 
 
-@pytest.mark.parametrize("name", ["sign", "relu:4", "hardtanh:3"])
+@pytest.mark.parametrize("name", ["sign", "relu:4", "hardtanh:3", "relu:8:3"])
 def test_folded_comparators_give_the_activation_of_the_batch_norm(name: str) -> None:
     act = Activation.parse(name)
     g = torch.Generator().manual_seed(1)
@@ -185,6 +189,10 @@ def test_evaluate_a_run_one_input_at_a_time(
         assert abs(row["calibrated"]["500"] - row["batch_statistics"]) < 0.05
         assert abs(row["folded"]["500"] - row["calibrated"]["500"]) < 0.005
     assert "| mnist |" in capsys.readouterr().out
+    arrays = np.load(out / "comparators.npz")
+    assert arrays["mnist/layer0/thresholds"].shape == (32, 1)
+    assert set(np.unique(arrays["fashion-mnist/layer0/polarity"])) <= {-1.0, 1.0}
+    assert arrays["mnist/output/gain"].shape == (10,)
 
 
 @pytest.mark.parametrize(
