@@ -48,7 +48,9 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
         for k in kinds:
-            cfg = SessionConfig(hidden=hidden, crossbar=k, train_limit=args.train_limit)
+            cfg = SessionConfig(
+                hidden=hidden, crossbar=k, train_limit=args.train_limit, activation="sign"
+            )
             times[k].append(epoch_seconds(cfg, data))
     print(
         f"784-{args.hidden.replace(',', '-')}-10, {args.train_limit} images, batch 100, "

@@ -92,7 +92,14 @@ def plain_epoch(
 
 def session_epoch(arithmetic: str, hidden: tuple[int, ...], data: TaskData, seed: int) -> dict:
     session = Session(
-        SessionConfig(hidden=hidden, arithmetic=arithmetic, mstar=3.0, pretrain_epochs=0, seed=seed)
+        SessionConfig(
+            hidden=hidden,
+            arithmetic=arithmetic,
+            activation="sign",  # as the plain QNN
+            mstar=3.0,
+            pretrain_epochs=0,
+            seed=seed,
+        )
     )
     session.set_mstar(3.0)
     session.train_epoch(data, 1, progress=False)

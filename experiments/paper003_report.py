@@ -1,11 +1,11 @@
 """Tables and figures of paper 003's experiments (docs/results.md) from the runs that made them.
 
 Reads run directories (finished runs only) and prints markdown; nothing is computed that the
-runs did not record. Runs that differ only by their seed are one row: mean ± std over the
-seeds of the final accuracy of each task and of the best it reached (the paper's "maximum
-accuracy").
+runs did not record. The grouped table is ``metaplast summary --over-seeds``'s: runs that
+differ only by their seed are one row, mean ± std over the seeds of the final accuracy of each
+task and of the best it reached (the paper's "maximum accuracy").
 
-    .venv/bin/python experiments/paper003_report.py runs/paper003/*          # grouped table
+    .venv/bin/python experiments/paper003_report.py runs/paper003/paper      # grouped table
     .venv/bin/python experiments/paper003_report.py --fig2a runs/paper003/fig2a --figure F.png
     .venv/bin/python experiments/paper003_report.py --permuted runs/paper003/permuted \\
         --figure F.png
@@ -20,11 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-# config fields that name a run's recipe in the tables when they differ between runs
-SHOWN = (
-    "activation", "mstar", "hidden", "lr", "init_mean", "init_std", "inputs", "bn_stats",
-    "crossbar", "epochs", "pretrain_epochs", "test_batch_size",
-)  # fmt: skip
+from metaplast.host.summary import seed_table
 
 
 def load(run: Path) -> dict[str, Any] | None:
@@ -41,8 +37,8 @@ def finished(paths: list[Path]) -> list[dict[str, Any]]:
     for p in paths:
         for run in [p] if (p / "metrics.json").exists() else sorted(p.glob("*/")):
             if (m := load(run)) is not None:
-                m["path"] = str(run)
-                runs.setdefault((recipe(m), m["config"]["seed"]), m)
+                key = tuple(sorted((k, json.dumps(v)) for k, v in m["config"].items()))
+                runs.setdefault(key, m)
     return list(runs.values())
 
 
@@ -50,32 +46,6 @@ def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}" if values else "-"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def recipe(m: dict[str, Any]) -> tuple:
-    return tuple((k, json.dumps(v)) for k, v in sorted(m["config"].items()) if k != "seed")
-
-
-def grouped_table(runs: list[dict[str, Any]]) -> str:
-    """One row per recipe, the columns that vary between recipes first."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for m in runs:
-        groups[recipe(m)].append(m)
-    configs = [g[0]["config"] for g in groups.values()]
-    varying = [k for k in SHOWN if len({json.dumps(c.get(k)) for c in configs}) > 1] or ["mstar"]
-    tasks = list(dict.fromkeys(t for m in runs for t in m["config"]["tasks"]))
-    head = varying + ["seeds"] + [f"{t} {w} (%)" for w in ("final", "best") for t in tasks]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for members in groups.values():
-        cfg = members[0]["config"]
-        cells = [_fmt(cfg.get(k)) for k in varying]
-        cells.append(",".join(str(m["config"]["seed"]) for m in members))
-        for which in ("final", "best"):
-            for t in tasks:
-                vals = [_acc(m, t, which) for m in members if t in m["config"]["tasks"]]
-                cells.append(mean_std(vals))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _acc(m: dict[str, Any], task: str, which: str) -> float:
@@ -198,7 +168,7 @@ def main() -> None:
     elif args.permuted:
         print(permuted(finished([args.permuted]), args.figure))
     else:
-        print(grouped_table(finished(args.runs)))
+        print(seed_table(args.runs), end="")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ class SessionConfig:
     tasks: tuple[str, ...] = ("mnist", "fashion-mnist")
     epochs: tuple[int, ...] = (3, 3)
     pretrain_epochs: int = 1
-    mstar: float = 3.0
+    mstar: float = 2.2
     hidden: tuple[int, ...] = (256, 256)
     seed: int = 0
     arithmetic: str = "fixed"
     lr: float = 0.005
     batch_size: int = 100
-    activation: str = "sign"
+    activation: str = "relu"
     init_std: float = 0.1
     init_mean: float = 0.0
     bn: str = "per-task"
@@ -264,6 +264,5 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": (50, 50),
         "pretrain_epochs": 10,
         "hidden": (512, 512),
-        "mstar": 3.0,
     },
 }

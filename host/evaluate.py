@@ -11,7 +11,7 @@ output layer a scale and an offset per class.
 
 :func:`evaluate_run` measures, per task, the accuracy with batch statistics (as the session
 tested), with re-estimated statistics, and with the folded comparators, for several numbers of
-calibration inputs; :func:`comparator_arrays` is what a chip would be loaded with.
+calibration inputs; :func:`periphery_arrays` is what a chip's periphery would be loaded with.
 """
 
 from __future__ import annotations
@@ -110,16 +110,23 @@ def classify_folded(
     return out.argmax(1), layers
 
 
-def comparator_arrays(task: str, layers: Sequence[Comparators], output: Affine) -> dict[str, Any]:
-    """A task's folded network as arrays for a chip's periphery: per hidden layer each
-    neuron's thresholds on its column current (in weight units) and polarity, and the output
-    layer's scale and offset per class."""
+def periphery_arrays(
+    task: str, affines: Sequence[Affine], comparators: Sequence[Comparators]
+) -> dict[str, Any]:
+    """A task's calibrated network as arrays for a chip's periphery, per hidden layer: each
+    neuron's comparator thresholds on its column current (in weight units) and polarity
+    (few-level activations), or its gain and offset before the activation (full-precision
+    ones); and the output layer's gain and offset per class."""
     out: dict[str, Any] = {}
-    for i, comp in enumerate(layers):
-        out[f"{task}/layer{i}/thresholds"] = comp.thresholds.numpy()
-        out[f"{task}/layer{i}/polarity"] = comp.polarity.numpy()
-    out[f"{task}/output/gain"] = output.gain.detach().numpy()
-    out[f"{task}/output/offset"] = output.offset.detach().numpy()
+    for i, affine in enumerate(affines[:-1]):
+        if comparators:
+            out[f"{task}/layer{i}/thresholds"] = comparators[i].thresholds.numpy()
+            out[f"{task}/layer{i}/polarity"] = comparators[i].polarity.numpy()
+        else:
+            out[f"{task}/layer{i}/gain"] = affine.gain.detach().numpy()
+            out[f"{task}/layer{i}/offset"] = affine.offset.detach().numpy()
+    out[f"{task}/output/gain"] = affines[-1].gain.detach().numpy()
+    out[f"{task}/output/offset"] = affines[-1].offset.detach().numpy()
     return out
 
 
@@ -176,11 +183,12 @@ def evaluate_run(
             affines = calibrate(session.model, train[:n])
             predicted = classify(session.model, affines, data.x_test)
             row["calibrated"][str(n)] = _accuracy(predicted, data)
+            layers: list[Comparators] = []
             if act.levels:
                 folded, layers = classify_folded(session.model, affines, data.x_test)
                 row["folded"][str(n)] = _accuracy(folded, data)
-                if n == max(calibrate_counts):
-                    record["arrays"].update(comparator_arrays(task, layers, affines[-1]))
+            if n == max(calibrate_counts):
+                record["arrays"].update(periphery_arrays(task, affines, layers))
         session.model.norms.load_state_dict(saved)
         record["tasks"][task] = row
     return record

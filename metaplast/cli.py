@@ -307,14 +307,33 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument(
         "--vary",
         action="append",
-        required=True,
+        default=[],
         metavar="FIELD=V1,V2,...",
         help="a config field and its values; tuple values are separated by '/', "
         "e.g. hidden=256,256/512,512 (repeatable: the grid is the product)",
     )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="repetitions: the seeds of every grid point, e.g. 0-14 or 0,3,7 "
+        "(metaplast summary --over-seeds gives mean and std per point)",
+    )
     _add_session_options(p)
     p.add_argument("--out", required=True, help="sweep directory (one run directory per point)")
-    p.add_argument("--jobs", type=int, default=1, help="sessions trained in parallel")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: --jobs sessions at a time on this machine; ray: every session a task "
+        "of a Ray cluster (pip install 'metaplast[cluster]'; docs/cluster.md)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --executor ray: the cluster's HOST:PORT, or auto for the one running "
+        "here (default: start a local one)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="local: sessions trained in parallel")
 
 
 def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
@@ -341,20 +360,45 @@ TUPLE_FIELDS = ("tasks", "epochs", "hidden", "levels")
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from metaplast.host.sweep import markdown_table, run_sweep
+    from metaplast.host.config import ConfigError
+    from metaplast.host.sweep import exit_status, markdown_table, parse_seeds, run_sweep
 
     config = _session_config(args, None)
     vary = _parse_vary(args.vary)
-    results = run_sweep(config, vary, args.out, args.data_dir, jobs=args.jobs, threads=args.threads)
-    print(markdown_table(results, config.tasks), end="")
+    if args.seeds is not None:
+        if "seed" in vary or args.seed is not None:
+            raise ConfigError("--seeds: give the seeds once (not also --seed or --vary seed=)")
+        vary["seed"] = parse_seeds(args.seeds)
+    if not vary:
+        raise ConfigError("give at least one --vary FIELD=V1,V2,... or --seeds")
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address is for --executor ray")
+    rows = run_sweep(
+        config,
+        vary,
+        args.out,
+        args.data_dir,
+        jobs=args.jobs,
+        threads=args.threads,
+        executor=args.executor,
+        address=args.address,
+    )
+    print(markdown_table([r for r in rows if "error" not in r], config.tasks), end="")
     print(f"sweep directory: {args.out}")
-    return 0
+    return exit_status(rows)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from metaplast.host.rundir import summary_table
+    from metaplast.host.config import ConfigError
+    from metaplast.host.summary import seed_plot, seed_table, summary_table
 
-    print(summary_table([Path(p) for p in args.runs]), end="")
+    paths = [Path(p) for p in args.runs]
+    if args.plot and not args.over_seeds:
+        raise ConfigError("--plot draws the --over-seeds table: give both")
+    print((seed_table if args.over_seeds else summary_table)(paths), end="")
+    if args.plot:
+        seed_plot(paths, Path(args.plot))
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -727,8 +771,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_link_faults(sub)
     _add_transfer(sub)
     _add_evaluate(sub)
-    p = sub.add_parser("summary", help="a markdown table of finished or running runs")
-    p.add_argument("runs", nargs="+", help="run directories")
+    p = sub.add_parser(
+        "summary",
+        help="a markdown table of runs (one row each, or mean ± std over seeds)",
+        description="A markdown table of run directories (a sweep directory stands for its "
+        "runs): one row per run, or with --over-seeds one row per grid cell, the runs that "
+        "differ only by their seed, with mean ± std over the seeds.",
+    )
+    p.add_argument("runs", nargs="+", help="run or sweep directories")
+    p.add_argument(
+        "--over-seeds",
+        action="store_true",
+        help="one row per cell: final and best accuracy, mean ± std over the seeds",
+    )
+    p.add_argument("--plot", default=None, help="with --over-seeds: error-bar plot to this PNG")
     return parser
 
 
@@ -740,8 +796,9 @@ def _add_evaluate(sub: Any) -> None:
         "session tested), with batch-norm statistics re-estimated from N unlabeled training "
         "inputs of the task (then every input classified alone), and with each neuron's "
         "batch norm and activation folded into comparator thresholds. Writes evaluate.json "
-        "in the run directory, and comparators.npz (per task and layer, the thresholds and "
-        "polarities of the folded network with the most calibration inputs).",
+        "in the run directory, and periphery.npz: per task and layer, the comparator "
+        "thresholds and polarities (few-level activations) or gains and offsets (full "
+        "precision) of the network calibrated on the most inputs.",
     )
     p.add_argument("run", help="a finished run directory")
     p.add_argument(
@@ -779,9 +836,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     import numpy as np
 
-    arrays = record.pop("arrays")
-    if arrays:
-        np.savez_compressed(Path(args.run) / "comparators.npz", **arrays)
+    np.savez_compressed(Path(args.run) / "periphery.npz", **record.pop("arrays"))
     write_json(Path(args.run) / "evaluate.json", record)
     counts = [str(n) for n in args.calibrate]
     print(

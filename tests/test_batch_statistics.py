@@ -180,19 +180,27 @@ def test_calibration_on_the_whole_batch_is_the_batch_norm() -> None:
 def test_evaluate_a_run_one_input_at_a_time(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "run"
-    assert main(tiny_args(data_dir, out)) == 0
-    assert main(["evaluate", str(out), "--calibrate", "20,500", "--data-dir", str(data_dir)]) == 0
-    record = json.loads((out / "evaluate.json").read_text())
-    for task in ("mnist", "fashion-mnist"):
-        row = record["tasks"][task]
-        assert abs(row["calibrated"]["500"] - row["batch_statistics"]) < 0.05
-        assert abs(row["folded"]["500"] - row["calibrated"]["500"]) < 0.005
-    assert "| mnist |" in capsys.readouterr().out
-    arrays = np.load(out / "comparators.npz")
-    assert arrays["mnist/layer0/thresholds"].shape == (32, 1)
-    assert set(np.unique(arrays["fashion-mnist/layer0/polarity"])) <= {-1.0, 1.0}
-    assert arrays["mnist/output/gain"].shape == (10,)
+    for act in ("sign", "relu"):
+        out = tmp_path / act
+        assert main(tiny_args(data_dir, out, "--activation", act)) == 0
+        calibrate = ["--calibrate", "20,500", "--data-dir", str(data_dir)]
+        assert main(["evaluate", str(out), *calibrate]) == 0
+        record = json.loads((out / "evaluate.json").read_text())
+        for task in ("mnist", "fashion-mnist"):
+            row = record["tasks"][task]
+            assert abs(row["calibrated"]["500"] - row["batch_statistics"]) < 0.05
+            if act == "sign":
+                assert abs(row["folded"]["500"] - row["calibrated"]["500"]) < 0.005
+            else:
+                assert row["folded"] == {}  # an analog activation folds into gain and offset
+        assert "| mnist |" in capsys.readouterr().out
+        arrays = np.load(out / "periphery.npz")
+        assert arrays["mnist/output/gain"].shape == (10,)
+        if act == "sign":
+            assert arrays["mnist/layer0/thresholds"].shape == (32, 1)
+            assert set(np.unique(arrays["fashion-mnist/layer0/polarity"])) <= {-1.0, 1.0}
+        else:
+            assert arrays["mnist/layer0/gain"].shape == (32,)
 
 
 @pytest.mark.parametrize(
