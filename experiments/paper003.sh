@@ -13,6 +13,9 @@ shift $(($# < 2 ? $# : 2))
 parts=${*:-activations paper dac variants crossbar fig2a table1 permuted short}
 act=relu  # the activation that reaches both tasks (section 5); given explicitly everywhere
 sweep() { .venv/bin/metaplast sweep --data-dir "$data" --jobs 2 --threads 1 "$@"; }
+# the repetitions of the crossbar runs and of Fig. 2a go through a Ray cluster started here
+# (docs/cluster.md): the same run directories as a local sweep
+ray() { .venv/bin/metaplast sweep --data-dir "$data" --threads 1 --executor ray "$@"; }
 paper() { sweep --preset paper --activation "$act" "$@"; }
 has() { [[ " $parts " == *" $1 "* ]]; }
 
@@ -28,7 +31,8 @@ if has paper; then
   paper --vary mstar=2.2,3 --vary seed=0,1,2 --out "$out/paper"
   sweep --preset paper --activation sign --vary mstar=2.2,3 --vary seed=0,1,2 \
     --out "$out/paper-sign"
-  sweep --preset paper --activation sign --bn-stats running --vary seed=0 --out "$out/paper-running"
+  sweep --preset paper --activation sign --mstar 3 --bn-stats running --vary seed=0 \
+    --out "$out/paper-running"
 fi
 
 # How few activation levels a DAC may have: relu:K with K levels in [0, R]; seed 0.
@@ -46,12 +50,12 @@ if has variants; then
 fi
 
 # Fig. 5a/5b: the 1T1R HfOx model in the loop on the paper schedule, three seeds.
-has crossbar && paper --mstar 2.2 --crossbar hfox-1t1r --vary seed=0,1,2 \
-  --out "$out/crossbar-hfox"
+has crossbar && ray --preset paper --activation "$act" --mstar 2.2 --crossbar hfox-1t1r \
+  --seeds 0-2 --out "$out/crossbar-hfox"
 
 # Fig. 2a: m* from 0 to 5, 20 + 20 epochs (the first 4 at m* = 0), two seeds.
-has fig2a && paper --epochs 20,20 --pretrain-epochs 4 \
-  --vary mstar=0,1,2,2.5,3,3.5,4,5 --vary seed=0,1 --out "$out/fig2a"
+has fig2a && ray --preset paper --activation "$act" --epochs 20,20 --pretrain-epochs 4 \
+  --vary mstar=0,1,2,2.5,3,3.5,4,5 --seeds 0-1 --out "$out/fig2a"
 
 # Table I on the full schedule: hidden 256 and 1024 (512 is the paper run above).
 has table1 && paper --mstar 2.2 --vary hidden=256,256/1024,1024 --out "$out/table1"
