@@ -22,6 +22,7 @@ from typing import Any
 
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.rundir import write_json
+from metaplast.host.summary import seed_plot, seed_table
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
@@ -153,8 +154,9 @@ def run_sweep(
     address: str | None = None,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> list[dict[str, Any]]:
-    """Train every grid point and write ``sweep.json``, ``sweep.md`` and (one varied field)
-    ``sweep.png``; return the result rows, the failed points' with an ``error``.
+    """Train every grid point and write ``sweep.json``, ``sweep.md`` (with mean ± std over the
+    seeds when they vary) and, when one field varies besides the seed, ``sweep.png`` (with error
+    bars over the seeds); return the result rows, the failed points' with an ``error``.
 
     ``local``: ``jobs`` sessions at a time on this machine, each with ``threads`` torch threads
     (default: the cores shared out over the jobs). ``ray``: every session a task of the Ray
@@ -211,9 +213,16 @@ def run_sweep(
             "results": rows,
         },
     )
-    (out / "sweep.md").write_text(markdown_table(done, base.tasks) + _failures(rows))
-    if len(vary) == 1 and done:
-        _plot(done, next(iter(vary)), base.tasks, out / "sweep.png")
+    table = markdown_table(done, base.tasks)
+    cells = [k for k in vary if k != "seed"]
+    if "seed" in vary and done:
+        table += "\nOver the seeds:\n\n" + seed_table([out / r["name"] for r in done])
+    (out / "sweep.md").write_text(table + _failures(rows))
+    if len(cells) <= 1 and done:
+        if "seed" in vary:
+            seed_plot([out / r["name"] for r in done], out / "sweep.png")
+        else:
+            _plot(done, cells[0], base.tasks, out / "sweep.png")
     return rows
 
 

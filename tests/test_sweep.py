@@ -49,6 +49,8 @@ def test_a_sweep_over_seeds_and_its_summary(
     assert sorted(runs_of(out)) == [f"mstar-{m}_seed-{s}" for m in (0, 3) for s in (0, 1)]
     lines = capsys.readouterr().out
     assert lines.count("sweep: ") == 4  # a line per finished session, as it finishes
+    assert "Over the seeds" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").is_file()  # mstar against accuracy, error bars over the seeds
     assert main(["summary", "--over-seeds", str(out), "--plot", str(tmp_path / "s.png")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| mstar | seeds | mnist final (%)")
