@@ -219,10 +219,7 @@ def run_sweep(
         table += "\nOver the seeds:\n\n" + seed_table([out / r["name"] for r in done])
     (out / "sweep.md").write_text(table + _failures(rows))
     if len(cells) <= 1 and done:
-        if "seed" in vary:
-            seed_plot([out / r["name"] for r in done], out / "sweep.png")
-        else:
-            _plot(done, cells[0], base.tasks, out / "sweep.png")
+        seed_plot([out / r["name"] for r in done], out / "sweep.png")
     return rows
 
 
@@ -248,25 +245,6 @@ def markdown_table(results: list[dict[str, Any]], tasks: Sequence[str]) -> str:
         for r in results
     ]
     return "\n".join([head, rule, *rows]) + "\n"
-
-
-def _plot(results: list[dict[str, Any]], key: str, tasks: Sequence[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r["point"][key] for r in results]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for t in tasks:
-        ax.plot(x, [100 * r["final_test_acc"][t] for r in results], "o-", label=t)
-    ax.set_xlabel(key)
-    ax.set_ylabel("final test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def exit_status(rows: list[dict[str, Any]]) -> int:
