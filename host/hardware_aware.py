@@ -19,9 +19,14 @@ from torch.func import functional_call, vmap
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.devices import DeviceModel
-from metaplast.firmware_sim.transfer import Transfers, TransferSampler
+from metaplast.firmware_sim.transfer import (
+    SAMPLERS,
+    PaperCodeSampler,
+    Transfers,
+    TransferSampler,
+)
 
-BIASES: tuple[str, ...] = ("row", "separate", "digital")
+BIASES: tuple[str, ...] = ("row", "separate", "digital", "paper")
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class _Mapped:
     names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
     widths: tuple[int, ...]  # columns of each parameter in the matrix
-    sampler: TransferSampler
+    sampler: TransferSampler | PaperCodeSampler
 
     def matrix(self, params: dict[str, Tensor]) -> Tensor:
         return torch.cat([params[n].reshape(self.sampler.shape[0], -1) for n in self.names], 1)
@@ -51,14 +56,31 @@ class HardwareAware:
 
     ``bias`` says where a layer's bias lives: ``row``, one more crossbar row driven by a
     constant input, sharing the weights' scale; ``separate``, devices of its own with its own
-    scale (the paper's code maps every parameter tensor on its own); ``digital``, added exactly
-    by the periphery.
+    scale; ``digital``, added exactly by the periphery; ``paper``, as the paper's code places
+    them: every tensor on its own scale, a single-element tensor (the output bias) exact.
+    ``sampler`` (:data:`~metaplast.firmware_sim.transfer.SAMPLERS`) says how a tensor becomes
+    conductances: this project's tiled crossbar, or the paper's code.
+    ``stuck_gradient``: whether a weight on a stuck device still gets its gradient (the
+    paper's code: it does, and the trainer restores the weight after the step; this project:
+    it gets none).
     """
 
-    def __init__(self, model: nn.Module, device: DeviceModel, seed: int, bias: str = "row") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: DeviceModel,
+        seed: int,
+        bias: str = "row",
+        sampler: str = "project",
+        stuck_gradient: bool = False,
+    ) -> None:
         if bias not in BIASES:
             raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.model = model
+        self.stuck_gradient = stuck_gradient
+        self.last_stuck: dict[str, Tensor] = {}
         self.gen = torch.Generator().manual_seed(seed)
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         if not layers:
@@ -70,26 +92,32 @@ class HardwareAware:
             groups = [[f"{prefix}weight"]]
             if m.bias is not None and bias == "row":
                 groups[0].append(f"{prefix}bias")
-            elif m.bias is not None and bias == "separate":
+            elif m.bias is not None and bias in ("separate", "paper"):
                 groups.append([f"{prefix}bias"])
             for names in groups:
+                if bias == "paper" and sum(params[n].numel() for n in names) == 1:
+                    continue  # the paper's code leaves a single-element tensor exact
                 widths = tuple(params[n].numel() // m.out_features for n in names)
+                shape = (m.out_features, sum(widths))
+                if sampler == "project":
+                    mapping: TransferSampler | PaperCodeSampler = TransferSampler(device, shape)
+                else:
+                    coords = "paper-code" if sampler == "paper-code" else "physical"
+                    mapping = PaperCodeSampler(device, shape, coords)
                 self.mapped.append(
-                    _Mapped(
-                        tuple(names),
-                        tuple(params[n].shape for n in names),
-                        widths,
-                        TransferSampler(device, (m.out_features, sum(widths))),
-                    )
+                    _Mapped(tuple(names), tuple(params[n].shape for n in names), widths, mapping)
                 )
 
     def training_params(self) -> dict[str, Tensor]:
-        """One transfer, differentiable by the reparametrization trick."""
+        """One transfer, differentiable by the reparametrization trick; which weights sit on a
+        stuck device is kept in :attr:`last_stuck`."""
         params = dict(self.model.named_parameters())
         out: dict[str, Tensor] = {}
         for g in self.mapped:
             w = g.matrix(params)
-            out.update(g.split(reparametrize(w, g.sampler.sample(w, 1, self.gen))))
+            t = g.sampler.sample(w, 1, self.gen)
+            out.update(g.split(reparametrize(w, t, stuck_gradient=self.stuck_gradient)))
+            self.last_stuck.update(g.split(t.stuck[0]))
         return out
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,11 +138,13 @@ class HardwareAware:
         return torch.cat(outs)
 
 
-def reparametrize(w: Tensor, transfer: Transfers) -> Tensor:
+def reparametrize(w: Tensor, transfer: Transfers, stuck_gradient: bool = False) -> Tensor:
     """``w`` as one transfer left it, with the gradient of ``w`` (reparametrization trick);
-    a weight on a stuck device takes the stuck value and gets no gradient."""
+    a weight on a stuck device takes the stuck value and gets no gradient (unless
+    ``stuck_gradient``, as in the paper's code)."""
     t, stuck = transfer.weights[0], transfer.stuck[0]
-    return torch.where(stuck, t, w + (t - w).detach())
+    through = w + (t - w).detach()
+    return through if stuck_gradient else torch.where(stuck, t, through)
 
 
 def predictions(outputs: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
-from metaplast.firmware_sim.transfer import TransferSampler
+from metaplast.firmware_sim.transfer import SAMPLERS, TransferSampler
 from metaplast.host.config import ConfigError
 from metaplast.host.hardware_aware import BIASES, HardwareAware, TransferStats, predictions
 from metaplast.host.rundir import write_json
@@ -41,23 +41,63 @@ DATASETS: tuple[str, ...] = ("moons", "mnist")
 DEFAULT_TRANSFERS = {"moons": 10_000, "mnist": 100}
 
 
+RECIPES: dict[str, dict[str, Any]] = {
+    "project": {
+        "sampler": "project",
+        "bias": "row",
+        "init": "torch",
+        "lr": 0.01,
+        "batch_size": 0,
+        "epochs": 4000,
+        "ha_epochs": 4000,
+        "ha_start": "regular",
+        "weight_decay": 0.0,
+        "stuck_gradient": False,
+    },
+    "paper-code": {
+        "sampler": "paper-code",
+        "bias": "paper",
+        "init": "xavier",
+        "lr": 0.1,
+        "batch_size": 256,
+        "epochs": 10000,
+        "ha_epochs": 10000,
+        "ha_start": "scratch",
+        "weight_decay": 1e-4,
+        "stuck_gradient": True,
+    },
+}
+"""Moons recipes: this project's, and every choice as the code published with paper 004 makes
+it (``docs/transfer.md`` has the audit behind each entry). ``batch_size`` 0 is the whole
+training split at once."""
+
+INITS: tuple[str, ...] = ("torch", "xavier")
+HA_STARTS: tuple[str, ...] = ("regular", "scratch")
+
+
 @dataclass(frozen=True)
 class TransferConfig:
-    """A transfer experiment. ``training``, ``epochs``, ``ha_epochs``, ``hidden``, ``lr`` and
-    ``batch_size`` train the moons network; ``from_run`` names the session run whose network
+    """A transfer experiment. For ``moons``, ``recipe`` fills every training and mapping
+    choice left ``None`` (:data:`RECIPES`); ``from_run`` names the session run whose network
     ``mnist`` transfers (its own config says how it was trained)."""
 
     dataset: str = "moons"
     training: str | None = None
     transfers: int | None = None
     seed: int = 0
-    epochs: int = 4000
-    ha_epochs: int = 4000
+    recipe: str = "project"
+    epochs: int | None = None
+    ha_epochs: int | None = None
     hidden: int = 8
-    lr: float = 0.01
+    lr: float | None = None
     batch_size: int | None = None
+    sampler: str | None = None
+    init: str | None = None
+    ha_start: str | None = None
+    weight_decay: float | None = None
+    stuck_gradient: bool | None = None
     crossbar: str = "tio2-passive"
-    bias: str = "row"
+    bias: str | None = None
     device_file: str | None = None
     stuck_hrs: float | None = None
     stuck_lrs: float | None = None
@@ -67,6 +107,20 @@ class TransferConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"--init must be one of {INITS}, got {self.init!r}")
+        if self.ha_start not in HA_STARTS:
+            raise ConfigError(f"--ha-start must be one of {HA_STARTS}, got {self.ha_start!r}")
+        assert self.weight_decay is not None
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.dataset == "mnist" and self.training is not None:
             raise ConfigError(
                 "--training: a session run says how it was trained (metaplast train "
@@ -85,10 +139,11 @@ class TransferConfig:
         for name in ("transfers", "epochs", "hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        assert self.ha_epochs is not None and self.batch_size is not None and self.lr is not None
         if self.ha_epochs < 0:
             raise ConfigError("--ha-epochs must be >= 0")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError("--batch-size must be >= 1 (leave it out for the whole set)")
+        if self.batch_size < 0:
+            raise ConfigError("--batch-size must be >= 1, or 0 for the whole training split")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in ("stuck_hrs", "stuck_lrs"):
@@ -132,29 +187,52 @@ def _fit(
     epochs: int,
     phase: int,
     desc: str,
+    hw: HardwareAware | None = None,
 ) -> None:
-    """Adam on binary cross-entropy over the moons training split."""
+    """Adam on binary cross-entropy over the moons training split. With ``hw`` and
+    ``stuck_gradient`` (the paper's code), a weight whose device was stuck in the batch's
+    transfer keeps its value through the step."""
     x, y = load_moons("train")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    decay = cfg.weight_decay if hw is not None else 0.0
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=decay)
     order = torch.Generator().manual_seed(cfg.seed * 16 + phase)
     batch = cfg.batch_size or len(y)
+    params = dict(model.named_parameters())
+    restore = hw is not None and cfg.stuck_gradient
     for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
         for idx in torch.randperm(len(y), generator=order).split(batch):
             loss = nn.functional.binary_cross_entropy_with_logits(forward(x[idx])[:, 0], y[idx])
             opt.zero_grad()
             loss.backward()
+            if restore:
+                assert hw is not None
+                held = {n: (m, params[n].detach()[m].clone()) for n, m in hw.last_stuck.items()}
             opt.step()
+            if restore:
+                with torch.no_grad():
+                    for n, (mask, values) in held.items():
+                        params[n][mask] = values
 
 
 def train_moons(cfg: TransferConfig, device: DeviceModel) -> tuple[nn.Module, HardwareAware]:
     """The paper's 2-``hidden``-1 sigmoid network: ``epochs`` of regular training, then (for
-    ``hardware-aware``) ``ha_epochs`` more through sampled transfers onto ``device``."""
+    ``hardware-aware``) ``ha_epochs`` through sampled transfers onto ``device``, continuing
+    from the regular network (this project) or from a fresh initialization (the paper's)."""
     torch.manual_seed(cfg.seed)
     model = nn.Sequential(nn.Linear(2, cfg.hidden), nn.Sigmoid(), nn.Linear(cfg.hidden, 1))
-    hw = HardwareAware(model, device, cfg.seed, cfg.bias)
-    _fit(model, model, cfg, cfg.epochs, 0, "regular training")
+    if cfg.init == "xavier":
+        for layer in (model[0], model[2]):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.constant_(layer.bias, 0.01)
+    assert cfg.bias is not None and cfg.sampler is not None
+    hw = HardwareAware(
+        model, device, cfg.seed, cfg.bias, cfg.sampler, stuck_gradient=bool(cfg.stuck_gradient)
+    )
+    assert cfg.epochs is not None and cfg.ha_epochs is not None
+    if cfg.training == "regular" or cfg.ha_start == "regular":
+        _fit(model, model, cfg, cfg.epochs, 0, "regular training")
     if cfg.training == "hardware-aware":
-        _fit(model, hw.forward, cfg, cfg.ha_epochs, 1, "hardware-aware training")
+        _fit(model, hw.forward, cfg, cfg.ha_epochs, 1, "hardware-aware training", hw)
     return model, hw
 
 

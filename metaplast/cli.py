@@ -714,14 +714,39 @@ def _add_transfer(sub: Any) -> None:
         "--transfers", type=int, default=None, help="simulated transfers (10000 moons, 100 mnist)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=4000, help="moons: regular training epochs")
     p.add_argument(
-        "--ha-epochs", type=int, default=4000, help="moons: hardware-aware epochs that follow"
+        "--recipe",
+        default="project",
+        help="moons: every training and mapping choice below at once: project (default) or "
+        "paper-code (as the code published with paper 004 makes them; docs/transfer.md)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="moons: regular training epochs")
+    p.add_argument("--ha-epochs", type=int, default=None, help="moons: hardware-aware epochs")
+    p.add_argument(
+        "--ha-start",
+        default=None,
+        help="moons: hardware-aware training from the regular network (project) or from "
+        "scratch (paper-code)",
     )
     p.add_argument("--hidden", type=int, default=8, help="moons: sigmoid neurons, hidden layer")
-    p.add_argument("--lr", type=float, default=0.01, help="moons: Adam's learning rate")
+    p.add_argument("--lr", type=float, default=None, help="moons: Adam's learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="moons: batch (0: the whole split)")
+    p.add_argument("--init", default=None, help="moons: torch (nn.Linear's) or xavier (+0.01)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="moons: batch (default: the whole split)"
+        "--weight-decay", type=float, default=None, help="moons: Adam's, hardware-aware phase"
+    )
+    p.add_argument(
+        "--stuck-gradient",
+        choices=("yes", "no"),
+        default=None,
+        help="moons: yes: a weight on a stuck device keeps its gradient and is restored after "
+        "the step (paper-code); no: it gets none (project)",
+    )
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="moons: how weights become conductances: project (tiled crossbar, physical "
+        "range), paper-code, or paper-code-physical (the code's order on the physical range)",
     )
     p.add_argument(
         "--crossbar",
@@ -730,9 +755,10 @@ def _add_transfer(sub: Any) -> None:
     )
     p.add_argument(
         "--bias",
-        default="row",
+        default=None,
         help="moons: where biases live: row (a crossbar row, the weights' scale), separate "
-        "(own devices and scale, as the paper's code) or digital (exact, in the periphery)",
+        "(own devices and scale), digital (exact, in the periphery) or paper (separate, a "
+        "single output bias exact, as the paper's code)",
     )
     p.add_argument("--device-file", default=None, help="a device file replacing the shipped one")
     p.add_argument("--stuck-hrs", type=float, default=None, help="share of HRS-stuck devices")
@@ -746,7 +772,10 @@ def _transfer(args: argparse.Namespace) -> int:
     from metaplast.host.transfer_run import TransferConfig, run
 
     names = [f.name for f in dataclasses.fields(TransferConfig)]
-    cfg = TransferConfig(**{n: getattr(args, n) for n in names})
+    given = {n: getattr(args, n) for n in names}
+    if given["stuck_gradient"] is not None:
+        given["stuck_gradient"] = given["stuck_gradient"] == "yes"
+    cfg = TransferConfig(**given)
     rec = run(cfg, args.out)
     soft = ", ".join(f"{k} {100 * v:.1f} %" for k, v in rec["software_accuracy"].items())
     print(
