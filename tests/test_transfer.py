@@ -12,8 +12,8 @@ from torch import nn
 
 from metaplast.cli import main
 from metaplast.contract import Contract
-from metaplast.firmware_sim.devices import load_device
-from metaplast.firmware_sim.transfer import TransferSampler
+from metaplast.firmware_sim.devices import TiO2Passive, load_device
+from metaplast.firmware_sim.transfer import PaperCodeSampler, TransferSampler
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.hardware_aware import HardwareAware, LevelTransfers, TransferStats
 from metaplast.host.session import train
@@ -31,6 +31,71 @@ def test_an_ideal_transfer_gives_the_weights_back() -> None:
     t = TransferSampler(exact, (5, 7)).sample(w, 3, gen())
     assert torch.allclose(t.weights, w.expand(3, 5, 7), atol=1e-5)
     assert not t.stuck.any()
+
+
+def _exact() -> TiO2Passive:
+    dev = load_device("tio2-passive").with_overrides(stuck_hrs=0, stuck_lrs=0)
+    return replace(dev, std_slope=0, std_base=0, offset_mean=0, offset_std=0,
+                   disturb_samples=None, disturb_start=None, disturb_count=None)  # fmt: skip
+
+
+@pytest.mark.parametrize("coordinates", ["paper-code", "physical"])
+@pytest.mark.parametrize("shape", [(8, 2), (1, 8), (8,)])
+def test_the_paper_codes_transfer_gives_ideal_weights_back(shape: tuple, coordinates: str) -> None:
+    sampler = PaperCodeSampler(_exact(), shape, coordinates)
+    mixed = torch.randn(shape, generator=gen(2))
+    mixed.view(-1)[:2] = torch.tensor([-1.0, 1.0])
+    for w in (mixed, mixed.abs() + 0.1):  # a pair per weight, and one device per weight
+        t = sampler.sample(w, 3, gen())
+        assert torch.allclose(t.weights, w.expand(3, *shape), atol=1e-5)
+        assert not t.stuck.any()
+
+
+def test_the_paper_codes_programming_order() -> None:
+    """The device at position p of n takes the entry for n - p later programmings, output
+    index fastest, the last device none (the code's count is one more than were after it)."""
+    dev = load_device("tio2-passive")
+    fc1 = PaperCodeSampler(dev, (8, 2)).after.reshape(8, 2)
+    assert fc1[:, 0].tolist() == list(range(16, 8, -1))
+    assert fc1[:, 1].tolist() == [8, 7, 6, 5, 4, 3, 2, 0]
+    assert PaperCodeSampler(dev, (1, 8)).after.tolist() == [8, 7, 6, 5, 4, 3, 2, 0]
+    assert PaperCodeSampler(dev, (8,)).after.tolist() == [8, 7, 6, 5, 4, 3, 2, 0]
+
+
+def test_the_paper_codes_coordinates_halve_an_additive_disturbance() -> None:
+    """The same conductance change weighs half as much in the code's coordinates (a
+    component spans 2 S = 800 uS per max |w|) as on the physical range (S)."""
+    samples = torch.tensor([-8e-6, 0.0, 8e-6, 16e-6])  # G+ and G- draw apart, so no cancelling
+    dev = replace(_exact(), disturb_samples=samples,
+                  disturb_start=torch.zeros(60, dtype=torch.int64),
+                  disturb_count=torch.full((60,), 4, dtype=torch.int64))  # fmt: skip
+    w = torch.tensor([[0.5, -1.0], [0.25, 0.0]])
+    shifts = {}
+    for coordinates in ("paper-code", "physical"):
+        t = PaperCodeSampler(dev, (2, 2), coordinates).sample(w, 8, gen())
+        shifts[coordinates] = t.weights - w
+    assert shifts["paper-code"].abs().max() > 0.01
+    assert torch.allclose(shifts["physical"], 2 * shifts["paper-code"], atol=1e-5)
+
+
+def test_the_paper_bias_placement_keeps_a_single_output_bias_exact() -> None:
+    model = nn.Sequential(nn.Linear(2, 8), nn.Sigmoid(), nn.Linear(8, 1))
+    hw = HardwareAware(model, load_device("tio2-passive"), 0, bias="paper", sampler="paper-code")
+    mapped = [name for g in hw.mapped for name in g.names]
+    assert mapped == ["0.weight", "0.bias", "2.weight"]
+    params = hw.training_params()
+    assert "2.bias" not in params and set(hw.last_stuck) == set(mapped)
+
+
+def test_stuck_weights_keep_their_gradient_in_the_paper_codes_training() -> None:
+    dev = load_device("tio2-passive").with_overrides(stuck_hrs=0.3, stuck_lrs=0.3)
+    for stuck_gradient in (False, True):
+        model = nn.Sequential(nn.Linear(2, 8), nn.Sigmoid(), nn.Linear(8, 1))
+        hw = HardwareAware(model, dev, 0, bias="digital", stuck_gradient=stuck_gradient)
+        hw.forward(torch.randn(16, 2)).sum().backward()
+        stuck = hw.last_stuck["0.weight"]
+        assert stuck.any()
+        assert bool((model[0].weight.grad[stuck] != 0).any()) == stuck_gradient
 
 
 def test_transfers_carry_the_devices_statistics() -> None:
@@ -145,6 +210,11 @@ def test_cli_writes_the_transfer_contract(tmp_path: Path) -> None:
         (["--dataset", "mnist", "--from", "x", "--training", "regular"], "leave --training out"),
         (["--stuck-lrs", "2"], "--stuck-lrs must be in"),
         (["--transfers", "0"], "--transfers must be >= 1"),
+        (["--recipe", "paper"], "--recipe must be one of"),
+        (["--sampler", "exact"], "--sampler must be one of"),
+        (["--init", "zeros"], "--init must be one of"),
+        (["--ha-start", "middle"], "--ha-start must be one of"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
     ],
 )
 def test_cli_rejects_bad_transfer_options(
