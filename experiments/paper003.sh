@@ -35,28 +35,29 @@ if has paper; then
     --out "$out/paper-running"
 fi
 
-# How few activation levels a DAC may have: relu:K with K levels in [0, R]; seed 0.
-has dac && sweep --preset paper --vary activation=relu:8,relu:16 --vary mstar=2.2 \
+# How few activation levels a DAC may have: relu:K with K levels in [0, R] (R = 1 unless
+# given: relu:16:4 tells the clip from the level count); seed 0.
+has dac && sweep --preset paper --vary activation=relu:8,relu:16,relu:16:4 --vary mstar=2.2 \
   --out "$out/dac"
 
-# The choices the paper leaves open, around the default: m* across the paper's window, the
-# initialization it describes (a Gaussian with its mean between two levels), inputs in [0, 1]
-# as the reference code feeds them, the learning rate; seed 0. (The window on a shorter
-# schedule is Fig. 2a below.)
+# The choices the paper leaves open, around the default: the initialization it describes (a
+# Gaussian with its mean between two levels), inputs in [0, 1] as the reference code feeds
+# them, the learning rate; seed 0. (m* across the paper's window: Fig. 2a below.)
 if has variants; then
   paper --vary mstar=2.2 --vary init_mean=0.09375 --out "$out/init-mean"
   paper --vary mstar=2.2 --vary inputs=unsigned --out "$out/inputs"
-  paper --vary mstar=2.2 --vary lr=0.002,0.01 --out "$out/lr"
+  # the learning rate on the shortened schedule (784-256-256-10, 3 + 3 epochs)
+  sweep --activation "$act" --vary lr=0.002,0.005,0.01 --out "$out/lr-short"
 fi
 
 # Fig. 5a/5b: the 1T1R HfOx model in the loop on the paper schedule, three seeds.
 has crossbar && ray --preset paper --activation "$act" --mstar 2.2 --crossbar hfox-1t1r \
   --seeds 0-2 --out "$out/crossbar-hfox"
 
-# Fig. 2a: m* from 0 to 5, 20 + 20 epochs (the first 4 at m* = 0), seed 0 (more seeds: add
-# them to --seeds and rerun; the finished ones are skipped).
+# Fig. 2a: m* from 0 to 5, 20 + 20 epochs (the first 4 at m* = 0), seed 0 (more seeds or
+# m* values: add them and rerun; the finished ones are skipped).
 has fig2a && ray --preset paper --activation "$act" --epochs 20,20 --pretrain-epochs 4 \
-  --vary mstar=0,1,2,2.5,3,3.5,4,5 --seeds 0 --out "$out/fig2a"
+  --vary mstar=0,1,2,3,4,5 --seeds 0 --out "$out/fig2a"
 
 # Table I on the full schedule: hidden 256 and 1024 (512 is the paper run above).
 has table1 && paper --mstar 2.2 --vary hidden=256,256/1024,1024 --out "$out/table1"

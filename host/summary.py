@@ -85,13 +85,16 @@ def _finished(m: dict[str, Any]) -> bool:
 
 def _cells(paths: list[Path]) -> tuple[list[str], dict[tuple, list[dict[str, Any]]]]:
     """Finished runs grouped by their configuration without the seed, and the fields that
-    tell the groups apart."""
+    tell the groups apart. A run found twice (the same configuration and seed in two
+    folders, e.g. a screen's run reused by a later sweep) counts once."""
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    seen: set[tuple] = set()
     for path in run_dirs(paths):
         m = _load(path)
-        if _finished(m):
-            key = tuple(sorted((k, json.dumps(v)) for k, v in m["config"].items() if k != "seed"))
-            cells[key].append(m)
+        whole = tuple(sorted((k, json.dumps(v)) for k, v in m["config"].items()))
+        if _finished(m) and whole not in seen:
+            seen.add(whole)
+            cells[tuple(kv for kv in whole if kv[0] != "seed")].append(m)
     configs = [ms[0]["config"] for ms in cells.values()]
     varying = [f for f in CELL_FIELDS if len({json.dumps(c.get(f)) for c in configs}) > 1]
     return varying, cells

@@ -137,6 +137,10 @@ def run_local(jobs: list[Job], workers: int, report: Callable[[dict[str, Any]], 
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for result in pool.imap_unordered(run_job_reporting, jobs, chunksize=1):
                 report(result)
+            # workers that exit on their own release what they hold; terminating them (what
+            # leaving the block does) leaves the resource tracker warning of leaked semaphores
+            pool.close()
+            pool.join()
     else:
         for job in jobs:
             report(run_job_reporting(job))

@@ -57,6 +57,10 @@ def test_a_sweep_over_seeds_and_its_summary(
     assert [row.split("|")[2].strip() for row in table[2:4]] == ["0,1", "0,1"]
     assert "±" in table[2]
     assert (tmp_path / "s.png").is_file()
+    shutil.copytree(out / "mstar-0_seed-0", tmp_path / "again")  # the same session, elsewhere
+    assert main(["summary", "--over-seeds", str(out), str(tmp_path / "again")]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split("|")[2].strip() for row in rows] == ["0,1", "0,1"]
 
 
 @pytest.mark.parametrize(
