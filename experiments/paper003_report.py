@@ -140,6 +140,7 @@ def permuted(runs: list[dict[str, Any]], figure: Path | None) -> str:
         for ax in axes:
             ax.grid(alpha=0.3)
             ax.set_ylim(0, 100)
+            ax.set_xticks(range(1, len(runs[0]["config"]["tasks"]) + 1))
         axes[1].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(figure, dpi=120)
