@@ -13,8 +13,10 @@ only when a sweep asks for ``--executor ray``.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from metaplast.host.config import ConfigError
@@ -30,6 +32,8 @@ def connect(address: str | None) -> Runner:
     """Join the cluster at ``address`` (``auto``: the one running on this machine's node;
     ``None``: start a local one) and return the function that runs a sweep's jobs on it.
     Errors (no Ray, nobody at the address) come before anything is written."""
+    if address is not None:
+        _token_mode_if_a_token_exists()  # before Ray is imported: it reads the mode then
     try:
         import ray
     except ImportError:
@@ -49,6 +53,19 @@ def connect(address: str | None) -> Runner:
         where = "a local Ray cluster" if address is None else f"the Ray cluster at {address}"
         raise ConfigError(f"--address: cannot join {where}: {exc}") from exc
     return _runner(ray)
+
+
+def _token_mode_if_a_token_exists() -> None:
+    """Ray (2.60 here) starts a head in token-authentication mode when a token exists on the
+    machine (``~/.ray/auth_token``, written by any earlier local Ray), but a driver joining it
+    by address does not infer the mode and is refused ("Authentication token is missing").
+    Unless the user chose a mode, a driver that has a token uses it: a cluster without
+    authentication accepts such a driver too (both checked on this machine)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(token_file).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _check_reachable(address: str) -> None:

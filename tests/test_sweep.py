@@ -117,7 +117,11 @@ def ray_cluster() -> str:
     start = [ray_cli, "start", "--head", "--num-cpus", "2", "--port", str(port)]
     start += ["--node-ip-address", "127.0.0.1", "--include-dashboard", "false"]
     start += ["--disable-usage-stats"]
-    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    # a loopback cluster of the tests' own, without token authentication: Ray would otherwise
+    # turn it on whenever ~/.ray/auth_token exists, and refuse the in-process drivers that
+    # imported Ray before the sweep could choose the mode (host/sweep_ray.py)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    subprocess.run(start, check=True, capture_output=True, timeout=120, env=env)
     try:
         yield f"127.0.0.1:{port}"
     finally:
