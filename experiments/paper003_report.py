@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from metaplast.host.summary import seed_table
+from metaplast.host.summary import accuracy, mean_std, seed_table
 
 
 def load(run: Path) -> dict[str, Any] | None:
@@ -42,24 +42,6 @@ def finished(paths: list[Path]) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}" if values else "-"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _acc(m: dict[str, Any], task: str, which: str) -> float:
-    if which == "final":
-        return 100 * m["epochs"][-1]["test_acc"][task]
-    return 100 * max(e["test_acc"][task] for e in m["epochs"])
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, list):
-        return "-".join(map(str, v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def fig2a(runs: list[dict[str, Any]], figure: Path | None) -> str:
     """Final accuracy of each task against m* (mean ± std over seeds), the paper's Fig. 2a."""
     by_mstar: dict[float, list[dict[str, Any]]] = defaultdict(list)
@@ -73,7 +55,7 @@ def fig2a(runs: list[dict[str, Any]], figure: Path | None) -> str:
     for x in xs:
         cells = []
         for t in tasks:
-            vals = [_acc(m, t, "final") for m in by_mstar[x]]
+            vals = [accuracy(m, t, "final") for m in by_mstar[x]]
             cells.append(mean_std(vals))
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             stats[t].append((statistics.mean(vals), sd))

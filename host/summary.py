@@ -100,13 +100,13 @@ def _cells(paths: list[Path]) -> tuple[list[str], dict[tuple, list[dict[str, Any
     return varying, cells
 
 
-def _accuracy(m: dict[str, Any], task: str, which: str) -> float:
+def accuracy(m: dict[str, Any], task: str, which: str) -> float:
     if which == "final":
         return 100 * m["epochs"][-1]["test_acc"][task]
     return 100 * max(e["test_acc"][task] for e in m["epochs"])
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}" if values else ""
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
@@ -135,9 +135,7 @@ def seed_table(paths: list[Path]) -> str:
         for which in ("final", "best"):
             for t in tasks:
                 row.append(
-                    _mean_std(
-                        [_accuracy(m, t, which) for m in members if t in m["config"]["tasks"]]
-                    )
+                    mean_std([accuracy(m, t, which) for m in members if t in m["config"]["tasks"]])
                 )
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -167,7 +165,7 @@ def seed_plot(paths: list[Path], figure: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for t in tasks:
         values = [
-            [_accuracy(m, t, "final") for m in ms if t in m["config"]["tasks"]] for ms in groups
+            [accuracy(m, t, "final") for m in ms if t in m["config"]["tasks"]] for ms in groups
         ]
         mean = [statistics.mean(v) for v in values]
         std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
