@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The audit of paper 004's transfer (docs/transfer.md, results section 10): this project's
 # recipe and the paper's code's recipe (--recipe paper-code), each over five seeds, and a
-# screen that moves one choice at a time from one recipe to the other (seed 0), all with
-# 10,000 transfers. Resumable: what exists is skipped. Tables:
+# screen that moves one choice at a time from one recipe to the other (seeds 0-4, or $SEEDS),
+# all with 10,000 transfers. Resumable: what exists is skipped. Tables:
 # experiments/transfer_report.py OUT --audit.
-#   experiments/transfer_audit.sh [OUT] [recipes|screen|all]
+#   [SEEDS="0 1 2 3 4"] experiments/transfer_audit.sh [OUT] [recipes|screen|all]
 set -euo pipefail
 out=${1:-runs/transfer-audit}
 part=${2:-all}
+read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
 mp=(.venv/bin/metaplast)
 export OMP_NUM_THREADS=1
 once() { # once DIR COMMAND...: run COMMAND unless DIR/transfer.json exists
@@ -19,7 +20,7 @@ mkdir -p "$out/recipes" "$out/screen"
 
 # both recipes, five seeds, regular and hardware-aware
 [ "$part" = screen ] || for recipe in project paper-code; do
-  for seed in 0 1 2 3 4; do
+  for seed in "${seeds[@]}"; do
     for training in regular hardware-aware; do
       once "$out/recipes/$recipe-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
         --recipe "$recipe" --training "$training" --seed "$seed"
@@ -30,15 +31,17 @@ done
 # one choice at a time: from the project's recipe towards the paper's code (project+X), and
 # from the paper's code back to the project's (paper-code-X), the options of each direction
 [ "$part" = recipes ] || while IFS='|' read -r name towards_paper back_to_project; do
-  for training in regular hardware-aware; do
-    # choices of the hardware-aware phase do nothing to a regular network
-    case "$name" in ha-start|weight-decay|stuck-gradient) [ "$training" = regular ] && continue ;; esac
-    # shellcheck disable=SC2086
-    once "$out/screen/project+$name-$training" "${mp[@]}" transfer --dataset moons \
-      --recipe project --training "$training" --seed 0 $towards_paper
-    # shellcheck disable=SC2086
-    once "$out/screen/paper-code-$name-$training" "${mp[@]}" transfer --dataset moons \
-      --recipe paper-code --training "$training" --seed 0 $back_to_project
+  for seed in "${seeds[@]}"; do
+    for training in regular hardware-aware; do
+      # choices of the hardware-aware phase do nothing to a regular network
+      case "$name" in ha-start|weight-decay|stuck-gradient) [ "$training" = regular ] && continue ;; esac
+      # shellcheck disable=SC2086
+      once "$out/screen/project+$name-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+        --recipe project --training "$training" --seed "$seed" $towards_paper
+      # shellcheck disable=SC2086
+      once "$out/screen/paper-code-$name-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+        --recipe paper-code --training "$training" --seed "$seed" $back_to_project
+    done
   done
 done <<'EOF'
 sampler|--sampler paper-code|--sampler project

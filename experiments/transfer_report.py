@@ -1,6 +1,10 @@
-"""Tables and the Fig. 6 pair of docs/results.md (section 10) from experiments/transfer_paper.sh.
+"""Tables and the Fig. 6 pair of docs/results.md (section 10) from experiments/transfer_paper.sh,
+and the tables of experiments/transfer_audit.sh (``--audit``) and transfer_levers.sh
+(``--levers``).
 
 .venv/bin/python experiments/transfer_report.py [OUT] [--figure docs/figures/transfer-fig6.png]
+.venv/bin/python experiments/transfer_report.py runs/transfer-audit --audit
+.venv/bin/python experiments/transfer_report.py runs/transfer-levers --levers
 """
 
 from __future__ import annotations
@@ -133,12 +137,142 @@ def fig6(out: Path, figure: Path, bias: str = "row", seed: int = 0) -> None:
     plt.close(fig)
 
 
+def _seeds(out: Path, stem: str) -> list[dict[str, Any]]:
+    """The records of ``out/stem-seed*`` (every seed that finished)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob(f"{stem}-seed*/transfer.json"))]
+
+
+def _cell(recs: list[dict[str, Any]]) -> str:
+    """share >= 95 % with the software test accuracy in brackets, mean (± std) over seeds."""
+    if not recs:
+        return "-"
+    share = _ms([r["share_ge_95"] for r in recs])
+    return f"{share} ({_ms([r['software_accuracy']['test'] for r in recs])})"
+
+
+SCREEN = (
+    "sampler",
+    "sampler-physical",
+    "bias",
+    "init",
+    "lr",
+    "schedule",
+    "ha-start",
+    "weight-decay",
+    "stuck-gradient",
+)
+
+
+def audit_tables(out: Path) -> str:
+    """Both recipes, and the one-choice screen, from experiments/transfer_audit.sh."""
+    rows = [
+        "| recipe | training | seeds | share ≥ 95 % | share ≥ 90 % | accuracy mean |"
+        " software test | paper (≥ 95 / ≥ 90) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for recipe in ("project", "paper-code"):
+        for training in ("regular", "hardware-aware"):
+            recs = _seeds(out / "recipes", f"{recipe}-{training}")
+            if recs:
+                p95, p90 = PAPER[training]
+                rows.append(
+                    f"| {recipe} | {training} | {len(recs)} | "
+                    f"{_ms([r['share_ge_95'] for r in recs])} | "
+                    f"{_ms([r['share_ge_90'] for r in recs])} | "
+                    f"{_ms([r['accuracy_mean'] for r in recs])} | "
+                    f"{_ms([r['software_accuracy']['test'] for r in recs])} | {p95} / {p90} |"
+                )
+    rows += [
+        "",
+        "| choice | seeds | project + the code's choice: regular | hardware-aware |"
+        " paper-code - that choice: regular | hardware-aware |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    base = [_seeds(out / "recipes", f"{r}-{t}") for r in ("project", "paper-code")
+            for t in ("regular", "hardware-aware")]  # fmt: skip
+    rows.append(f"| (none) | {len(base[1])} | " + " | ".join(_cell(b) for b in base) + " |")
+    screen = out / "screen"
+    for name in SCREEN:
+        cells = [_seeds(screen, f"{side}{name}-{t}") for side in ("project+", "paper-code-")
+                 for t in ("regular", "hardware-aware")]  # fmt: skip
+        seeds = max(len(c) for c in cells)
+        rows.append(f"| {name} | {seeds} | " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _cost(recs: list[dict[str, Any]]) -> str:
+    cost = recs[0].get("write_cost", {})
+    if not cost:
+        return "- | -"
+    ops = statistics.mean(r["write_cost"]["operations_per_device"] for r in recs)
+    reads = statistics.mean(r["write_cost"]["read_passes_per_array"] for r in recs)
+    return f"{ops:.2f} / {reads:.1f} | {cost['devices']} / {cost['tiles']}"
+
+
+def levers_tables(out: Path) -> str:
+    """Every write plan and network lever of experiments/transfer_levers.sh, in its order."""
+    script = Path(__file__).with_name("transfer_levers.sh").read_text()
+    moons_plans, mnist_plans = (
+        [line.split("|")[0] for line in block.strip().splitlines()]
+        for block in script.split("<<'PLANS'")[1:]
+        for block in [block.split("PLANS", 1)[0]]
+    )
+    rows = [
+        "| lever | training | seeds | share ≥ 95 % | share ≥ 90 % | accuracy mean |"
+        " software test | operations per device / read passes per array | devices / tiles |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for plan in moons_plans:
+        for training in ("regular", "hardware-aware"):
+            recs = _seeds(out, f"{plan}-{training}")
+            if recs:
+                rows.append(
+                    f"| {plan} | {training} | {len(recs)} | "
+                    f"{_ms([r['share_ge_95'] for r in recs])} | "
+                    f"{_ms([r['share_ge_90'] for r in recs])} | "
+                    f"{_ms([r['accuracy_mean'] for r in recs])} | "
+                    f"{_ms([r['software_accuracy']['test'] for r in recs])} | {_cost(recs)} |"
+                )
+    rows += [
+        "",
+        "| session | plan | task | seeds | software | accuracy per transfer | worst transfer |"
+        " share ≥ 95 % | operations per device / read passes per array | devices / tiles |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for path in sorted((out / "mnist").glob("*/transfer.json")):
+        session, plan = path.parent.name.rsplit("-seed", 1)[0], path.parent.name.split("-", 1)
+        plan_name = next(p for p in sorted(mnist_plans, key=len, reverse=True)
+                         if path.parent.name.endswith("-" + p))  # fmt: skip
+        groups.setdefault((session, plan_name), []).append(json.loads(path.read_text()))
+    order = {p: i for i, p in enumerate(mnist_plans)}
+    for (session, plan), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        for task in recs[0]["tasks"]:
+            stats = [r["tasks"][task] for r in recs]
+            rows.append(
+                f"| {session} | {plan} | {task} | {len(recs)} | "
+                f"{_ms([r['software_accuracy'][task] for r in recs])} | "
+                f"{_ms([s['accuracy_mean'] for s in stats])} | "
+                f"{_ms([s['accuracy_min'] for s in stats])} | "
+                f"{_ms([s['share_ge_95'] for s in stats])} | {_cost(recs)} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", nargs="?", default="runs/transfer")
     p.add_argument("--figure", default=None, help="write the Fig. 6 pair here")
+    p.add_argument("--audit", action="store_true", help="OUT is transfer_audit.sh's")
+    p.add_argument("--levers", action="store_true", help="OUT is transfer_levers.sh's")
     args = p.parse_args()
     out = Path(args.out)
+    if args.audit:
+        print(audit_tables(out))
+        return
+    if args.levers:
+        print(levers_tables(out))
+        return
     # each part only where its runs exist (transfer_paper.sh ... moons|mnist runs one of them)
     if any((out / "moons").glob("*/transfer.json")):
         print("## Half moons, 10,000 transfers per network (mean ± std over seeds)\n")

@@ -26,23 +26,65 @@ against this project's (``docs/transfer.md``, the audit).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.crossbar import Crossbar
-from metaplast.firmware_sim.devices import US, DeviceModel, TiO2Passive
+from metaplast.firmware_sim.devices import US, DeviceModel, TiO2Passive, measured_stuck_maps
+from metaplast.firmware_sim.write_plan import WritePlan
 
 
 @dataclass(frozen=True)
 class Transfers:
     """``n`` transfers of one ``out x in`` matrix: the weights read back, and where a weight
-    has a stuck device (its value is then the stuck device's, whatever the target)."""
+    has a stuck device that its pair could not make up for (its value is then the stuck
+    device's, whatever the target). ``operations`` and ``reads`` count, per transfer, the
+    devices' programming operations and the read passes over the array (``None``: one
+    operation per device and no read, the plain one-shot write)."""
 
     weights: Tensor  # n x out x in
     stuck: Tensor  # n x out x in, bool
+    operations: Tensor | None = None  # n
+    reads: Tensor | None = None  # n
+
+
+@dataclass
+class WriteCost:
+    """What writing transfers cost, summed over transfers and over a network's arrays."""
+
+    transfers: int = 0
+    devices: int = 0  # devices of one transfer of the whole network
+    tiles: int = 0  # tiles (arrays) one transfer of the whole network occupies
+    operations: int = 0
+    reads: int = 0
+    arrays: int = 0
+    _counted: set[int] = field(default_factory=set, repr=False)
+
+    def add(self, array: int, t: Transfers, devices: int, tiles: int) -> None:
+        """Count ``t``, the transfers of matrix ``array`` (``devices`` devices on ``tiles``)."""
+        n = t.weights.shape[0]
+        if array not in self._counted:
+            self._counted.add(array)
+            self.arrays += 1
+            self.devices += devices
+            self.tiles += tiles
+        if array == min(self._counted):
+            self.transfers += n
+        self.operations += int(t.operations.sum()) if t.operations is not None else n * devices
+        self.reads += int(t.reads.sum()) if t.reads is not None else 0
+
+    def describe(self) -> dict[str, float | int]:
+        per = max(self.transfers, 1)
+        return {
+            "devices": self.devices,
+            "tiles": self.tiles,
+            "operations_per_device": self.operations / max(per * self.devices, 1),
+            "operations_per_transfer": self.operations / per,
+            "read_passes_per_array": self.reads / max(per * self.arrays, 1),
+        }
 
 
 class TransferSampler:
@@ -50,21 +92,64 @@ class TransferSampler:
 
     ``W[j, i]`` sits on row ``i``, G+ in column ``2j`` and G- in column ``2j + 1``, as in
     :class:`~metaplast.host.crossbar_synapses.CrossbarSynapses`; a bias is one more row
-    driven by a constant 1.
+    driven by a constant 1. ``plan`` says how the lab writes the array
+    (:mod:`~metaplast.firmware_sim.write_plan`); the default is the plain one-shot write.
     """
 
-    def __init__(self, device: DeviceModel, shape: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        device: DeviceModel,
+        shape: tuple[int, int],
+        plan: WritePlan | None = None,
+        first_tile: int = 0,
+    ) -> None:
         self.device = device
+        self.plan = plan or WritePlan()
+        self.first_tile = first_tile  # where the matrix starts on the chip (measured maps)
+        if self.plan.stuck_map == "measured" and not _fits_measured_maps(device):
+            raise ValueError("the measured stuck maps are 8 x 8 TiO2 arrays: use tio2-passive")
         n_out, n_in = shape
         self.shape = shape
-        layout = Crossbar(device.with_overrides(stuck_hrs=0, stuck_lrs=0), n_in, 2 * n_out, 0)
-        # a full transfer programs every device once: k = devices of its tile tuned after it
-        devices, k = layout.later_in_tile(torch.arange(layout.size))
-        after = torch.empty(layout.size, dtype=torch.int64)
-        after[devices] = k
+        tile = device.array
+        rows, cols = self.plan.block or (tile.tile_rows, tile.tile_cols)
+        if rows > tile.tile_rows or cols > tile.tile_cols:
+            raise ValueError(
+                f"a {rows} x {cols} block does not fit the {tile.tile_rows} x {tile.tile_cols} tile"
+            )
+        block = replace(tile, tile_rows=rows, tile_cols=cols)
+        plain = replace(device.with_overrides(stuck_hrs=0, stuck_lrs=0), array=block)
+        layout = Crossbar(plain, n_in, 2 * n_out, 0)
         j, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")
         plus = (i * 2 * n_out + 2 * j).flatten()
-        self.after = torch.stack([after[plus], after[plus + 1]])  # 2 x (out * in)
+        pair = torch.stack([plus, plus + 1]).flatten()  # G+ of every weight, then G-
+        r = (pair // (2 * n_out)) % rows
+        c = (pair % (2 * n_out)) % cols
+        rank = layout.position[pair]
+        if self.plan.order is not None:
+            if len(self.plan.order) != rows * cols:
+                raise ValueError(f"the write plan's order does not fit a {rows} x {cols} block")
+            sequence = torch.empty(rows * cols, dtype=torch.int64)
+            sequence[torch.tensor(self.plan.order)] = torch.arange(rows * cols)
+            rank = sequence[r * cols + c]
+        self.tiles, self.slots = layout.tiles, layout.slots
+        self._tile = layout.tile[pair]
+        self._slot = self._tile * self.slots + rank
+        self._block_row, self._block_col = r, c
+        # a full transfer programs every device once: k = devices of its tile tuned after it
+        self.after = self._later(torch.ones(1, 2, n_out * n_in, dtype=torch.bool))[0]
+
+    def _later(self, programmed: Tensor) -> Tensor:
+        """Per device (``n x 2 x m``), the ``k`` of the disturbance database for one pass
+        that programs the devices ``programmed`` in their tiles' order: the programmings
+        after it in its tile, or all of its tile's for a device left alone."""
+        n = programmed.shape[0]
+        flags = programmed.reshape(n, -1).long()
+        grid = torch.zeros(n, self.tiles * self.slots, dtype=torch.int64)
+        grid[:, self._slot] = flags
+        tiles = grid.view(n, self.tiles, self.slots)
+        later = (tiles.flip(2).cumsum(2).flip(2) - tiles).view(n, -1)[:, self._slot]
+        idle = tiles.sum(2)[:, self._tile]
+        return torch.where(flags > 0, later, idle).view(programmed.shape)
 
     def sample(self, w: Tensor, n: int, gen: torch.Generator) -> Transfers:
         """``n`` transfers of the float weights ``w`` by the linear mapping (tunable devices)."""
@@ -78,7 +163,7 @@ class TransferSampler:
         w_max = float(w.abs().max()) or 1.0
         span = dev.g_max - dev.g_min
         targets = dev.g_min + span * torch.stack([w.clamp(min=0), (-w).clamp(min=0)]) / w_max
-        return self._program(targets, span / w_max, n, gen)
+        return self._program(targets, span / w_max, (dev.g_min, dev.g_max), n, gen)
 
     def sample_levels(
         self, levels: Tensor, contract: Contract, n: int, gen: torch.Generator
@@ -86,22 +171,176 @@ class TransferSampler:
         """``n`` transfers of weights given as ``contract`` level indices (``out x in``)."""
         level_g, g_unit = self.device.level_mapping(contract.device_magnitudes())
         plus, minus = contract.device_levels_of(levels.reshape(-1))
-        return self._program(torch.stack([level_g[plus], level_g[minus]]), g_unit, n, gen)
+        targets = torch.stack([level_g[plus], level_g[minus]])
+        g_range = (float(level_g.min()), float(level_g.max()))
+        return self._program(targets, g_unit, g_range, n, gen)
 
-    def _program(self, targets: Tensor, g_unit: float, n: int, gen: torch.Generator) -> Transfers:
-        """Program the ``2 x m`` pair targets ``n`` times; weights are ``(G+ - G-) / g_unit``."""
-        dev = self.device
-        size = targets.numel()
-        g = dev.program(targets.expand(n, 2, -1).reshape(-1), gen).reshape(n, 2, -1)
+    @property
+    def devices(self) -> int:
+        return 2 * math.prod(self.shape)
+
+    def _program(
+        self,
+        targets: Tensor,
+        g_unit: float,
+        g_range: tuple[float, float],
+        n: int,
+        gen: torch.Generator,
+    ) -> Transfers:
+        """Program the ``2 x m`` pair targets ``n`` times as the plan says; weights are
+        ``(G+ - G-) / g_unit``; a known stuck device's partner is kept within ``g_range``."""
+        dev, plan = self.device, self.plan
+        t = targets.expand(n, 2, -1)
+        stuck_shape = (n * targets.numel(),)
+        pulsed = torch.ones(t.shape, dtype=torch.bool)
+        lost = torch.zeros(n, t.shape[2], dtype=torch.bool)
+        if plan.known_stuck:  # the stuck map is read before anything is written
+            kind, g_stuck = self._placed_stuck(n, gen)
+            t, lost = _compensate(t, kind, g_stuck, g_range)
+            pulsed = kind == 0
+        g = dev.program(t.reshape(-1), gen).reshape(t.shape)
         if dev.disturbs:
-            g = g + dev.disturbance(self.after.expand(n, 2, -1).reshape(-1), gen).reshape(g.shape)
+            after = self._later(pulsed) if plan.known_stuck else self.after.expand(t.shape)
+            g = g + dev.disturbance(after.reshape(-1), gen).reshape(g.shape)
         g = g.clamp_min(dev.floor)
-        kind, g_stuck = dev.stuck.sample((n * size,), dev.floor, gen)
-        kind, g_stuck = kind.reshape(g.shape), g_stuck.reshape(g.shape)
+        if not plan.known_stuck:
+            kind, g_stuck = (
+                v.reshape(t.shape) for v in dev.stuck.sample(stuck_shape, dev.floor, gen)
+            )
+            lost = (kind > 0).any(1)
         g = torch.where(kind > 0, g_stuck, g)
+        operations = pulsed.flatten(1).sum(1)
+        reads = torch.full((n,), int(plan.known_stuck), dtype=torch.int64)
+        if plan.verify is not None:
+            g, operations, reads = self._verify(g, t, kind, g_stuck, pulsed, operations, reads, gen)
         weights = (g[:, 0] - g[:, 1]) / g_unit
-        stuck = (kind > 0).any(1)
-        return Transfers(weights.reshape(n, *self.shape), stuck.reshape(n, *self.shape))
+        return Transfers(
+            weights.reshape(n, *self.shape), lost.reshape(n, *self.shape), operations, reads
+        )
+
+    def _measured_stuck(self) -> tuple[Tensor, Tensor]:
+        """Kinds and conductances (``tiles x rows x cols``) when tile ``t`` of the chip (the
+        matrix starts at ``first_tile``) sits on measured array ``t mod 5``: a device that
+        reads below ``G_min`` is stuck in HRS at the conductance it read (paper 004's maps;
+        docs/transfer.md)."""
+        g = torch.stack([1 / ohms for _, ohms in measured_stuck_maps()]).to(torch.float32)
+        g = g[(self.first_tile + torch.arange(self.tiles)) % len(g)]
+        kind = (g < self.device.g_min).to(torch.int8)
+        return kind, torch.where(kind > 0, g, torch.zeros(()))
+
+    def _place(self, stuck: Tensor) -> tuple[Tensor, Tensor]:
+        """The tile rows (``... x T x R``) and columns (``... x T x C``) that hold each tile's
+        block, given the stuck devices (``... x T x rows x cols``): the columns with the fewest
+        stuck devices, then the rows with the fewest within those columns."""
+        bad = stuck.long()
+        rows = bad.shape[-2]
+        block_rows, block_cols = self.plan.block or (rows, bad.shape[-1])
+        use_cols = bad.sum(-2).argsort(dim=-1, stable=True)[..., :block_cols]
+        index = use_cols.unsqueeze(-2).expand(*bad.shape[:-1], block_cols)
+        within = bad.gather(-1, index)
+        use_rows = within.sum(-1).argsort(dim=-1, stable=True)[..., :block_rows]
+        return use_rows, use_cols
+
+    def placement(self) -> list[dict[str, object]]:
+        """Where each tile's block sits on the measured chip (``stuck_map`` ``measured``):
+        per tile of the matrix, its tile on the chip, the measured array there, and that
+        array's rows and columns that hold the block's rows and columns, in order: what a lab
+        programs by."""
+        if self.plan.stuck_map != "measured":
+            raise ValueError("a placement is fixed only on the measured chip")
+        kind, _ = self._measured_stuck()
+        use_rows, use_cols = self._place(kind > 0)
+        names = [name for name, _ in measured_stuck_maps()]
+        return [
+            {
+                "tile": self.first_tile + t,
+                "array": names[(self.first_tile + t) % len(names)],
+                "rows": use_rows[t].tolist(),
+                "cols": use_cols[t].tolist(),
+            }
+            for t in range(self.tiles)
+        ]
+
+    def _placed_stuck(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Stuck kinds and conductances (``n x 2 x m``) of the devices that hold the matrix
+        when the lab, knowing each tile's stuck map, places a tile's block on the rows and
+        columns with the fewest stuck devices (the columns first, then the rows within them)."""
+        tile = self.device.array
+        rows, cols = tile.tile_rows, tile.tile_cols
+        shape = (n, self.tiles, rows, cols)
+        if self.plan.stuck_map == "measured":
+            kind, g_stuck = (v.expand(shape) for v in self._measured_stuck())
+        else:
+            kind, g_stuck = (
+                v.reshape(shape) for v in self.device.stuck.sample(shape, self.device.floor, gen)
+            )
+        use_rows, use_cols = self._place(kind > 0)
+        block_rows, block_cols = use_rows.shape[-1], use_cols.shape[-1]
+        phys_row = use_rows.reshape(n, -1)[:, self._tile * block_rows + self._block_row]
+        phys_col = use_cols.reshape(n, -1)[:, self._tile * block_cols + self._block_col]
+        flat = (self._tile * rows + phys_row) * cols + phys_col  # n x 2m
+        out_shape = (n, 2, len(self._tile) // 2)
+        return (
+            kind.reshape(n, -1).gather(1, flat).reshape(out_shape),
+            g_stuck.reshape(n, -1).gather(1, flat).reshape(out_shape),
+        )
+
+    def _verify(
+        self,
+        g: Tensor,
+        t: Tensor,
+        kind: Tensor,
+        g_stuck: Tensor,
+        pulsed: Tensor,
+        operations: Tensor,
+        reads: Tensor,
+        gen: torch.Generator,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Read-verify passes: re-program every device (that the lab pulses) farther than the
+        tolerance from its target, each pass disturbing the tiles it writes, until all are
+        within it or the iterations run out. A stuck device the lab does not know of is
+        pulsed in vain, and disturbs its tile all the same."""
+        dev = self.device
+        verify = self.plan.verify
+        assert verify is not None
+        reads = reads + 1  # the read after the first write
+        for _ in range(verify.iterations):
+            off = ((g - t).abs() > verify.tolerance) & pulsed
+            again = off.flatten(1).any(1)
+            if not bool(again.any()):
+                break
+            g = torch.where(off, dev.program(t.reshape(-1), gen).reshape(g.shape), g)
+            if dev.disturbs:
+                g = g + dev.disturbance(self._later(off).reshape(-1), gen).reshape(g.shape)
+            g = torch.where(kind > 0, g_stuck, g.clamp_min(dev.floor))
+            operations = operations + off.flatten(1).sum(1)
+            reads = reads + again.long()
+        return g, operations, reads
+
+
+def _fits_measured_maps(device: DeviceModel) -> bool:
+    tile = device.array
+    return isinstance(device, TiO2Passive) and (tile.tile_rows, tile.tile_cols) == (8, 8)
+
+
+def _compensate(
+    t: Tensor, kind: Tensor, g_stuck: Tensor, g_range: tuple[float, float]
+) -> tuple[Tensor, Tensor]:
+    """Pair targets ``n x 2 x m`` with each known stuck device's partner retargeted so that
+    ``G+ - G-`` stays what it was, within ``g_range``; and the weights this cannot save
+    (both devices stuck, or the partner's target out of range)."""
+    low, high = g_range
+    diff = t[:, 0] - t[:, 1]
+    plus_stuck, minus_stuck = kind[:, 0] > 0, kind[:, 1] > 0
+    want_plus = g_stuck[:, 1] + diff
+    want_minus = g_stuck[:, 0] - diff
+    plus = torch.where(minus_stuck & ~plus_stuck, want_plus.clamp(low, high), t[:, 0])
+    minus = torch.where(plus_stuck & ~minus_stuck, want_minus.clamp(low, high), t[:, 1])
+    out_of_range = torch.where(
+        plus_stuck, (want_minus < low) | (want_minus > high), (want_plus < low) | (want_plus > high)
+    )
+    lost = (plus_stuck & minus_stuck) | ((plus_stuck ^ minus_stuck) & out_of_range)
+    return torch.stack([plus, minus], 1), lost
 
 
 SAMPLERS: tuple[str, ...] = ("project", "paper-code", "paper-code-physical")
@@ -153,6 +392,13 @@ class PaperCodeSampler:
             position = torch.arange(numel)
         self.after = numel - position
         self.after[position == numel - 1] = 0
+
+    @property
+    def devices(self) -> int:
+        """Devices of a transfer when the tensor takes pairs (a one-sign tensor takes half)."""
+        return 2 * math.prod(self.shape)
+
+    tiles = 1  # the code programs each tensor as one array
 
     def sample(self, w: Tensor, n: int, gen: torch.Generator) -> Transfers:
         """``n`` transfers of the tensor ``w`` (of this sampler's shape)."""

@@ -24,7 +24,9 @@ from metaplast.firmware_sim.transfer import (
     PaperCodeSampler,
     Transfers,
     TransferSampler,
+    WriteCost,
 )
+from metaplast.firmware_sim.write_plan import WritePlan
 
 BIASES: tuple[str, ...] = ("row", "separate", "digital", "paper")
 
@@ -62,7 +64,8 @@ class HardwareAware:
     conductances: this project's tiled crossbar, or the paper's code.
     ``stuck_gradient``: whether a weight on a stuck device still gets its gradient (the
     paper's code: it does, and the trainer restores the weight after the step; this project:
-    it gets none).
+    it gets none). ``plan`` says how the lab writes its arrays (this project's sampler only);
+    training samples transfers written the same way.
     """
 
     def __init__(
@@ -73,12 +76,17 @@ class HardwareAware:
         bias: str = "row",
         sampler: str = "project",
         stuck_gradient: bool = False,
+        plan: WritePlan | None = None,
     ) -> None:
+        plan = plan or WritePlan()
         if bias not in BIASES:
             raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if sampler != "project" and not plan.plain:
+            raise ValueError(f"a write plan needs this project's sampler, not {sampler!r}")
         self.model = model
+        self.write_cost = WriteCost()
         self.stuck_gradient = stuck_gradient
         self.last_stuck: dict[str, Tensor] = {}
         self.gen = torch.Generator().manual_seed(seed)
@@ -87,6 +95,7 @@ class HardwareAware:
             raise ValueError("the model has no torch.nn.Linear layer to put on a crossbar")
         params = dict(model.named_parameters())
         self.mapped: list[_Mapped] = []
+        first_tile = 0  # the matrices sit side by side on one chip
         for name, m in layers:
             prefix = f"{name}." if name else ""
             groups = [[f"{prefix}weight"]]
@@ -100,7 +109,10 @@ class HardwareAware:
                 widths = tuple(params[n].numel() // m.out_features for n in names)
                 shape = (m.out_features, sum(widths))
                 if sampler == "project":
-                    mapping: TransferSampler | PaperCodeSampler = TransferSampler(device, shape)
+                    mapping: TransferSampler | PaperCodeSampler = TransferSampler(
+                        device, shape, plan, first_tile
+                    )
+                    first_tile += mapping.tiles
                 else:
                     coords = "paper-code" if sampler == "paper-code" else "physical"
                     mapping = PaperCodeSampler(device, shape, coords)
@@ -126,14 +138,18 @@ class HardwareAware:
 
     @torch.no_grad()
     def transfer_outputs(self, x: Tensor, n: int, chunk: int = 1000) -> Tensor:
-        """The model's outputs for ``x`` on ``n`` independent transfers: ``n x batch x out``."""
+        """The model's outputs for ``x`` on ``n`` independent transfers: ``n x batch x out``.
+        What writing them cost is left in :attr:`write_cost`."""
         params = dict(self.model.named_parameters())
+        self.write_cost = WriteCost()
         outs = []
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
             drawn: dict[str, Tensor] = {}
-            for g in self.mapped:
-                drawn.update(g.split(g.sampler.sample(g.matrix(params), k, self.gen).weights))
+            for array, g in enumerate(self.mapped):
+                t = g.sampler.sample(g.matrix(params), k, self.gen)
+                self.write_cost.add(array, t, g.sampler.devices, g.sampler.tiles)
+                drawn.update(g.split(t.weights))
             outs.append(vmap(lambda p: functional_call(self.model, p, (x,)))(drawn))
         return torch.cat(outs)
 

@@ -30,8 +30,22 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
-from metaplast.firmware_sim.transfer import SAMPLERS, TransferSampler
+from metaplast.firmware_sim.devices import (
+    MODELS,
+    US,
+    DeviceFileError,
+    DeviceModel,
+    load_device,
+)
+from metaplast.firmware_sim.transfer import SAMPLERS, TransferSampler, WriteCost
+from metaplast.firmware_sim.write_plan import (
+    STUCK_MAPS,
+    ReadVerify,
+    WritePlan,
+    WritePlanError,
+    tile_block,
+    tile_order,
+)
 from metaplast.host.config import ConfigError
 from metaplast.host.hardware_aware import BIASES, HardwareAware, TransferStats, predictions
 from metaplast.host.rundir import write_json
@@ -73,13 +87,16 @@ training split at once."""
 
 INITS: tuple[str, ...] = ("torch", "xavier")
 HA_STARTS: tuple[str, ...] = ("regular", "scratch")
+DEFAULT_VERIFY_ITERATIONS = 5
 
 
 @dataclass(frozen=True)
 class TransferConfig:
     """A transfer experiment. For ``moons``, ``recipe`` fills every training and mapping
     choice left ``None`` (:data:`RECIPES`); ``from_run`` names the session run whose network
-    ``mnist`` transfers (its own config says how it was trained)."""
+    ``mnist`` transfers (its own config says how it was trained). ``tile_order``,
+    ``verify_tolerance`` (uS), ``verify_iterations`` and ``stuck_map`` make the write plan
+    (:mod:`~metaplast.firmware_sim.write_plan`), which hardware-aware training samples too."""
 
     dataset: str = "moons"
     training: str | None = None
@@ -101,6 +118,11 @@ class TransferConfig:
     device_file: str | None = None
     stuck_hrs: float | None = None
     stuck_lrs: float | None = None
+    tile_order: str = "device-file"
+    tile_block: str | None = None
+    verify_tolerance: float | None = None
+    verify_iterations: int | None = None
+    stuck_map: str = "unknown"
     from_run: str | None = None
     data_dir: str | None = None
 
@@ -156,10 +178,54 @@ class TransferConfig:
                 "--crossbar tio2-passive (a multi-level device takes a quantized network: "
                 "--dataset mnist --from RUN)"
             )
+        if self.stuck_map not in STUCK_MAPS:
+            raise ConfigError(f"--stuck-map must be one of {STUCK_MAPS}, got {self.stuck_map!r}")
+        if self.stuck_map == "measured" and self.crossbar != "tio2-passive":
+            raise ConfigError("--stuck-map measured: the measured arrays are tio2-passive")
+        if self.verify_tolerance is None and self.verify_iterations is not None:
+            raise ConfigError("--verify-iterations needs --verify-tolerance (in uS)")
+        if self.verify_tolerance is not None and self.verify_iterations is None:
+            object.__setattr__(self, "verify_iterations", DEFAULT_VERIFY_ITERATIONS)
+        self._verify()  # a bad read-verify is refused before any device file is read
+        if not self.plain_write and self.sampler != "project":
+            raise ConfigError(
+                f"--tile-order, --tile-block, --verify-tolerance and --stuck-map write this "
+                f"project's crossbar: use them with --sampler project, not {self.sampler!r}"
+            )
         if self.dataset == "mnist" and self.from_run is None:
             raise ConfigError("--dataset mnist transfers a finished session: give --from RUN")
         if self.dataset == "moons" and self.from_run is not None:
             raise ConfigError("--from RUN takes a session run: use it with --dataset mnist")
+
+    @property
+    def plain_write(self) -> bool:
+        return (
+            self.tile_order == "device-file"
+            and self.tile_block is None
+            and self.verify_tolerance is None
+            and self.stuck_map == "unknown"
+        )
+
+    def _verify(self) -> ReadVerify | None:
+        if self.verify_tolerance is None:
+            return None
+        assert self.verify_iterations is not None
+        try:
+            return ReadVerify(self.verify_tolerance * US, self.verify_iterations)
+        except WritePlanError as exc:
+            raise ConfigError(f"--verify-tolerance/--verify-iterations: {exc}") from None
+
+    def plan(self, device: DeviceModel) -> WritePlan:
+        """The write plan, its block and order checked against ``device``'s tile."""
+        try:
+            block = tile_block(self.tile_block, device.array)
+        except WritePlanError as exc:
+            raise ConfigError(f"--tile-block: {exc}") from None
+        try:
+            order = tile_order(self.tile_order, device.array, block)
+        except WritePlanError as exc:
+            raise ConfigError(f"--tile-order: {exc}") from None
+        return WritePlan(order, self._verify(), self.stuck_map, block)
 
     def device(self) -> DeviceModel:
         try:
@@ -214,7 +280,9 @@ def _fit(
                         params[n][mask] = values
 
 
-def train_moons(cfg: TransferConfig, device: DeviceModel) -> tuple[nn.Module, HardwareAware]:
+def train_moons(
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan | None = None
+) -> tuple[nn.Module, HardwareAware]:
     """The paper's 2-``hidden``-1 sigmoid network: ``epochs`` of regular training, then (for
     ``hardware-aware``) ``ha_epochs`` through sampled transfers onto ``device``, continuing
     from the regular network (this project) or from a fresh initialization (the paper's)."""
@@ -226,7 +294,13 @@ def train_moons(cfg: TransferConfig, device: DeviceModel) -> tuple[nn.Module, Ha
             nn.init.constant_(layer.bias, 0.01)
     assert cfg.bias is not None and cfg.sampler is not None
     hw = HardwareAware(
-        model, device, cfg.seed, cfg.bias, cfg.sampler, stuck_gradient=bool(cfg.stuck_gradient)
+        model,
+        device,
+        cfg.seed,
+        cfg.bias,
+        cfg.sampler,
+        stuck_gradient=bool(cfg.stuck_gradient),
+        plan=plan,
     )
     assert cfg.epochs is not None and cfg.ha_epochs is not None
     if cfg.training == "regular" or cfg.ha_start == "regular":
@@ -251,22 +325,26 @@ def plane_votes(hw: HardwareAware, transfers: int, points: int = 100) -> Tensor:
     return votes.reshape(points, points)
 
 
-def run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
+def run_moons(
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+) -> dict[str, Any]:
     """A network this small runs ten times faster on one thread than on two that compete
     with each other; the results do not depend on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_moons(cfg, device, out)
+        return _run_moons(cfg, device, plan, out)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
+def _run_moons(
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+) -> dict[str, Any]:
     from metaplast.host import plots
 
     t0 = time.perf_counter()
-    model, hw = train_moons(cfg, device)
+    model, hw = train_moons(cfg, device, plan)
     train_s = time.perf_counter() - t0
     x_te, y_te = load_moons("test")
     software = {split: _accuracy(model, split) for split in ("train", "validation", "test")}
@@ -275,6 +353,7 @@ def _run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str,
     t0 = time.perf_counter()
     outputs = hw.transfer_outputs(x_te, cfg.transfers)
     transfer_s = time.perf_counter() - t0
+    cost = hw.write_cost
     stats = TransferStats(predictions(outputs) == y_te.long())
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "model.pt")
@@ -286,15 +365,29 @@ def _run_moons(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str,
         "table": stats.table(),
         "software_accuracy": software,
         "per_point": [round(v, 6) for v in stats.per_point.tolist()],
+        "write_cost": cost.describe(),
+        **_placement(
+            plan,
+            {"+".join(g.names): g.sampler for g in hw.mapped},  # type: ignore[misc]
+        ),
         "seconds": {"training": round(train_s, 3), "transfers": round(transfer_s, 3)},
         "seconds_per_transfer": transfer_s / cfg.transfers,
     }
 
 
+def _placement(plan: WritePlan, samplers: dict[str, TransferSampler]) -> dict[str, Any]:
+    """On the measured chip, where each matrix's tiles sit (``placement`` in the record)."""
+    if plan.stuck_map != "measured":
+        return {}
+    return {"placement": {name: s.placement() for name, s in samplers.items()}}
+
+
 # a session's network ------------------------------------------------------------------------
 
 
-def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str, Any]:
+def run_session(
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+) -> dict[str, Any]:
     """Transfer the quantized network of session run ``cfg.from_run`` ``cfg.transfers`` times
     and test every task of the session on every transfer."""
     from metaplast.host.session import finished_session, load_tasks
@@ -312,7 +405,11 @@ def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str
     last = session_cfg.tasks[-1]
     software = {t: session.evaluate(d, last) for t, d in data.items()}
     levels = [s.levels() for s in session.synapses]
-    samplers = [TransferSampler(device, tuple(lv.shape)) for lv in levels]  # type: ignore[arg-type]
+    samplers: list[TransferSampler] = []
+    for lv in levels:  # the layers side by side on one chip
+        first = samplers[-1].first_tile + samplers[-1].tiles if samplers else 0
+        samplers.append(TransferSampler(device, tuple(lv.shape), plan, first))  # type: ignore[arg-type]
+    cost = WriteCost()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     correct: dict[str, list[Tensor]] = {t: [] for t in data}
     t0 = time.perf_counter()
@@ -324,6 +421,8 @@ def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str
             s.sample_levels(lv, session_cfg.contract, k, gen)
             for s, lv in zip(samplers, levels, strict=True)
         ]
+        for array, (s, d) in enumerate(zip(samplers, draws, strict=True)):
+            cost.add(array, d, s.devices, s.tiles)
         for n in range(k):
             session.model.set_weights([d.weights[n] for d in draws])
             for t, d in data.items():
@@ -342,6 +441,8 @@ def run_session(cfg: TransferConfig, device: DeviceModel, out: Path) -> dict[str
         "session": session_cfg.to_dict(),
         "tasks": {t: {**s.summary(), "table": s.table()} for t, s in per_task.items()},
         "software_accuracy": software,
+        "write_cost": cost.describe(),
+        **_placement(plan, {f"layer{i}": smp for i, smp in enumerate(samplers)}),
         "seconds": {"transfers": round(transfer_s, 3)},
         "seconds_per_transfer": transfer_s / cfg.transfers,
     }
@@ -352,12 +453,14 @@ def run(cfg: TransferConfig, out: str | Path) -> dict[str, Any]:
     A configuration or input error raises before ``out`` is created."""
     out = Path(out)
     device = cfg.device()
+    plan = cfg.plan(device)
     run_dataset = run_moons if cfg.dataset == "moons" else run_session
-    body = run_dataset(cfg, device, out)
+    body = run_dataset(cfg, device, plan, out)
     record = {
         "config": dataclasses.asdict(cfg),
         "training": cfg.training,
         "device": device.describe(),
+        "write_plan": plan.describe(),
         **body,
     }
     write_json(out / "transfer.json", record)

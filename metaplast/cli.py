@@ -763,6 +763,44 @@ def _add_transfer(sub: Any) -> None:
     p.add_argument("--device-file", default=None, help="a device file replacing the shipped one")
     p.add_argument("--stuck-hrs", type=float, default=None, help="share of HRS-stuck devices")
     p.add_argument("--stuck-lrs", type=float, default=None, help="share of LRS-stuck devices")
+    w = p.add_argument_group(
+        "write plan", "how the lab writes its chip (docs/transfer.md); training samples it too"
+    )
+    w.add_argument(
+        "--tile-order",
+        default="device-file",
+        help="the order a tile's devices are programmed in: device-file (default), row-major, "
+        "column-major, reverse, or a permutation of the tile's (or block's) slots, numbered "
+        "row-major, comma-separated or in a file",
+    )
+    w.add_argument(
+        "--tile-block",
+        default=None,
+        help="ROWSxCOLS: the part of each tile that holds the network (default: all of it); "
+        "smaller blocks disturb less and take more tiles; with --stuck-map known, placed on "
+        "the tile's rows and columns with the fewest stuck devices",
+    )
+    w.add_argument(
+        "--verify-tolerance",
+        type=float,
+        default=None,
+        help="read-verify: after the writes, re-program every device farther than this (uS) "
+        "from its target",
+    )
+    w.add_argument(
+        "--verify-iterations",
+        type=int,
+        default=None,
+        help="read-verify: read-and-rewrite passes at most (default 5)",
+    )
+    w.add_argument(
+        "--stuck-map",
+        default="unknown",
+        help="unknown (default); known: the array's stuck devices are read before the "
+        "write, avoided where the block leaves room, otherwise left unpulsed with the pair "
+        "partner retargeted to keep the weight; measured: the same on a chip made of paper "
+        "004's five measured 8x8 arrays",
+    )
     p.add_argument("--from", dest="from_run", default=None, help="mnist: a finished session run")
     p.add_argument("--data-dir", default=None, help="mnist: folder with the IDX files")
     p.add_argument("--out", required=True, help="run directory")
@@ -785,6 +823,12 @@ def _transfer(args: argparse.Namespace) -> int:
         f"them, {100 * rec['share_ge_90']:.1f} % in >= 90 % "
         f"({1e3 * rec['seconds_per_transfer']:.3f} ms per transfer)"
     )
+    cost = rec["write_cost"]
+    if not cfg.plain_write:
+        print(
+            f"writing took {cost['operations_per_device']:.2f} programming operations per "
+            f"device and {cost['read_passes_per_array']:.2f} read passes per array"
+        )
     print(f"run directory: {args.out}")
     return 0
 

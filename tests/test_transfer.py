@@ -12,8 +12,15 @@ from torch import nn
 
 from metaplast.cli import main
 from metaplast.contract import Contract
-from metaplast.firmware_sim.devices import TiO2Passive, load_device
+from metaplast.firmware_sim.devices import TiO2Passive, load_device, measured_stuck_maps
 from metaplast.firmware_sim.transfer import PaperCodeSampler, TransferSampler
+from metaplast.firmware_sim.write_plan import (
+    ReadVerify,
+    WritePlan,
+    WritePlanError,
+    tile_block,
+    tile_order,
+)
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.hardware_aware import HardwareAware, LevelTransfers, TransferStats
 from metaplast.host.session import train
@@ -199,6 +206,9 @@ def test_cli_writes_the_transfer_contract(tmp_path: Path) -> None:
     assert rec["training"] == "hardware-aware" and rec["config"]["transfers"] == 500
     for name in ("model.pt", "accuracy.png", "variability.png"):
         assert (out / name).is_file()
+    assert rec["write_plan"]["order"] == "device-file" and not rec["write_plan"]["known_stuck"]
+    assert rec["write_cost"]["operations_per_device"] == 1.0
+    assert rec["write_cost"]["devices"] == 2 * (8 * 3 + 9) and rec["write_cost"]["tiles"] == 4
 
 
 @pytest.mark.parametrize(
@@ -215,15 +225,133 @@ def test_cli_writes_the_transfer_contract(tmp_path: Path) -> None:
         (["--init", "zeros"], "--init must be one of"),
         (["--ha-start", "middle"], "--ha-start must be one of"),
         (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--verify-tolerance", "0"], "tolerance must be > 0 uS"),
+        (["--verify-tolerance", "-3"], "tolerance must be > 0 uS"),
+        (["--verify-tolerance", "5", "--verify-iterations", "0"], "at least 1 iteration"),
+        (["--verify-iterations", "3"], "--verify-iterations needs --verify-tolerance"),
+        (["--tile-order", "0,1,2"], "--tile-order: tile order is not a permutation"),
+        (["--tile-order", "1,1," + ",".join(map(str, range(2, 64)))], "not a permutation"),
+        (["--tile-order", "nowhere.txt"], "neither one of"),
+        (["--tile-block", "9x2"], "does not fit the device's 8x8 tile"),
+        (["--tile-block", "2x2", "--tile-order", "row-major"], None),
+        (["--tile-block", "two"], "expected ROWSxCOLS"),
+        (["--stuck-map", "maybe"], "--stuck-map must be one of"),
+        (["--recipe", "paper-code", "--stuck-map", "known"], "use them with --sampler project"),
     ],
 )
 def test_cli_rejects_bad_transfer_options(
     tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "x"
+    if message is None:  # a valid neighbour of the bad options: it must get past the checks
+        args = [*args, "--transfers", "20", "--epochs", "2", "--ha-epochs", "1"]
+        assert main(["transfer", *args, "--out", str(out)]) == 0
+        return
     assert main(["transfer", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_tile_orders_are_permutations_of_the_tile_or_block(tmp_path: Path) -> None:
+    geo = load_device("tio2-passive").array
+    for name in ("row-major", "column-major", "reverse"):
+        order = tile_order(name, geo)
+        assert order is not None and sorted(order) == list(range(64))
+    assert tile_order("column-major", geo, (2, 3)) == (0, 3, 1, 4, 2, 5)
+    assert tile_order("device-file", geo) is None
+    path = tmp_path / "order.txt"
+    path.write_text(" ".join(map(str, reversed(range(6)))) + "\n")
+    assert tile_order(str(path), geo, (2, 3)) == (5, 4, 3, 2, 1, 0)
+    assert tile_order("1,0,2,3", geo, (2, 2)) == (1, 0, 2, 3)
+    for bad in ("0,1,2,4", "0,1,2", "0,1,2,3,3", "a,b,c,d"):
+        with pytest.raises(WritePlanError):
+            tile_order(bad, geo, (2, 2))
+    assert tile_block("3x2", geo) == (3, 2) and tile_block(None, geo) is None
+    for bad in ("0x2", "9x1", "3", "3x2x1"):
+        with pytest.raises(WritePlanError):
+            tile_block(bad, geo)
+    with pytest.raises(WritePlanError, match="> 0 uS"):
+        ReadVerify(0.0, 3)
+    with pytest.raises(WritePlanError, match="at least 1 iteration"):
+        ReadVerify(1e-6, 0)
+
+
+def test_the_tile_order_decides_which_device_is_disturbed_most() -> None:
+    """``k`` (programmings after a device in its tile) follows the plan's order: 1 x 3 takes
+    3 rows x 2 columns of one tile, G+ and G- side by side."""
+    dev = load_device("tio2-passive")
+    rows_first = TransferSampler(dev, (1, 3)).after  # 2 (G+, G-) x 3 (rows)
+    assert rows_first.tolist() == [[5, 3, 1], [4, 2, 0]]
+    explicit = TransferSampler(dev, (1, 3), WritePlan(order=tile_order("row-major", dev.array)))
+    assert torch.equal(explicit.after, rows_first)
+    reverse = TransferSampler(dev, (1, 3), WritePlan(order=tile_order("reverse", dev.array)))
+    assert reverse.after.tolist() == [[0, 2, 4], [1, 3, 5]]
+    columns = TransferSampler(dev, (1, 3), WritePlan(order=tile_order("column-major", dev.array)))
+    assert columns.after.tolist() == [[5, 4, 3], [2, 1, 0]]
+    blocks = TransferSampler(dev, (1, 3), WritePlan(block=(1, 2)))  # one row per tile
+    assert blocks.after.tolist() == [[1, 1, 1], [0, 0, 0]] and blocks.tiles == 3
+
+
+def test_read_verify_brings_every_working_device_within_its_tolerance() -> None:
+    """Without disturbance, re-programming converges; each pass is counted."""
+    dev = replace(load_device("tio2-passive"), disturb_samples=None).with_overrides(
+        stuck_hrs=0, stuck_lrs=0
+    )
+    w = torch.randn(6, 5, generator=gen(1))
+    plan = WritePlan(verify=ReadVerify(1e-6, 40))
+    sampler = TransferSampler(dev, (6, 5), plan)
+    t = sampler.sample(w, 50, gen())
+    unit = (dev.g_max - dev.g_min) / float(w.abs().max())
+    assert float((t.weights - w).abs().max()) <= 2e-6 / unit + 1e-6
+    plain = TransferSampler(dev, (6, 5)).sample(w, 50, gen())
+    assert float((plain.weights - w).abs().max()) > 2e-6 / unit
+    assert t.operations is not None and t.reads is not None
+    assert bool((t.operations > sampler.devices).all())  # somebody was re-programmed
+    assert bool((t.reads >= 2).all()) and bool((t.reads <= 41).all())
+
+
+def test_a_known_stuck_map_is_avoided_or_made_up_for_by_the_pair() -> None:
+    exact = _exact()
+    w = torch.randn(4, 6, generator=gen(3))
+    unit = (exact.g_max - exact.g_min) / float(w.abs().max())
+    lrs = exact.with_overrides(stuck_lrs=0.3)  # stuck at 573 +- 99 uS
+    t = TransferSampler(lrs, (4, 6), WritePlan(stuck_map="known")).sample(w, 200, gen())
+    err = (t.weights - w).abs()
+    assert bool(t.stuck.any()) and bool((~t.stuck).any())
+    assert float(err[~t.stuck].max()) < 1e-4  # compensated exactly, within the range
+    assert float(err[t.stuck].mean()) > 30e-6 / unit  # out of range: off by tens of uS
+    unknown = TransferSampler(lrs, (4, 6)).sample(w, 200, gen())
+    assert float((unknown.weights - w).abs().mean()) > 3 * float(err.mean())
+    # a 1 x 1 block in each 8 x 8 tile: the lab puts it on a working device
+    spread = TransferSampler(lrs, (4, 6), WritePlan(stuck_map="known", block=(1, 1)))
+    t = spread.sample(w, 200, gen())
+    assert not t.stuck.any() and torch.allclose(t.weights, w.expand(200, 4, 6), atol=1e-4)
+    assert spread.tiles == 48 and t.operations is not None
+    assert bool((t.operations == spread.devices).all())
+
+
+def test_the_measured_arrays_as_the_chip() -> None:
+    """Tile t on measured array t mod 5: the same dead devices in every transfer, avoided by
+    a small block, made up for by the pair (or lost) in a full tile."""
+    exact = replace(_exact(), stuck=load_device("tio2-passive").stuck)  # rates unused
+    w = torch.randn(4, 8, generator=gen(4))  # 8 rows x 8 columns: one tile, array HD
+    full = TransferSampler(exact, (4, 8), WritePlan(stuck_map="measured")).sample(w, 3, gen())
+    assert bool(full.stuck.any()) and torch.equal(full.stuck[0], full.stuck[1])
+    assert torch.equal(full.weights[0], full.weights[2])  # nothing random left
+    small = WritePlan(stuck_map="measured", block=(2, 2))
+    t = TransferSampler(exact, (4, 8), small).sample(w, 3, gen())
+    assert not t.stuck.any() and torch.allclose(t.weights, w.expand(3, 4, 8), atol=1e-4)
+    with pytest.raises(ValueError, match="8 x 8 TiO2"):
+        TransferSampler(load_device("hfox-1t1r"), (4, 8), WritePlan(stuck_map="measured"))
+    # the lab's map of where the blocks go: every used device works, matrices side by side
+    model = nn.Sequential(nn.Linear(2, 8), nn.Sigmoid(), nn.Linear(8, 1))
+    hw = HardwareAware(model, exact, 0, "row", plan=small)
+    places = [p for g in hw.mapped for p in g.sampler.placement()]  # type: ignore[union-attr]
+    assert [p["tile"] for p in places] == list(range(len(places))) == list(range(21))
+    ohms = dict(measured_stuck_maps())
+    for p in places:
+        g = 1 / ohms[p["array"]][p["rows"]][:, p["cols"]]
+        assert bool((g >= exact.g_min).all())
 
 
 def test_hardware_aware_session_options() -> None:
@@ -265,6 +393,15 @@ def test_cli_transfers_a_session_network(
     assert 0.1 < rec["accuracy_mean"] <= 1
     pooled = rec["tasks"]["mnist"]["accuracy_mean"] + rec["tasks"]["fashion-mnist"]["accuracy_mean"]
     assert rec["accuracy_mean"] == pytest.approx(pooled / 2)
+    assert rec["write_cost"]["operations_per_device"] == 1.0
+    # the same network written with read-verify and a known stuck map onto TiO2
+    lab = ["--stuck-map", "known", "--verify-tolerance", "5", "--verify-iterations", "2"]
+    assert main([*args, *lab, "--transfers", "2", "--out", str(tmp_path / "lab")]) == 0
+    rec = json.loads((tmp_path / "lab" / "transfer.json").read_text())
+    assert rec["write_plan"]["known_stuck"] and rec["write_plan"]["verify_iterations"] == 2
+    cost = rec["write_cost"]
+    assert 1.0 < cost["operations_per_device"] <= 3.0
+    assert 2.0 <= cost["read_passes_per_array"] <= 4.0  # the map, then up to 1 + 2 passes
     # an unfinished session is refused, and nothing is written
     (src / "checkpoint.pt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
