@@ -25,8 +25,8 @@ import torch
 from amaranth.sim import Simulator
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.command_model import CommandModel
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.command_model import CommandModel
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.gateware.synapse_core import SynapseCore
 from metaplast.gateware.top import DigitalUnitTop, verilog
 from metaplast.protocol import Layout, Op, encode_frame

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.devices import load_device
-from metaplast.firmware_sim.transfer import TransferSampler
+from metaplast.firmware_sim.crossbar.devices import load_device
+from metaplast.firmware_sim.crossbar.transfer import TransferSampler
 from metaplast.host.hardware_aware import HardwareAware
 from metaplast.host.transfer_run import load_moons
 

@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.protocol import RESPONSE, FrameDecoder, Info, Layout, Op, encode_frame
 
 from .build import NAME

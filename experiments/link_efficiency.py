@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.host.config import SessionConfig
 from metaplast.host.session import train
 from metaplast.protocol import END, Layout, Op, encode_frame

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from metaplast.firmware_sim.devices import load_device
+from metaplast.firmware_sim.crossbar.devices import load_device
 from metaplast.host import plots
 from metaplast.host.hardware_aware import HardwareAware
 from metaplast.host.transfer_run import load_moons, plane_votes

@@ -20,7 +20,7 @@ import torch
 
 from metaplast import fused_update
 from metaplast.contract import Contract, address_hash
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.fused_update import AdamStep
 
 

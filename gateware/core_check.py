@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 
 from .synapse_core import SynapseCore
 

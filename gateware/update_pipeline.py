@@ -12,7 +12,7 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
 ====  ===========================================================================
 
 Every constant (boundaries, reciprocals, shifts, clip range, dither hash) comes from
-:class:`metaplast.contract.Contract`; :class:`metaplast.firmware_sim.digital_unit.DigitalUnit`
+:class:`metaplast.contract.Contract`; :class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit`
 is the bit-exact model this is tested against.
 
 Read-after-write: the memory read of stage 0 is transparent for the write of stage 4, and an

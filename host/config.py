@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaplast.contract import ROUNDINGS, Contract
-from metaplast.firmware_sim.devices import MODELS, DeviceFileError, DeviceModel, load_device
+from metaplast.firmware_sim.crossbar.devices import (
+    MODELS,
+    DeviceFileError,
+    DeviceModel,
+    load_device,
+)
 from metaplast.host.datasets import TASKS, PermutedTask
 from metaplast.host.qnn import BN_STATS, Activation
 from metaplast.rule import DEFAULT_LEVELS, check_levels

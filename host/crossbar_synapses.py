@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.crossbar import Crossbar
-from metaplast.firmware_sim.devices import DeviceModel
-from metaplast.firmware_sim.digital_unit import LevelChanges
+from metaplast.firmware_sim.crossbar.array import Crossbar
+from metaplast.firmware_sim.crossbar.devices import DeviceModel
+from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.fused_update import Step
 from metaplast.host.synapses import SynapseArray
 

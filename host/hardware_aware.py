@@ -2,7 +2,8 @@
 ``torch.nn.Linear`` layers.
 
 Hardware-aware training runs every batch through weights as one transfer onto a fresh passive
-crossbar would leave them (:class:`~metaplast.firmware_sim.transfer.TransferSampler`), with the
+crossbar would leave them
+(:class:`~metaplast.firmware_sim.crossbar.transfer.TransferSampler`), with the
 reparametrization trick: ``W_t = W + (transfer(W) - W).detach()`` passes the gradient to ``W``
 unchanged, and a weight whose device is stuck gets no gradient at all. Simulated transfers
 evaluate a trained model on ``n`` independent transfers at once (``torch.func.vmap``).
@@ -18,15 +19,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.devices import DeviceModel
-from metaplast.firmware_sim.transfer import (
+from metaplast.firmware_sim.crossbar.devices import DeviceModel
+from metaplast.firmware_sim.crossbar.transfer import (
     SAMPLERS,
     PaperCodeSampler,
     Transfers,
     TransferSampler,
     WriteCost,
 )
-from metaplast.firmware_sim.write_plan import WritePlan
+from metaplast.firmware_sim.crossbar.write_plan import WritePlan
 
 BIASES: tuple[str, ...] = ("row", "separate", "digital", "paper")
 
@@ -60,8 +61,8 @@ class HardwareAware:
     constant input, sharing the weights' scale; ``separate``, devices of its own with its own
     scale; ``digital``, added exactly by the periphery; ``paper``, as the paper's code places
     them: every tensor on its own scale, a single-element tensor (the output bias) exact.
-    ``sampler`` (:data:`~metaplast.firmware_sim.transfer.SAMPLERS`) says how a tensor becomes
-    conductances: this project's tiled crossbar, or the paper's code.
+    ``sampler`` (:data:`~metaplast.firmware_sim.crossbar.transfer.SAMPLERS`) says how a tensor
+    becomes conductances: this project's tiled crossbar, or the paper's code.
     ``stuck_gradient``: whether a weight on a stuck device still gets its gradient (the
     paper's code: it does, and the trainer restores the weight after the step; this project:
     it gets none). ``plan`` says how the lab writes its arrays (this project's sampler only);

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.digital_unit import LevelChanges
+from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 
 
 class ProgrammingCounter:

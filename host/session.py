@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from metaplast.firmware_sim.digital_unit import LevelChanges
+from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.host import datasets
 from metaplast.host.adam import Adam
 from metaplast.host.config import ConfigError, SessionConfig

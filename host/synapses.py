@@ -14,7 +14,7 @@ from torch import Tensor
 
 from metaplast import fused_update, rule
 from metaplast.contract import Contract
-from metaplast.firmware_sim.digital_unit import DigitalUnit, LevelChanges
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit, LevelChanges
 from metaplast.fused_update import Step, step_tensor
 
 if TYPE_CHECKING:

@@ -30,15 +30,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from metaplast.firmware_sim.devices import (
+from metaplast.firmware_sim.crossbar.devices import (
     MODELS,
     US,
     DeviceFileError,
     DeviceModel,
     load_device,
 )
-from metaplast.firmware_sim.transfer import SAMPLERS, TransferSampler, WriteCost
-from metaplast.firmware_sim.write_plan import (
+from metaplast.firmware_sim.crossbar.transfer import SAMPLERS, TransferSampler, WriteCost
+from metaplast.firmware_sim.crossbar.write_plan import (
     STUCK_MAPS,
     ReadVerify,
     WritePlan,
@@ -96,7 +96,8 @@ class TransferConfig:
     choice left ``None`` (:data:`RECIPES`); ``from_run`` names the session run whose network
     ``mnist`` transfers (its own config says how it was trained). ``tile_order``,
     ``verify_tolerance`` (uS), ``verify_iterations`` and ``stuck_map`` make the write plan
-    (:mod:`~metaplast.firmware_sim.write_plan`), which hardware-aware training samples too."""
+    (:mod:`~metaplast.firmware_sim.crossbar.write_plan`), which hardware-aware training
+    samples too."""
 
     dataset: str = "moons"
     training: str | None = None

@@ -227,7 +227,7 @@ def _session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig
 
 def _device_levels(config: dict[str, Any], default: Sequence[float]) -> tuple[float, ...]:
     """The weight levels of a multi-level device's mean conductances (``--levels device``)."""
-    from metaplast.firmware_sim.devices import DeviceFileError, HfOx1T1R, load_device
+    from metaplast.firmware_sim.crossbar.devices import DeviceFileError, HfOx1T1R, load_device
     from metaplast.host.config import ConfigError
 
     try:
@@ -576,7 +576,7 @@ def _add_link_faults(sub: Any) -> None:
 def _link_faults(args: argparse.Namespace) -> int:
     import signal
 
-    from metaplast.firmware_sim.faults import FaultInjector, Faults, serve_proxy
+    from metaplast.firmware_sim.board.faults import FaultInjector, Faults, serve_proxy
     from metaplast.host.config import ConfigError
 
     try:
@@ -635,8 +635,8 @@ def _contract_from(args: argparse.Namespace) -> Any:
 def _board_sim(args: argparse.Namespace) -> int:
     import signal
 
-    from metaplast.firmware_sim.board import serve_pty, serve_tcp
-    from metaplast.firmware_sim.command_model import CommandModel
+    from metaplast.firmware_sim.board.serial_port import serve_pty, serve_tcp
+    from metaplast.firmware_sim.unit.command_model import CommandModel
     from metaplast.gateware.uart import divisor_for
     from metaplast.host.config import ConfigError
 
@@ -663,7 +663,7 @@ def _board_sim(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if args.backend == "rtl":
-            from metaplast.firmware_sim.rtl_board import serve_rtl_pty
+            from metaplast.firmware_sim.board.rtl_board import serve_rtl_pty
 
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")

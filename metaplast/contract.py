@@ -1,7 +1,7 @@
 """The numeric contract between the gateware and the bit-exact model.
 
 One definition of the digital unit's arithmetic, imported by the gateware, by the vectorized
-model (:mod:`metaplast.firmware_sim.digital_unit`) and by the host that quantizes updates. The
+model (:mod:`metaplast.firmware_sim.unit.digital_unit`) and by the host that quantizes updates. The
 float rule it approximates is :mod:`metaplast.rule`; ``docs/numeric-contract.md`` explains the
 choices and ``docs/precision.md`` the measurements behind the defaults.
 

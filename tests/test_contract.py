@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from metaplast import rule
 from metaplast.contract import Contract, address_hash, mix32
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 
 UNEQUAL = (-1.0, -0.4, -0.1, 0.0, 0.2, 0.7, 1.5)
 CONTRACTS = [

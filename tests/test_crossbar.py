@@ -7,8 +7,8 @@ from typing import ClassVar
 import pytest
 import torch
 
-from metaplast.firmware_sim.crossbar import Crossbar
-from metaplast.firmware_sim.devices import (
+from metaplast.firmware_sim.crossbar.array import Crossbar
+from metaplast.firmware_sim.crossbar.devices import (
     US,
     ArrayGeometry,
     DeviceModel,

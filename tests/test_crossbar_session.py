@@ -111,7 +111,7 @@ def test_ideal_crossbar_counts_programming_too(data_dir: Path, tmp_path: Path) -
 
 
 def write_device(tmp_path: Path, name: str, **changes) -> str:
-    from metaplast.firmware_sim.devices import data_path
+    from metaplast.firmware_sim.crossbar.devices import data_path
 
     data = json.loads(data_path(f"{name}.json").read_text())
     if "disturbance" in data:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaplast.firmware_sim.devices import (
+from metaplast.firmware_sim.crossbar.devices import (
     US,
     DeviceFileError,
     HfOx1T1R,

@@ -17,7 +17,7 @@ from test_session import epochs_without_time, tiny_args
 from metaplast import fused_update, rule
 from metaplast.cli import main
 from metaplast.contract import Contract, address_hash
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.fused_update import AdamStep
 from metaplast.host.config import SessionConfig
 from metaplast.host.session import train
@@ -222,7 +222,7 @@ def test_a_missing_numba_falls_back_and_says_why() -> None:
         "import torch\n"
         "from metaplast import fused_update\n"
         "from metaplast.contract import Contract\n"
-        "from metaplast.firmware_sim.digital_unit import DigitalUnit\n"
+        "from metaplast.firmware_sim.unit.digital_unit import DigitalUnit\n"
         "u = DigitalUnit(Contract(), 8)\n"
         "u.update(torch.full((8,), -(1 << 20)))\n"
         "print(fused_update.describe())\n"

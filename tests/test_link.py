@@ -14,7 +14,7 @@ import serial
 import torch
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.digital_unit import DigitalUnit
+from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.host.link import Link, LinkError
 
 CLI = str(Path(sys.executable).with_name("metaplast"))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.protocol import (
     CRC,
     END,

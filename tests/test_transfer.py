@@ -12,9 +12,9 @@ from torch import nn
 
 from metaplast.cli import main
 from metaplast.contract import Contract
-from metaplast.firmware_sim.devices import TiO2Passive, load_device, measured_stuck_maps
-from metaplast.firmware_sim.transfer import PaperCodeSampler, TransferSampler
-from metaplast.firmware_sim.write_plan import (
+from metaplast.firmware_sim.crossbar.devices import TiO2Passive, load_device, measured_stuck_maps
+from metaplast.firmware_sim.crossbar.transfer import PaperCodeSampler, TransferSampler
+from metaplast.firmware_sim.crossbar.write_plan import (
     ReadVerify,
     WritePlan,
     WritePlanError,

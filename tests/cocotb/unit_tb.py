@@ -1,7 +1,7 @@
 """cocotb testbench: the generated Verilog of the whole unit, through its pins, against the model.
 
 The same byte stream goes into the RTL (bit by bit on ``uart_rx``) and into
-:class:`~metaplast.firmware_sim.command_model.CommandModel`; what comes out of ``uart_tx``
+:class:`~metaplast.firmware_sim.unit.command_model.CommandModel`; what comes out of ``uart_tx``
 must be the model's reply, byte for byte. The programming pins are checked too: every strobe
 must be the device operation that the model's level-change events call for.
 
@@ -35,7 +35,7 @@ from cocotb.triggers import (
 )
 from tb_config import TbConfig
 
-from metaplast.firmware_sim.command_model import CommandModel
+from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.protocol import (
     END,
     ESC,

@@ -1,7 +1,7 @@
 """The whole unit through its UART pins under the Amaranth simulator, against the model.
 
 The same byte stream goes into the RTL (bit by bit on ``uart_rx``) and into
-:class:`~metaplast.firmware_sim.command_model.CommandModel`; what comes out of ``uart_tx``
+:class:`~metaplast.firmware_sim.unit.command_model.CommandModel`; what comes out of ``uart_tx``
 must be the model's reply, byte for byte.
 """
 
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.command_model import CommandModel
-from metaplast.firmware_sim.uart_pins import UartPins
+from metaplast.firmware_sim.board.uart_pins import UartPins
+from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.gateware.core_check import CONTRACTS
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame

@@ -1,7 +1,7 @@
 """The simulated board: the digital unit's protocol on a virtual serial port.
 
 A pty (what a USB serial adapter looks like to the host) or a TCP socket (pyserial's
-``socket://``) in front of :class:`~metaplast.firmware_sim.command_model.CommandModel`, the
+``socket://``) in front of :class:`~metaplast.firmware_sim.unit.command_model.CommandModel`, the
 bit-exact model that answers every frame as the gateware does. A simulated baud rate paces
 both directions the way a UART would (10 bits per byte); ``baud=0`` is as fast as possible.
 """
@@ -15,7 +15,7 @@ import time
 import tty
 from collections.abc import Callable
 
-from .command_model import CommandModel
+from metaplast.firmware_sim.unit.command_model import CommandModel
 
 __all__ = ["Pacer", "open_pty", "serve_fd", "serve_pty", "serve_tcp"]
 

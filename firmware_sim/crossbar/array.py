@@ -1,6 +1,6 @@
 """A crossbar of memristive devices: programmed device by device, read, and multiplied with.
 
-The array is ``rows x cols`` devices of one :mod:`~metaplast.firmware_sim.devices` model:
+The array is ``rows x cols`` devices of one :mod:`~metaplast.firmware_sim.crossbar.devices` model:
 inputs drive the rows (source lines), currents sum on the columns (bit lines), and the
 transposed product drives the columns and sums on the rows. The array is cut into tiles;
 within a tile, devices are programmed in the geometry's order, which is what a passive
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metaplast.firmware_sim.devices import DeviceModel
+from metaplast.firmware_sim.crossbar.devices import DeviceModel
 
 
 @dataclass(frozen=True)

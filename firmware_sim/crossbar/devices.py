@@ -31,7 +31,7 @@ class DeviceFileError(ValueError):
 
 def data_path(name: str) -> Path:
     """A file shipped in ``device_data``."""
-    return Path(str(resources.files("metaplast.firmware_sim") / "device_data" / name))
+    return Path(str(resources.files("metaplast.firmware_sim.crossbar") / "device_data" / name))
 
 
 class _Fields:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
-from .board import open_pty
+from .serial_port import open_pty
 
 __all__ = ["FaultInjector", "Faults", "serve_proxy"]
 

@@ -6,7 +6,7 @@ disturbed by the programmings after it in its tile (if the model disturbs, as th
 scheme does), and shares of the devices are stuck in HRS or LRS wherever the chip happens to
 have them. The sampler draws ``n`` such transfers at once, vectorized, from the same device
 model and crossbar geometry that the in-loop crossbar uses
-(:mod:`metaplast.firmware_sim.crossbar`).
+(:mod:`metaplast.firmware_sim.crossbar.array`).
 
 Two ways to choose the targets:
 
@@ -32,9 +32,14 @@ import torch
 from torch import Tensor
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.crossbar import Crossbar
-from metaplast.firmware_sim.devices import US, DeviceModel, TiO2Passive, measured_stuck_maps
-from metaplast.firmware_sim.write_plan import WritePlan
+from metaplast.firmware_sim.crossbar.array import Crossbar
+from metaplast.firmware_sim.crossbar.devices import (
+    US,
+    DeviceModel,
+    TiO2Passive,
+    measured_stuck_maps,
+)
+from metaplast.firmware_sim.crossbar.write_plan import WritePlan
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class TransferSampler:
     ``W[j, i]`` sits on row ``i``, G+ in column ``2j`` and G- in column ``2j + 1``, as in
     :class:`~metaplast.host.crossbar_synapses.CrossbarSynapses`; a bias is one more row
     driven by a constant 1. ``plan`` says how the lab writes the array
-    (:mod:`~metaplast.firmware_sim.write_plan`); the default is the plain one-shot write.
+    (:mod:`~metaplast.firmware_sim.crossbar.write_plan`); the default is the plain one-shot write.
     """
 
     def __init__(

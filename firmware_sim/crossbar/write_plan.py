@@ -19,7 +19,7 @@ it trusts its chip, at a cost in programming operations and reads:
   difference, the weight, is kept wherever the conductance range allows it.
 
 :class:`WritePlan` holds these choices as data, the way a device file holds the device's;
-:class:`~metaplast.firmware_sim.transfer.TransferSampler` carries them out.
+:class:`~metaplast.firmware_sim.crossbar.transfer.TransferSampler` carries them out.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metaplast.firmware_sim.devices import US, ArrayGeometry
+from metaplast.firmware_sim.crossbar.devices import US, ArrayGeometry
 
 TILE_ORDERS: tuple[str, ...] = ("device-file", "row-major", "column-major", "reverse")
 STUCK_MAPS: tuple[str, ...] = ("unknown", "known", "measured")

@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import Layout
 
-from .board import open_pty
+from .serial_port import open_pty
 from .uart_pins import UartPins
 
 __all__ = ["serve_rtl_pty"]
