@@ -14,6 +14,7 @@ from metaplast.firmware_sim.crossbar.devices import (
     DeviceModel,
     load_device,
 )
+from metaplast.firmware_sim.crossbar.pair import PairLayout
 from metaplast.host.datasets import TASKS, PermutedTask
 from metaplast.host.qnn import BN_STATS, Activation
 from metaplast.rule import DEFAULT_LEVELS, check_levels
@@ -123,8 +124,11 @@ class SessionConfig:
             raise ConfigError("--stuck-hrs plus --stuck-lrs must not exceed 1")
         geo = device.array
         needed = sum(
-            geo.tiles_for(n_in, 2 * n_out)
-            for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+            geo.tiles_for(pairs.rows, pairs.cols)
+            for pairs in (
+                PairLayout((n_out, n_in))
+                for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+            )
         )
         if geo.tiles is not None and needed > geo.tiles:
             raise ConfigError(

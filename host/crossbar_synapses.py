@@ -7,9 +7,9 @@ port asks (:meth:`~metaplast.contract.Contract.device_operations`). The forward 
 MVMs of the layer run on the crossbar's conductances, so its variability, stuck and worn-out
 devices and disturbances act on training as they would on a chip.
 
-Weight ``W[j, i]`` sits on row ``i`` (input ``i`` drives it), columns ``2j`` (G+) and
-``2j + 1`` (G-); the layer's output is the difference of the two column currents divided by
-the conductance of one weight unit.
+The pairs sit in the array as :class:`~metaplast.firmware_sim.crossbar.pair.PairLayout` puts
+them; the layer's output is the difference of each pair's column currents divided by the
+conductance of one weight unit.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor
 from metaplast.contract import Contract
 from metaplast.firmware_sim.crossbar.array import Crossbar
 from metaplast.firmware_sim.crossbar.devices import DeviceModel
+from metaplast.firmware_sim.crossbar.pair import PairLayout
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.fused_update import Step
 from metaplast.host.synapses import SynapseArray
@@ -37,13 +38,11 @@ class CrossbarSynapses:
         self.shape = inner.shape
         self.level_values = inner.level_values
         self.contract = contract
-        n_out, n_in = self.shape
-        self.crossbar = Crossbar(device, rows=n_in, cols=2 * n_out, seed=seed)
+        self.pairs = PairLayout(self.shape)
+        self.crossbar = Crossbar(device, self.pairs.rows, self.pairs.cols, seed)
         self.targets, self.g_unit = device.level_mapping(contract.device_magnitudes())
-        j, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")
-        self.plus = (i * 2 * n_out + 2 * j).flatten()
         self.crossbar.reset(float(self.targets[0]))
-        self.level = torch.full((n_out * n_in,), contract.zero_level, dtype=torch.int64)
+        self.level = torch.full((len(self.pairs.plus),), contract.zero_level, dtype=torch.int64)
         levels = inner.levels().flatten()
         changed = (levels != self.level).nonzero().squeeze(1)
         self._program(changed, levels[changed])
@@ -51,20 +50,15 @@ class CrossbarSynapses:
     def _program(self, changed: Tensor, new: Tensor) -> None:
         """Program the devices of synapses ``changed`` (increasing) from ``self.level`` to
         ``new``: only the device of a pair whose level differs."""
-        old_p, old_n = self.contract.device_levels_of(self.level[changed])
-        new_p, new_n = self.contract.device_levels_of(new)
-        dp, dn = old_p != new_p, old_n != new_n
-        index = torch.cat([self.plus[changed[dp]], self.plus[changed[dn]] + 1])
+        new_p, new_n, dp, dn = self.contract.device_changes(self.level[changed], new)
+        index = torch.cat([self.pairs.plus[changed[dp]], self.pairs.minus[changed[dn]]])
         targets = torch.cat([self.targets[new_p[dp]], self.targets[new_n[dn]]])
         self.crossbar.program(index, targets)
         self.level[changed] = new.to(torch.int64)
 
     def device_levels(self) -> Tensor:
         """Device level each device was last programmed to, ``rows x cols`` like the array."""
-        plus, minus = self.contract.device_levels_of(self.level)
-        out = torch.empty(self.crossbar.size, dtype=torch.int64)
-        out[self.plus], out[self.plus + 1] = plus, minus
-        return out.reshape(self.crossbar.rows, self.crossbar.cols)
+        return self.pairs.place(*self.contract.device_levels_of(self.level))
 
     # SynapseArray ---------------------------------------------------------------------------
 
@@ -73,8 +67,7 @@ class CrossbarSynapses:
 
     def quantized(self) -> Tensor:
         """The weights one read of the crossbar gives (``(G+ - G-) / g_unit``)."""
-        g = self.crossbar.read()
-        return (g[:, 0::2] - g[:, 1::2]).t() / self.g_unit
+        return self.pairs.difference(self.crossbar.read()).t() / self.g_unit
 
     def apply(self, d: Step) -> LevelChanges:
         changes = self.inner.apply(d)
@@ -99,13 +92,11 @@ class CrossbarSynapses:
 
     def forward(self, x: Tensor) -> Tensor:
         """Inputs on the rows; G+ minus G- column currents, in weight units."""
-        current = self.crossbar.mvm(x)
-        return (current[:, 0::2] - current[:, 1::2]) / self.g_unit
+        return self.pairs.difference(self.crossbar.mvm(x)) / self.g_unit
 
     def backward(self, delta: Tensor) -> Tensor:
         """Errors on the columns (``+delta`` on G+, ``-delta`` on G-); row currents."""
-        v = torch.stack([delta, -delta], dim=2).reshape(len(delta), -1)
-        return self.crossbar.mvm_t(v) / self.g_unit
+        return self.crossbar.mvm_t(self.pairs.interleave(delta)) / self.g_unit
 
     def mvm(self, x: Tensor, w: Tensor) -> Tensor:
         """``x @ W.T`` computed by the crossbar, differentiable: ``w`` receives the gradient

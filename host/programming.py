@@ -43,11 +43,10 @@ class ProgrammingCounter:
         else:
             where = (new != last) if changed is None else changed.reshape(-1)
             idx = where.nonzero().squeeze(1)
-        old_p, old_n = self.contract.device_levels_of(last[idx])
-        new_p, new_n = self.contract.device_levels_of(new[idx])
+        _, _, plus, minus = self.contract.device_changes(last[idx], new[idx])
         counts = self.counts[layer].view(2, -1)
-        counts[0, idx] += (old_p != new_p).to(torch.int32)
-        counts[1, idx] += (old_n != new_n).to(torch.int32)
+        counts[0, idx] += plus.to(torch.int32)
+        counts[1, idx] += minus.to(torch.int32)
         last[idx] = new[idx].to(torch.int64)
 
     def total(self) -> int:

@@ -177,6 +177,13 @@ class Contract:
         s = levels.to(torch.int64) - self.zero_level
         return s.clamp(min=0), (-s).clamp(min=0)
 
+    def device_changes(self, old: Tensor, new: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`device_operations` for every element at once, without the order: the new
+        device levels ``(G+, G-)`` and which of the two devices each change programs."""
+        old_p, old_n = self.device_levels_of(old)
+        new_p, new_n = self.device_levels_of(new)
+        return new_p, new_n, old_p != new_p, old_n != new_n
+
     def device_magnitudes(self) -> tuple[float, ...]:
         """Weight magnitude each device level encodes, level 0 first (``|Q|`` on either side;
         the larger where the level set is not symmetric)."""

@@ -39,6 +39,7 @@ from metaplast.firmware_sim.crossbar.devices import (
     TiO2Passive,
     measured_stuck_maps,
 )
+from metaplast.firmware_sim.crossbar.pair import PairLayout
 from metaplast.firmware_sim.crossbar.write_plan import WritePlan
 
 
@@ -95,8 +96,8 @@ class WriteCost:
 class TransferSampler:
     """Transfers of ``out x in`` matrices onto a fresh array of ``device`` (its tile geometry).
 
-    ``W[j, i]`` sits on row ``i``, G+ in column ``2j`` and G- in column ``2j + 1``, as in
-    :class:`~metaplast.host.crossbar_synapses.CrossbarSynapses`; a bias is one more row
+    The pairs sit as :class:`~metaplast.firmware_sim.crossbar.pair.PairLayout` puts them (as in
+    :class:`~metaplast.host.crossbar_synapses.CrossbarSynapses`); a bias is one more row
     driven by a constant 1. ``plan`` says how the lab writes the array
     (:mod:`~metaplast.firmware_sim.crossbar.write_plan`); the default is the plain one-shot write.
     """
@@ -113,7 +114,6 @@ class TransferSampler:
         self.first_tile = first_tile  # where the matrix starts on the chip (measured maps)
         if self.plan.stuck_map == "measured" and not _fits_measured_maps(device):
             raise ValueError("the measured stuck maps are 8 x 8 TiO2 arrays: use tio2-passive")
-        n_out, n_in = shape
         self.shape = shape
         tile = device.array
         rows, cols = self.plan.block or (tile.tile_rows, tile.tile_cols)
@@ -123,12 +123,11 @@ class TransferSampler:
             )
         block = replace(tile, tile_rows=rows, tile_cols=cols)
         plain = replace(device.with_overrides(stuck_hrs=0, stuck_lrs=0), array=block)
-        layout = Crossbar(plain, n_in, 2 * n_out, 0)
-        j, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")
-        plus = (i * 2 * n_out + 2 * j).flatten()
-        pair = torch.stack([plus, plus + 1]).flatten()  # G+ of every weight, then G-
-        r = (pair // (2 * n_out)) % rows
-        c = (pair % (2 * n_out)) % cols
+        pairs = PairLayout(shape)
+        layout = Crossbar(plain, pairs.rows, pairs.cols, 0)
+        pair = pairs.devices.flatten()  # G+ of every weight, then G-
+        r = (pair // pairs.cols) % rows
+        c = (pair % pairs.cols) % cols
         rank = layout.position[pair]
         if self.plan.order is not None:
             if len(self.plan.order) != rows * cols:
@@ -141,7 +140,7 @@ class TransferSampler:
         self._slot = self._tile * self.slots + rank
         self._block_row, self._block_col = r, c
         # a full transfer programs every device once: k = devices of its tile tuned after it
-        self.after = self._later(torch.ones(1, 2, n_out * n_in, dtype=torch.bool))[0]
+        self.after = self._later(torch.ones(1, 2, len(pairs.plus), dtype=torch.bool))[0]
 
     def _later(self, programmed: Tensor) -> Tensor:
         """Per device (``n x 2 x m``), the ``k`` of the disturbance database for one pass
