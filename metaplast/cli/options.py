@@ -1,0 +1,254 @@
+"""Options that several commands share, each declared once: a session's (train, sweep),
+the digital unit's (gateware, build, board-sim), and how they become configurations."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metaplast.host.config import SessionConfig
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+
+
+def _levels(text: str) -> tuple[float, ...] | str:
+    """``uniform:N:LOW:HIGH``, an explicit comma-separated list of levels, or ``device``."""
+    if text == "device":
+        return text
+    from metaplast.rule import uniform_levels
+
+    try:
+        if text.startswith("uniform:"):
+            _, n, low, high = text.split(":")
+            return uniform_levels(int(n), float(low), float(high))
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--levels: expected uniform:N:LOW:HIGH or a comma-separated list ({exc})"
+        ) from None
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    """Comma-separated task names; ``permuted-mnist:N`` stands for ``pmnist-0 .. pmnist-N-1``."""
+    from metaplast.host.datasets import PermutedTask
+
+    if text.startswith("permuted-mnist:"):
+        count = text.split(":", 1)[1]
+        try:
+            return PermutedTask.sequence(int(count))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--tasks {text}: permuted-mnist:N needs a task count N >= 1"
+            ) from None
+    return tuple(text.split(","))
+
+
+# option name -> (config field, argparse kwargs); every default is None so that only the
+# options given on the command line override a preset or a resumed run's stored config
+SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--tasks": (
+        "tasks",
+        {
+            "type": _tasks,
+            "help": "mnist,fashion-mnist, or permuted-mnist:N (N permutations of MNIST)",
+        },
+    ),
+    "--epochs": ("epochs", {"type": int_list, "help": "epochs per task, e.g. 50,50"}),
+    "--pretrain-epochs": ("pretrain_epochs", {"type": int, "help": "first epochs with m* = 0"}),
+    "--mstar": ("mstar", {"type": float, "help": "m* after pre-training"}),
+    "--hidden": ("hidden", {"type": int_list, "help": "hidden layer sizes, e.g. 512,512"}),
+    "--seed": ("seed", {"type": int}),
+    "--arithmetic": (
+        "arithmetic",
+        {"choices": ("float", "fixed"), "help": "float rule or the gateware's fixed point"},
+    ),
+    "--lr": ("lr", {"type": float}),
+    "--batch-size": ("batch_size", {"type": int}),
+    "--activation": (
+        "activation",
+        {
+            "help": "sign (default), hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
+            "hardtanh or relu (full precision)"
+        },
+    ),
+    "--init-std": ("init_std", {"type": float, "help": "std of the initial hidden weights"}),
+    "--init-mean": ("init_mean", {"type": float, "help": "mean of the initial hidden weights"}),
+    "--bn": ("bn", {"help": "per-task (each task tested with its batch norm) or shared"}),
+    "--bn-stats": (
+        "bn_stats",
+        {
+            "choices": ("batch", "running"),
+            "help": "batch (default: every batch, test batches too, normalized with its own "
+            "statistics, as the reference code) or running (the running averages)",
+        },
+    ),
+    "--inputs": (
+        "inputs",
+        {"choices": ("signed", "unsigned"), "help": "pixels as read voltages in [-1, 1] or [0, 1]"},
+    ),
+    "--test-batch-size": (
+        "test_batch_size",
+        {"type": int, "help": "test images per batch (batch statistics are a test batch's)"},
+    ),
+    "--permutation-seed": (
+        "permutation_seed",
+        {"type": int, "help": "seed of the permuted-MNIST tasks' permutations"},
+    ),
+    "--levels": (
+        "levels",
+        {
+            "type": _levels,
+            "help": "uniform:17:-1.5:1.5, a list, or device (the mean conductances of a "
+            "multi-level --crossbar, scaled to the same largest level)",
+        },
+    ),
+    "--hidden-width": ("hidden_width", {"type": int, "help": "hidden-weight bits (fixed)"}),
+    "--guard-bits": ("guard_bits", {"type": int, "help": "update bits below the hidden LSB"}),
+    "--lut-entries": ("lut_entries", {"type": int, "help": "meta LUT entries (power of two)"}),
+    "--meta-bits": ("meta_bits", {"type": int, "help": "fraction bits of M"}),
+    "--rounding": ("rounding", {"help": "nearest or stochastic"}),
+    "--train-limit": ("train_limit", {"type": int, "help": "use the first N training images"}),
+    "--crossbar": (
+        "crossbar",
+        {
+            "choices": ("ideal", "hfox-1t1r", "tio2-passive"),
+            "help": "where the quantized weights live: exact (ideal) or a device model",
+        },
+    ),
+    "--hardware-aware": (
+        "hardware_aware",
+        {
+            "choices": ("hfox-1t1r", "tio2-passive"),
+            "help": "train for an ex-situ transfer onto this device model: every batch runs "
+            "through the weights one simulated transfer leaves (metaplast transfer --from)",
+        },
+    ),
+    "--device-file": (
+        "device_file",
+        {"help": "a device file (JSON) that replaces the device model's shipped one"},
+    ),
+    "--stuck-hrs": ("stuck_hrs", {"type": float, "help": "fraction of devices stuck in HRS"}),
+    "--stuck-lrs": ("stuck_lrs", {"type": float, "help": "fraction of devices stuck in LRS"}),
+    "--endurance": (
+        "endurance",
+        {"type": int, "help": "programming operations a device survives (then stuck)"},
+    ),
+    "--read-noise": (
+        "read_noise",
+        {"type": float, "help": "relative std of every conductance read"},
+    ),
+}
+
+
+def add_session_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains: a preset, its overrides, the data."""
+    p.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default=None,
+        help="quick (default, a few minutes) or paper (50+50 epochs, 784-512-512-10)",
+    )
+    for flag, (_, kwargs) in SESSION_OPTIONS.items():
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/ and fashion-mnist/ "
+        "IDX files (default: $METAPLAST_DATA, else download)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per session; results depend on it (float summation order), so "
+        "give it to reproduce a run exactly (default: torch's choice; sweep: cores / jobs)",
+    )
+
+
+def session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
+    """Preset (or, on resume, the stored config) overridden by the options given."""
+    from metaplast.host.config import PRESETS, SessionConfig
+    from metaplast.host.rundir import RunDir
+
+    given = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, (field, _) in SESSION_OPTIONS.items()
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if (
+        getattr(args, "resume", False)
+        and out
+        and (out / "config.json").exists()
+        and args.preset is None
+    ):
+        base = RunDir.stored_config(out).to_dict()
+    else:
+        base = SessionConfig(**PRESETS[args.preset or "quick"]).to_dict()
+    merged = {**base, **given}
+    if merged["levels"] == "device":
+        merged["levels"] = _device_levels(merged, base["levels"])
+    return SessionConfig.from_dict(merged)
+
+
+def _device_levels(config: dict[str, Any], default: Sequence[float]) -> tuple[float, ...]:
+    """The weight levels of a multi-level device's mean conductances (``--levels device``)."""
+    from metaplast.firmware_sim.crossbar.devices import DeviceFileError, HfOx1T1R, load_device
+    from metaplast.host.config import ConfigError
+
+    try:
+        device = load_device(config["crossbar"], config.get("device_file"))
+    except DeviceFileError as exc:
+        raise ConfigError(f"--levels device: {exc}") from exc
+    if not isinstance(device, HfOx1T1R):
+        name = config["crossbar"]
+        raise ConfigError(f"--levels device needs a multi-level --crossbar, not {name!r}")
+    return device.weight_levels(max(abs(v) for v in default))
+
+
+_CONTRACT_OPTIONS = ("--levels", "--hidden-width", "--guard-bits", "--lut-entries", "--meta-bits")
+
+
+def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
+    """The digital unit's parameters: the same for its Verilog, a simulated and a real board.
+
+    A board build takes its clock from the board's oscillator (``clock=False``).
+    """
+    p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
+    p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
+    p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
+    if clock:
+        p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
+    for flag in _CONTRACT_OPTIONS:
+        _, kwargs = SESSION_OPTIONS[flag]
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+
+
+def layout_from(args: argparse.Namespace) -> Any:
+    """The unit options as a :class:`~metaplast.protocol.Layout` (ValueError when invalid)."""
+    from metaplast.protocol import Layout
+
+    return Layout(
+        contract_from(args),
+        args.synapses,
+        max_block=args.max_block,
+        counter_width=args.counter_width,
+    )
+
+
+def contract_from(args: argparse.Namespace) -> Any:
+    from metaplast.contract import Contract
+
+    fields = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag in (*_CONTRACT_OPTIONS, "--rounding")
+    }
+    return Contract(**{k: v for k, v in fields.items() if v is not None})

@@ -1,0 +1,121 @@
+"""``gateware`` and ``build``: the digital unit as Verilog, and as a board's bitstream."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from metaplast.cli.options import add_unit_options, layout_from
+
+
+def add_gateware(sub: Any) -> None:
+    p = sub.add_parser(
+        "gateware",
+        help="write the digital unit's Verilog",
+        description="Write the Verilog of the digital unit's top level (ports clk, rst, uart_rx, "
+        "uart_tx, prog_addr, prog_device, prog_level, prog_strobe, prog_busy) for any simulator "
+        "or synthesis flow, with a JSON of its parameters beside it.",
+    )
+    p.add_argument("--out", required=True, help="Verilog file to write (FILE.v)")
+    add_unit_options(p)
+    baud = p.add_mutually_exclusive_group()
+    baud.add_argument("--baud-divisor", type=int, default=None, help="clocks per UART bit")
+    baud.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
+    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
+
+
+def run_gateware(args: argparse.Namespace) -> int:
+    import json
+
+    from metaplast.gateware.top import DigitalUnitTop, verilog
+    from metaplast.gateware.uart import divisor_for
+    from metaplast.host.config import ConfigError
+
+    try:
+        layout = layout_from(args)
+        divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or 3_000_000)
+        top = DigitalUnitTop(
+            layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
+        )
+        text = verilog(top, name=args.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    params = {
+        "module": args.name,
+        "ports": ["clk", "rst", *top.signature.members],
+        "prog_addr_bits": top.addr_bits,
+        "receive_buffer": layout.receive_buffer,
+        "info": top.engine.info.to_dict(),
+        "contract": layout.contract.describe(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(params, indent=2) + "\n")
+    print(
+        f"{out}: {args.synapses} synapses, UART divisor {divisor} "
+        f"({args.clock_hz / divisor:.0f} baud at {args.clock_hz / 1e6:g} MHz)"
+    )
+    return 0
+
+
+def add_build(sub: Any) -> None:
+    from metaplast.boards.platforms import BOARDS
+
+    p = sub.add_parser(
+        "build",
+        help="build the digital unit's bitstream for a lab board",
+        description="Build the unit for a board with the open toolchain (Yosys and nextpnr "
+        "from the YoWASP packages, or $YOSYS, $NEXTPNR_ICE40, $ICEPACK, $NEXTPNR_ECP5, "
+        "$ECPPACK): the bitstream and report.json (resources, Fmax against the target clock) "
+        "in --out. A design that does not fit or misses the target is an error and leaves no "
+        "bitstream. arty-a7 writes the Vivado project only. docs/bench.md has the pin-outs.",
+    )
+    p.add_argument("--board", required=True, choices=tuple(BOARDS), help="the board")
+    p.add_argument("--out", default=None, help="output folder (default build/<board>)")
+    add_unit_options(p, clock=False)
+    p.add_argument(
+        "--target-mhz",
+        type=float,
+        default=None,
+        help="the clock the router must meet (default the board's oscillator; ask for more "
+        "to keep a margin)",
+    )
+    p.add_argument("--baud", type=int, default=None, help="UART rate (default the board's)")
+    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from metaplast.boards.build import BuildError, build
+    from metaplast.boards.platforms import BOARDS
+    from metaplast.host.config import ConfigError
+
+    board = BOARDS[args.board]
+    out = Path(args.out or Path("build") / args.board)
+    try:
+        layout = layout_from(args)
+        report = build(
+            board,
+            layout,
+            out,
+            target_mhz=args.target_mhz,
+            baud=args.baud,
+            prog_depth=args.prog_depth,
+        )
+    except (ValueError, BuildError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if report["bitstream"] is None:
+        print(
+            f"{board.name}: Vivado project for {layout.synapses} synapses in {report['project']}; "
+            f"Vivado is needed to finish it: {report['finish']}"
+        )
+        return 0
+    print(
+        f"{report['bitstream']}: {layout.synapses} synapses, {report['luts']} LUTs, "
+        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM, "
+        f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
+        f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
+    )
+    return 0
