@@ -53,6 +53,28 @@ class LinkStats:
     bytes_received: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
 
+    def plus(self, other: LinkStats) -> LinkStats:
+        """Both counts together (a run resumed over several invocations)."""
+        reasons = dict(self.retry_reasons)
+        for k, v in other.retry_reasons.items():
+            reasons[k] = reasons.get(k, 0) + v
+        return LinkStats(
+            self.commands + other.commands,
+            self.retries + other.retries,
+            self.bytes_sent + other.bytes_sent,
+            self.bytes_received + other.bytes_received,
+            reasons,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "commands": self.commands,
+            "retries": self.retries,
+            "retry_reasons": dict(self.retry_reasons),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
+
 
 class Link:
     """One digital unit behind a serial port."""

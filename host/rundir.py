@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,14 +28,23 @@ CHECKPOINT = "checkpoint.pt"
 CHANGES = "level_changes.npz"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it."""
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it. The
+    file gets the mode an ordinary new file would (``mkstemp`` makes it private), so that a
+    shared run directory stays readable by the lab as its plots are."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,9 +62,19 @@ class RunDir:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path, config: SessionConfig, resume: bool) -> RunDir:
+    def open(
+        cls, path: str | Path, config: SessionConfig, resume: bool, fresh_on_resume: bool = True
+    ) -> RunDir:
         path = Path(path)
         has_run = (path / CONFIG).exists() or (path / CHECKPOINT).exists()
+        if resume and has_run and not (path / CHECKPOINT).exists():
+            if not fresh_on_resume:
+                raise ConfigError(
+                    f"--resume: {path} has no {CHECKPOINT} (the run never finished an epoch), "
+                    f"so there is nothing to resume; remove {path} to start it again"
+                )
+            print(f"{path}: no {CHECKPOINT} to resume, starting from the first epoch",
+                  file=sys.stderr)  # fmt: skip
         if has_run and not resume:
             raise ConfigError(
                 f"{path} already holds a run; pass --resume to continue it or choose another --out"
@@ -190,9 +210,5 @@ def _link_document(session: Session) -> dict[str, Any] | None:
         "layers_on_link": [
             i for i, s in enumerate(session.synapses) if isinstance(s, LinkSynapses)
         ],
-        "commands": link.stats.commands,
-        "retries": link.stats.retries,
-        "retry_reasons": dict(link.stats.retry_reasons),
-        "bytes_sent": link.stats.bytes_sent,
-        "bytes_received": link.stats.bytes_received,
+        **session.link_stats().to_dict(),
     }

@@ -9,6 +9,7 @@ state that a crash would lose.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.host import datasets
@@ -25,7 +25,9 @@ from metaplast.host.adam import Adam
 from metaplast.host.config import ConfigError, SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
 from metaplast.host.hardware_aware import LevelTransfers
+from metaplast.host.link import LinkStats
 from metaplast.host.programming import ProgrammingCounter
+from metaplast.host.progress import progress as progress_of
 from metaplast.host.qnn import QuantizedMLP
 from metaplast.host.rundir import RunDir
 from metaplast.host.synapses import FixedSynapses, FloatSynapses, LinkSynapses, SynapseArray
@@ -142,6 +144,7 @@ class Session:
         """
         self.config = config
         self.link = link
+        self.link_before = LinkStats()  # what earlier invocations of a resumed run sent
         self.model = QuantizedMLP(config.sizes, config.activation, config.bn_stats)
         init = _generator(config.seed, 1)
         self.synapses: list[SynapseArray] = []
@@ -208,6 +211,7 @@ class Session:
             "programming": self.programming.state_dict(),
             "metrics": self.metrics,
             "timing": dict(self.timing),
+            **({} if self.link is None else {"link_stats": self.link_stats().to_dict()}),
             **(
                 {}
                 if self.hardware_aware is None
@@ -231,7 +235,14 @@ class Session:
         self.epochs_done = int(state["epochs_done"])
         self.metrics = list(state["metrics"])
         self.timing = {**dict.fromkeys(PHASES, 0.0), **state.get("timing", {})}
+        if "link_stats" in state:
+            self.link_before = LinkStats(**state["link_stats"])
         self.sync_weights()
+
+    def link_stats(self) -> LinkStats:
+        """What the link cost over the whole run, every invocation up to now."""
+        assert self.link is not None
+        return self.link_before.plus(self.link.stats)
 
     # training --------------------------------------------------------------------------------
 
@@ -252,12 +263,12 @@ class Session:
         loss_sum = correct = seen = changes = 0
         ops_before = self.programming.total()
         loss_fn = torch.nn.CrossEntropyLoss()
-        bar = tqdm(
+        # one line per epoch is the caller's (on_epoch); batches get a bar on a terminal only
+        bar = progress_of(
             batches,
             desc=f"epoch {epoch} {data.name}",
-            leave=False,
-            disable=not progress,
             unit="batch",
+            enabled=progress and sys.stderr.isatty(),
         )
         clock, spent = time.perf_counter, self.timing
         for idx in bar:
@@ -421,8 +432,13 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     link: Link | None = None,
     link_layers: Sequence[int] | None = None,
+    fresh_on_resume: bool = True,
 ) -> dict[str, Any]:
     """A whole session into run directory ``out``: data, training, metrics and plots.
+
+    ``resume`` continues from the run's checkpoint; a run that has none (it never finished an
+    epoch) starts from the first epoch, with a line on stderr, or is refused unless
+    ``fresh_on_resume`` (a sweep point killed in its first epoch simply starts again).
 
     Data are loaded before ``out`` is touched, so a missing data set or a config error leaves
     no half-made run directory behind. With ``link``, the layers ``link_layers`` train on
@@ -433,7 +449,7 @@ def train(
     from metaplast.host.rundir import metrics_document, write_json
 
     data = load_tasks(config, data_dir)
-    run = RunDir.open(out, config, resume)
+    run = RunDir.open(out, config, resume, fresh_on_resume)
     session = Session(config, link, link_layers)
     state = run.checkpoint() if resume else None
     if state is not None:

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from metaplast.firmware_sim.crossbar.devices import (
     MODELS,
@@ -48,6 +47,7 @@ from metaplast.firmware_sim.crossbar.write_plan import (
 )
 from metaplast.host.config import ConfigError
 from metaplast.host.hardware_aware import BIASES, HardwareAware, TransferStats, predictions
+from metaplast.host.progress import progress
 from metaplast.host.rundir import write_json
 
 TRAININGS: tuple[str, ...] = ("regular", "hardware-aware")
@@ -255,6 +255,7 @@ def _fit(
     phase: int,
     desc: str,
     hw: HardwareAware | None = None,
+    show: bool = True,
 ) -> None:
     """Adam on binary cross-entropy over the moons training split. With ``hw`` and
     ``stuck_gradient`` (the paper's code), a weight whose device was stuck in the batch's
@@ -266,7 +267,7 @@ def _fit(
     batch = cfg.batch_size or len(y)
     params = dict(model.named_parameters())
     restore = hw is not None and cfg.stuck_gradient
-    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+    for _ in progress(range(epochs), desc=desc, unit="epoch", enabled=show):
         for idx in torch.randperm(len(y), generator=order).split(batch):
             loss = nn.functional.binary_cross_entropy_with_logits(forward(x[idx])[:, 0], y[idx])
             opt.zero_grad()
@@ -282,7 +283,7 @@ def _fit(
 
 
 def train_moons(
-    cfg: TransferConfig, device: DeviceModel, plan: WritePlan | None = None
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan | None = None, show: bool = True
 ) -> tuple[nn.Module, HardwareAware]:
     """The paper's 2-``hidden``-1 sigmoid network: ``epochs`` of regular training, then (for
     ``hardware-aware``) ``ha_epochs`` through sampled transfers onto ``device``, continuing
@@ -305,9 +306,9 @@ def train_moons(
     )
     assert cfg.epochs is not None and cfg.ha_epochs is not None
     if cfg.training == "regular" or cfg.ha_start == "regular":
-        _fit(model, model, cfg, cfg.epochs, 0, "regular training")
+        _fit(model, model, cfg, cfg.epochs, 0, "regular training", show=show)
     if cfg.training == "hardware-aware":
-        _fit(model, hw.forward, cfg, cfg.ha_epochs, 1, "hardware-aware training", hw)
+        _fit(model, hw.forward, cfg, cfg.ha_epochs, 1, "hardware-aware training", hw, show)
     return model, hw
 
 
@@ -327,25 +328,25 @@ def plane_votes(hw: HardwareAware, transfers: int, points: int = 100) -> Tensor:
 
 
 def run_moons(
-    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path, show: bool = True
 ) -> dict[str, Any]:
     """A network this small runs ten times faster on one thread than on two that compete
     with each other; the results do not depend on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_moons(cfg, device, plan, out)
+        return _run_moons(cfg, device, plan, out, show)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run_moons(
-    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path, show: bool
 ) -> dict[str, Any]:
     from metaplast.host import plots
 
     t0 = time.perf_counter()
-    model, hw = train_moons(cfg, device, plan)
+    model, hw = train_moons(cfg, device, plan, show)
     train_s = time.perf_counter() - t0
     x_te, y_te = load_moons("test")
     software = {split: _accuracy(model, split) for split in ("train", "validation", "test")}
@@ -387,7 +388,7 @@ def _placement(plan: WritePlan, samplers: dict[str, TransferSampler]) -> dict[st
 
 
 def run_session(
-    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path
+    cfg: TransferConfig, device: DeviceModel, plan: WritePlan, out: Path, show: bool = True
 ) -> dict[str, Any]:
     """Transfer the quantized network of session run ``cfg.from_run`` ``cfg.transfers`` times
     and test every task of the session on every transfer."""
@@ -415,8 +416,8 @@ def run_session(
     correct: dict[str, list[Tensor]] = {t: [] for t in data}
     t0 = time.perf_counter()
     chunk = 4
-    bar = tqdm(total=cfg.transfers, desc="transfers", unit="transfer", leave=False)
-    for start in range(0, cfg.transfers, chunk):
+    steps = range(0, cfg.transfers, chunk)
+    for start in progress(steps, desc=f"transfers, {chunk} a step", unit="step", enabled=show):
         k = min(chunk, cfg.transfers - start)
         draws = [
             s.sample_levels(lv, session_cfg.contract, k, gen)
@@ -428,8 +429,6 @@ def run_session(
             session.model.set_weights([d.weights[n] for d in draws])
             for t, d in data.items():
                 correct[t].append(session.predict(d, last) == d.y_test)
-            bar.update(1)
-    bar.close()
     transfer_s = time.perf_counter() - t0
     per_task = {t: TransferStats(torch.stack(c)) for t, c in correct.items()}
     pooled = TransferStats(torch.cat([s.correct for s in per_task.values()], 1))
@@ -449,14 +448,19 @@ def run_session(
     }
 
 
-def run(cfg: TransferConfig, out: str | Path) -> dict[str, Any]:
+def run(cfg: TransferConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the experiment, write ``out/transfer.json`` (and the figures), return the record.
-    A configuration or input error raises before ``out`` is created."""
+    A configuration or input error raises before ``out`` is created, and an earlier transfer
+    in ``out`` is never overwritten."""
     out = Path(out)
+    if (out / "transfer.json").exists():
+        raise ConfigError(
+            f"--out {out} already holds a transfer (transfer.json): choose another directory"
+        )
     device = cfg.device()
     plan = cfg.plan(device)
     run_dataset = run_moons if cfg.dataset == "moons" else run_session
-    body = run_dataset(cfg, device, plan, out)
+    body = run_dataset(cfg, device, plan, out, progress)
     record = {
         "config": dataclasses.asdict(cfg),
         "training": cfg.training,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -42,13 +43,14 @@ def args_for(data_dir: Path, out: Path, port: str, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """The in-process session: metrics and final hidden weights that a board must reproduce."""
-    from conftest import SHARED_DATASETS
+    from conftest import find_datasets
 
-    if not (SHARED_DATASETS / "mnist").is_dir():
-        pytest.skip("real data sets not found")
+    root = find_datasets()
+    if root is None:
+        pytest.skip("real data sets not found (see the data_dir fixture)")
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference") / "run"
-    metrics = train(SessionConfig(**TINY_LINK), out, SHARED_DATASETS, progress=False)
+    metrics = train(SessionConfig(**TINY_LINK), out, root, progress=False)
     return metrics, torch.load(out / "checkpoint.pt", weights_only=False)
 
 
@@ -86,7 +88,9 @@ def test_a_layer_on_the_board_ends_as_in_process(
     assert_same_session(metrics, tmp_path / "run", reference)
 
 
-def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, reference) -> None:
+def test_a_board_lost_mid_session_then_resume(
+    data_dir: Path, tmp_path: Path, reference, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     board = Board("--synapses", str(SYNAPSES), "--baud", "0")
     proc = subprocess.Popen(
@@ -107,7 +111,9 @@ def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, re
     assert "error" in err and board.port in err
     done = json.loads((out / "metrics.json").read_text())["epochs"]
     assert 1 <= len(done) < 3
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epochs_done"] == len(done)
+    first = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert first["epochs_done"] == len(done)
+    before = first["link_stats"]["commands"]  # what the first invocation sent, to its checkpoint
 
     again = Board("--synapses", str(SYNAPSES), "--baud", "0")  # the port is back
     try:
@@ -116,7 +122,13 @@ def test_a_board_lost_mid_session_then_resume(data_dir: Path, tmp_path: Path, re
         assert main([*resume, "--threads", "1"]) == 0
     finally:
         again.stop()
-    assert_same_session(json.loads((out / "metrics.json").read_text()), out, reference)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert_same_session(metrics, out, reference)
+    # the link record covers the whole run: the first invocation to its checkpoint, then all
+    # of the second (which prints its own count)
+    printed = re.search(r"link \S+: (\d+) commands", capsys.readouterr().out)
+    assert printed is not None and before > 0
+    assert metrics["link"]["commands"] == before + int(printed.group(1))
 
 
 class Proxy:

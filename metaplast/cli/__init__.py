@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, LinkError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be written, a port that is not there
+        print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "interrupted; the last finished epoch is in the checkpoint (use --resume)",

@@ -31,7 +31,7 @@ def add_board(sub: Any) -> None:
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
     p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
-    p.add_argument("--baudrate", type=int, default=3_000_000)
+    p.add_argument("--baudrate", type=int, default=3_000_000, help="the UART rate")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
 
 
@@ -47,8 +47,8 @@ def add_link_faults(sub: Any) -> None:
     p.add_argument("--drop-rate", type=float, default=0.0, help="bytes lost")
     p.add_argument("--duplicate-rate", type=float, default=0.0, help="bytes sent twice")
     p.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every chunk")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baudrate", type=int, default=3_000_000)
+    p.add_argument("--seed", type=int, default=0, help="seed of the injected faults")
+    p.add_argument("--baudrate", type=int, default=3_000_000, help="the UART rate to the port")
 
 
 def run_link_faults(args: argparse.Namespace) -> int:

@@ -19,6 +19,17 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
 
 
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (thread counts and the like)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _levels(text: str) -> tuple[float, ...] | str:
     """``uniform:N:LOW:HIGH``, an explicit comma-separated list of levels, or ``device``."""
     if text == "device":
@@ -65,17 +76,17 @@ SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--pretrain-epochs": ("pretrain_epochs", {"type": int, "help": "first epochs with m* = 0"}),
     "--mstar": ("mstar", {"type": float, "help": "m* after pre-training"}),
     "--hidden": ("hidden", {"type": int_list, "help": "hidden layer sizes, e.g. 512,512"}),
-    "--seed": ("seed", {"type": int}),
+    "--seed": ("seed", {"type": int, "help": "seed of the initialization, data order and draws"}),
     "--arithmetic": (
         "arithmetic",
         {"choices": ("float", "fixed"), "help": "float rule or the gateware's fixed point"},
     ),
-    "--lr": ("lr", {"type": float}),
-    "--batch-size": ("batch_size", {"type": int}),
+    "--lr": ("lr", {"type": float, "help": "Adam's learning rate"}),
+    "--batch-size": ("batch_size", {"type": int, "help": "training batch size"}),
     "--activation": (
         "activation",
         {
-            "help": "sign (default), hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
+            "help": "relu (default), sign, hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
             "hardtanh or relu (full precision)"
         },
     ),
@@ -166,7 +177,7 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch threads per session; results depend on it (float summation order), so "
         "give it to reproduce a run exactly (default: torch's choice; sweep: cores / jobs)",

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from metaplast.cli.options import SESSION_OPTIONS, add_session_options, int_list, session_config
+from metaplast.cli.options import (
+    SESSION_OPTIONS,
+    add_session_options,
+    int_list,
+    positive_int,
+    session_config,
+)
 
 
 def add_train(sub: Any) -> None:
@@ -71,6 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
             on_epoch=_report,
             link=link,
             link_layers=args.link_layers,
+            fresh_on_resume=False,
         )
     finally:
         if link is not None:
@@ -225,7 +232,7 @@ def add_evaluate(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="which calibration inputs are drawn")
     p.add_argument("--data-dir", default=None, help="as for train")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

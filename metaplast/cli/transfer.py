@@ -27,7 +27,9 @@ def add_transfer(sub: Any) -> None:
     p.add_argument(
         "--transfers", type=int, default=None, help="simulated transfers (10000 moons, 100 mnist)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the training and of the transfers' draws"
+    )
     p.add_argument(
         "--recipe",
         default="project",
@@ -117,7 +119,12 @@ def add_transfer(sub: Any) -> None:
     )
     p.add_argument("--from", dest="from_run", default=None, help="mnist: a finished session run")
     p.add_argument("--data-dir", default=None, help="mnist: folder with the IDX files")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, help="run directory (a new one: never overwritten)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (a bar on a terminal, a few lines in a file or pipe)",
+    )
 
 
 def run_transfer(args: argparse.Namespace) -> int:
@@ -128,7 +135,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     if given["stuck_gradient"] is not None:
         given["stuck_gradient"] = given["stuck_gradient"] == "yes"
     cfg = TransferConfig(**given)
-    rec = run(cfg, args.out)
+    rec = run(cfg, args.out, progress=not args.no_progress)
     soft = ", ".join(f"{k} {100 * v:.1f} %" for k, v in rec["software_accuracy"].items())
     print(
         f"{rec['training']} network on {cfg.dataset} ({soft} in software); "
