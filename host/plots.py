@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from metaplast import rule  # noqa: E402
 from metaplast.contract import Contract  # noqa: E402
@@ -28,19 +29,37 @@ def accuracy_per_epoch(metrics: dict[str, Any], path: Path) -> None:
     switches = [
         e["epoch"] - 0.5 for a, e in zip(epochs, epochs[1:], strict=False) if e["task"] != a["task"]
     ]
-    for s in switches:
-        ax.axvline(s, color="grey", ls="--", lw=0.8)
+    for i, s in enumerate(switches):
+        ax.axvline(s, color="grey", ls="--", lw=0.8, label="next task" if i == 0 else None)
+    starts = [0.5, *switches]
+    ends = [*switches, x[-1] + 0.5] if x else []
+    for task, a, b in zip(_task_order(epochs), starts, ends, strict=False):
+        ax.text((a + b) / 2, 1.01, task, transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=8)  # fmt: skip
     pre = metrics["config"]["pretrain_epochs"]
     if pre:
         ax.axvspan(0.5, pre + 0.5, color="grey", alpha=0.1, label="m* = 0")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"m* = {metrics['config']['mstar']}, {metrics['config']['arithmetic']} arithmetic")
+    ax.set_title(
+        f"m* = {metrics['config']['mstar']}, {metrics['config']['arithmetic']} arithmetic",
+        pad=14,
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _task_order(epochs: Sequence[dict[str, Any]]) -> list[str]:
+    """The tasks in the order they were trained, one entry per stretch of epochs."""
+    out: list[str] = []
+    for e in epochs:
+        if not out or out[-1] != e["task"]:
+            out.append(e["task"])
+    return out
 
 
 def meta_function(
@@ -49,18 +68,23 @@ def meta_function(
     """Eq. 2 over the level set for several m*; the LUT staircase beside it when fixed point."""
     lo, hi = rule.hidden_range(levels)
     w = torch.linspace(lo, hi, 4001, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    panels = 1 if contract is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 3.5), sharey=True, squeeze=False)
     for m in mstars:
-        (line,) = ax.plot(w, rule.meta_function(w, levels, m), label=f"m* = {m:g}")
+        (line,) = axes[0, 0].plot(w, rule.meta_function(w, levels, m), label=f"m* = {m:g}")
         if contract is not None:
             lut = torch.tensor(contract.meta_lut(m), dtype=torch.float64) / contract.meta_one
             _, _, j = contract.locate(contract.hidden_to_int(w))
-            ax.plot(w, lut[j], color=line.get_color(), lw=0.6, ls=":")
-    for q in levels:
-        ax.axvline(q, color="grey", lw=0.4)
-    ax.set_xlabel("hidden weight $W_H$")
-    ax.set_ylabel("$\\mathcal{M}(W_H)$")
-    ax.legend(loc="lower right", fontsize=8)
+            axes[0, 1].plot(w, lut[j], color=line.get_color(), label=f"m* = {m:g}")
+    axes[0, 0].set_title("float rule (Eq. 2)")
+    if contract is not None:
+        axes[0, 1].set_title(f"fixed-point LUT ({contract.lut_entries} entries)")
+    for ax in axes[0]:
+        for q in levels:
+            ax.axvline(q, color="grey", lw=0.4)
+        ax.set_xlabel("hidden weight $W_H$")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0, 0].set_ylabel("$\\mathcal{M}(W_H)$")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
