@@ -23,8 +23,8 @@ from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
 
+from .board_top import BoardTop
 from .platforms import Board
-from .top import BoardTop
 
 __all__ = ["BuildError", "NAME", "REPORT_KEYS", "build", "parse_nextpnr_report"]
 

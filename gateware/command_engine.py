@@ -49,7 +49,7 @@ class CommandEngine(wiring.Component):
         self.bank_size = bank_size
         self.info = Info.from_layout(layout, clock_hz=clock_hz, baud_divisor=baud_divisor)
         c = layout.contract
-        self.addr_bits = max(1, (layout.synapses - 1).bit_length())
+        self.addr_bits = layout.addr_bits
         super().__init__(
             {
                 "frame": In(stream.Signature(descriptor_layout(bank_size))),

@@ -81,7 +81,7 @@ class DigitalUnitTop(wiring.Component):
     def prog_widths(layout: Layout) -> tuple[int, int]:
         """Bits of ``prog_addr`` and ``prog_level``: what a board's header must carry."""
         level_bits = Shape.cast(range(layout.contract.device_level_count)).width
-        return max(1, (layout.synapses - 1).bit_length()), level_bits
+        return layout.addr_bits, level_bits
 
     @property
     def contract(self) -> Contract:

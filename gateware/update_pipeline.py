@@ -30,6 +30,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import MIX32_ROUNDS, Contract
+from metaplast.protocol import address_bits
 
 __all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "level_of"]
 
@@ -95,7 +96,7 @@ class UpdatePipeline(wiring.Component):
         self.contract = contract
         self.synapses = synapses
         self.counter_width = counter_width
-        addr_bits = max(1, (synapses - 1).bit_length())
+        addr_bits = address_bits(synapses)
         self.addr_bits = addr_bits
         super().__init__(
             {

@@ -135,6 +135,11 @@ class QuantizedMLP(nn.Module):
         # per layer, an MVM ``(x, w) -> x @ w.T`` done elsewhere (a crossbar); None: in torch
         self.mvms: list[Callable[[Tensor, Tensor], Tensor] | None] = [None] * len(self.weights)
 
+    def multiply_with(self, layer: int, mvm: Callable[[Tensor, Tensor], Tensor] | None) -> None:
+        """Let ``mvm`` compute ``layer``'s product ``x @ W.T`` (a crossbar, sampled transfers);
+        ``None`` gives it back to torch. Gradients still reach the weight tensor."""
+        self.mvms[layer] = mvm
+
     def set_weights(self, quantized: Sequence[Tensor | None]) -> None:
         """Copy ``W_S`` into the layers; ``None`` for a layer whose MVM runs elsewhere (its
         weight tensor then only collects the gradient)."""

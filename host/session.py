@@ -173,7 +173,7 @@ class Session:
                 assert config.device is not None
                 xbar = CrossbarSynapses(self.synapses[i], config.contract, config.device, seed)
                 self.synapses[i] = xbar
-                self.model.mvms[i] = xbar.mvm
+                self.model.multiply_with(i, xbar.mvm)
         self.hardware_aware: LevelTransfers | None = None
         if config.hardware_aware is not None:
             assert config.device is not None
@@ -185,7 +185,8 @@ class Session:
                 lambda: self.model.training,
                 _generator(config.seed, 3),
             )
-            self.model.mvms = [self.hardware_aware.mvm(i) for i in range(len(shapes))]
+            for i in range(len(shapes)):
+                self.model.multiply_with(i, self.hardware_aware.mvm(i))
         self.programming = ProgrammingCounter(config.contract, [s.levels() for s in self.synapses])
         self.sync_weights()
         self.adams = [Adam(s.shape) for s in self.synapses]

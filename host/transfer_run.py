@@ -403,7 +403,8 @@ def run_session(
     except DeviceFileError as exc:
         raise ConfigError(f"--crossbar {cfg.crossbar}: {exc}") from exc
     data = load_tasks(session_cfg, cfg.data_dir, train=False)
-    session.model.mvms = [None] * len(session.synapses)  # the transferred weights multiply
+    for i in range(len(session.synapses)):  # the transferred weights multiply, in torch
+        session.model.multiply_with(i, None)
     last = session_cfg.tasks[-1]
     software = {t: session.evaluate(d, last) for t, d in data.items()}
     levels = [s.levels() for s in session.synapses]

@@ -1,9 +1,9 @@
 """The framed command protocol between a host and the digital unit: one definition for both.
 
-The gateware (:mod:`metaplast.gateware.protocol_engine`), the simulated board and the host's
-serial client import the opcodes, status codes, payload layouts and the byte-level codec from
-here. ``docs/protocol.md`` is the same specification in prose, for a lab that speaks it from
-another language.
+The gateware (:mod:`metaplast.gateware.framing`, :mod:`metaplast.gateware.command_engine`),
+the simulated board and the host's serial client import the opcodes, status codes, payload
+layouts and the byte-level codec from here. ``docs/protocol.md`` is the same specification in
+prose, for a lab that speaks it from another language.
 
 Wire format::
 
@@ -268,6 +268,12 @@ class FrameDecoder:
 # payloads ------------------------------------------------------------------------------------
 
 
+def address_bits(synapses: int) -> int:
+    """Bits of a synapse address in the unit (at least 1): its memories, its update and event
+    streams and the programming port's ``prog_addr``."""
+    return max(1, (synapses - 1).bit_length())
+
+
 @dataclass(frozen=True)
 class Layout:
     """Sizes of one unit's payload fields: everything a frame's length is checked against."""
@@ -286,6 +292,10 @@ class Layout:
             raise ValueError(f"counter_width must be 1 .. 16, got {self.counter_width}")
         if len(self.contract.levels) > 255:
             raise ValueError("at most 255 levels fit an event's level byte")
+
+    @property
+    def addr_bits(self) -> int:
+        return address_bits(self.synapses)
 
     @property
     def hidden_bytes(self) -> int:

@@ -6,7 +6,8 @@ through the block RAM of those builds predicts it (to the board's block granular
 builds settle it: the answer is a count that builds (fits, meets the target clock) with the
 next step up failing. Writes one JSON line per build and prints a markdown table.
 
-    .venv/bin/python bench/boards.py [--boards icebreaker,ulx3s-85f] [--out build/bench-boards]
+    .venv/bin/python bench/board_builds.py [--boards icebreaker,ulx3s-85f] \
+        [--out build/bench-boards]
 """
 
 from __future__ import annotations
