@@ -11,18 +11,15 @@ part=${2:-all}
 read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
 mp=(.venv/bin/metaplast)
 export OMP_NUM_THREADS=1
-once() { # once DIR COMMAND...: run COMMAND unless DIR/transfer.json exists
-  local dir=$1
-  shift
-  [ -e "$dir/transfer.json" ] || "$@" --out "$dir" > "$dir.log" 2>&1
-}
+# shellcheck source=experiments/lib.sh
+. "$(dirname "$0")/lib.sh"
 mkdir -p "$out/recipes" "$out/screen"
 
 # both recipes, five seeds, regular and hardware-aware
 [ "$part" = screen ] || for recipe in project paper-code; do
   for seed in "${seeds[@]}"; do
     for training in regular hardware-aware; do
-      once "$out/recipes/$recipe-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+      once "$out/recipes/$recipe-$training-seed$seed" transfer.json "${mp[@]}" transfer --dataset moons \
         --recipe "$recipe" --training "$training" --seed "$seed"
     done
   done
@@ -36,10 +33,10 @@ done
       # choices of the hardware-aware phase do nothing to a regular network
       case "$name" in ha-start|weight-decay|stuck-gradient) [ "$training" = regular ] && continue ;; esac
       # shellcheck disable=SC2086
-      once "$out/screen/project+$name-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+      once "$out/screen/project+$name-$training-seed$seed" transfer.json "${mp[@]}" transfer --dataset moons \
         --recipe project --training "$training" --seed "$seed" $towards_paper
       # shellcheck disable=SC2086
-      once "$out/screen/paper-code-$name-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+      once "$out/screen/paper-code-$name-$training-seed$seed" transfer.json "${mp[@]}" transfer --dataset moons \
         --recipe paper-code --training "$training" --seed "$seed" $back_to_project
     done
   done

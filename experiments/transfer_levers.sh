@@ -16,18 +16,15 @@ sessions=${SESSIONS:-runs/transfer/sessions}
 read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
 mp=(.venv/bin/metaplast)
 export OMP_NUM_THREADS=1
-once() { # once DIR COMMAND...: run COMMAND unless DIR/transfer.json exists
-  local dir=$1
-  shift
-  [ -e "$dir/transfer.json" ] || "$@" --out "$dir" > "$dir.log" 2>&1
-}
+# shellcheck source=experiments/lib.sh
+. "$(dirname "$0")/lib.sh"
 mkdir -p "$out"
 
 [ "$part" = mnist ] || while IFS='|' read -r name options; do
   for seed in "${seeds[@]}"; do
     for training in regular hardware-aware; do
       # shellcheck disable=SC2086
-      once "$out/$name-$training-seed$seed" "${mp[@]}" transfer --dataset moons \
+      once "$out/$name-$training-seed$seed" transfer.json "${mp[@]}" transfer --dataset moons \
         --training "$training" --seed "$seed" $options
     done
   done
@@ -61,7 +58,7 @@ mkdir -p "$out/mnist"
   seed=${name##*seed}
   while IFS='|' read -r plan options; do
     # shellcheck disable=SC2086
-    once "$out/mnist/$name-$plan" "${mp[@]}" transfer --dataset mnist --from "$session" \
+    once "$out/mnist/$name-$plan" transfer.json "${mp[@]}" transfer --dataset mnist --from "$session" \
       --crossbar tio2-passive --transfers 100 --seed "$seed" --data-dir "$data" $options
   done <<'PLANS'
 plain|

@@ -10,11 +10,8 @@ out=${2:-runs/transfer}
 part=${3:-all}
 mp=(.venv/bin/metaplast)
 export OMP_NUM_THREADS=1
-once() { # once DIR FILE COMMAND...: run COMMAND unless DIR/FILE exists
-  local dir=$1 file=$2
-  shift 2
-  [ -e "$dir/$file" ] || "$@" > "$dir.log" 2>&1
-}
+# shellcheck source=experiments/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # half moons: the paper's split, 10,000 transfers each
 mkdir -p "$out/moons"
@@ -23,7 +20,7 @@ mkdir -p "$out/moons"
     for training in regular hardware-aware; do
       run="$out/moons/$training-$bias-seed$seed"
       once "$run" transfer.json "${mp[@]}" transfer --dataset moons --training "$training" \
-        --bias "$bias" --seed "$seed" --out "$run"
+        --bias "$bias" --seed "$seed"
     done
   done
 done
@@ -39,12 +36,11 @@ mkdir -p "$out/sessions" "$out/mnist"
     extra=()
     [ "$ha" = none ] || extra=(--hardware-aware "$ha")
     once "$out/sessions/$name" metrics.json "${mp[@]}" train --preset quick --tasks "$tasks" \
-      --epochs "$epochs" --seed "$seed" --threads 1 --data-dir "$data" "${extra[@]}" \
-      --out "$out/sessions/$name"
+      --epochs "$epochs" --seed "$seed" --threads 1 --data-dir "$data" "${extra[@]}"
     for xbar in tio2-passive hfox-1t1r; do
       once "$out/mnist/$name-on-$xbar" transfer.json "${mp[@]}" transfer --dataset mnist \
         --from "$out/sessions/$name" --crossbar "$xbar" --transfers 100 --seed "$seed" \
-        --data-dir "$data" --out "$out/mnist/$name-on-$xbar"
+        --data-dir "$data"
     done
   done
 done
