@@ -12,7 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from metaplast.gateware.core_check import CONTRACTS
+from core_check import CONTRACTS
+
 from metaplast.protocol import Layout
 
 _PREFIX = "METAPLAST_"

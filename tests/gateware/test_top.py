@@ -11,13 +11,13 @@ import random
 import struct
 
 import pytest
+from core_check import CONTRACTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.board.uart_pins import UartPins
 from metaplast.firmware_sim.unit.command_model import CommandModel
-from metaplast.gateware.core_check import CONTRACTS
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from metaplast.gateware.core_check import (
+from core_check import (
     CONTRACTS,
     Scenario,
     adversarial_hidden,
@@ -16,6 +13,8 @@ from metaplast.gateware.core_check import (
     core_testbenches,
     expected,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .sim import simulate
 

@@ -1,11 +1,13 @@
 """Checking the learning core against the bit-exact model under the Amaranth simulator.
 
 A :class:`Scenario` is initial hidden weights, a LUT and a stream of ``(address, d, seed)``
-updates; :func:`core_testbenches` plays it into :class:`~.synapse_core.SynapseCore` (with
-random back-pressure on the events) and :func:`expected` computes what the model says. The
-tests use it, and so can a lab that changes the gateware (``experiments/bit_exactness.py``).
-The vector generators aim at the corners: weights on levels and boundaries, exact landings,
-saturation, zero and extreme updates, the same synapse back to back.
+updates; :func:`core_testbenches` plays it into
+:class:`~metaplast.gateware.synapse_core.SynapseCore` (with random back-pressure on the
+events) and :func:`expected` computes what the model says. It lives beside the tests, not in
+the package: the tests use it, and so can a lab that changes the gateware
+(``experiments/bit_exactness.py``). The vector generators aim at the corners: weights on
+levels and boundaries, exact landings, saturation, zero and extreme updates, the same synapse
+back to back.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import torch
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
-
-from .synapse_core import SynapseCore
+from metaplast.gateware.synapse_core import SynapseCore
 
 __all__ = [
     "CONTRACTS",
