@@ -156,6 +156,23 @@ def _not_fit(log: str) -> str | None:
     return None
 
 
+HEARTBEAT_S = 30.0
+
+
+def _wait_telling(proc: subprocess.Popen[bytes], log: Path, what: str, t0: float) -> None:
+    """Wait for ``proc``, saying on stderr every :data:`HEARTBEAT_S` seconds how long it has
+    run and the last line of its log: a build takes minutes, and silence looks like a hang."""
+    while True:
+        try:
+            proc.wait(timeout=HEARTBEAT_S)
+            return
+        except subprocess.TimeoutExpired:
+            lines = log.read_text(errors="replace").strip().splitlines()
+            last = lines[-1][:100] if lines else ""
+            elapsed = time.perf_counter() - t0
+            print(f"{what}: {elapsed:.0f} s, {last}", file=sys.stderr, flush=True)
+
+
 def build(
     board: Board,
     layout: Layout,
@@ -238,9 +255,10 @@ def build(
     env = tool_env(board.family)
     log = workdir / "build.log"
     with log.open("w") as f:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             ["sh", f"{plan.script}.sh"], cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT
         )
+        _wait_telling(proc, log, f"build {board.name}", t0)
     seconds = time.perf_counter() - t0
     pnr_log = workdir / f"{NAME}.tim"
     pnr_report = workdir / f"{NAME}.pnr.json"
