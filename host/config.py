@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaplast.contract import ROUNDINGS, Contract
+from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import (
     MODELS,
     DeviceFileError,
@@ -23,10 +24,6 @@ ARITHMETICS: tuple[str, ...] = ("float", "fixed")
 INPUTS: tuple[str, ...] = ("signed", "unsigned")
 BN_MODES: tuple[str, ...] = ("per-task", "shared")
 CROSSBARS: tuple[str, ...] = ("ideal", *MODELS)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the option and the problem."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metaplast.host.config import ConfigError
+from metaplast.errors import ConfigError
 from metaplast.host.qnn import Activation, QuantizedMLP
 from metaplast.host.session import Session, TaskData, finished_session, load_task, load_tasks
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from metaplast import fused_update
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.errors import ConfigError
+from metaplast.host.config import SessionConfig
 
 if TYPE_CHECKING:
     from metaplast.host.session import Session

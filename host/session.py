@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from metaplast.errors import ConfigError
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.host import datasets
 from metaplast.host.adam import Adam
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.host.config import SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
 from metaplast.host.hardware_aware import LevelTransfers
 from metaplast.host.link import LinkStats

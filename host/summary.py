@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from metaplast.host.config import ConfigError
+from metaplast.errors import ConfigError
 from metaplast.host.rundir import METRICS
 
 # config fields that name a cell in the seed table when they differ between its cells

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.errors import ConfigError
+from metaplast.host.config import SessionConfig
 from metaplast.host.rundir import write_json
 from metaplast.host.summary import seed_plot, seed_table
 

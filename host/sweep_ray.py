@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from metaplast.host.config import ConfigError
+from metaplast.errors import ConfigError
 from metaplast.host.sweep import Job, failure, run_job
 
 MAX_RETRIES = 3

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import (
     MODELS,
     US,
@@ -45,7 +46,6 @@ from metaplast.firmware_sim.crossbar.write_plan import (
     tile_block,
     tile_order,
 )
-from metaplast.host.config import ConfigError
 from metaplast.host.hardware_aware import BIASES, HardwareAware, TransferStats, predictions
 from metaplast.host.progress import progress
 from metaplast.host.rundir import write_json

@@ -11,7 +11,8 @@ from conftest import TINY
 from test_session import epochs_without_time, interrupted_and_resumed, tiny_args
 
 from metaplast.cli import main
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.errors import ConfigError
+from metaplast.host.config import SessionConfig
 from metaplast.host.datasets import PermutedTask
 from metaplast.host.evaluate import Affine, calibrate, classify, classify_folded, fold
 from metaplast.host.qnn import Activation, QuantizedMLP

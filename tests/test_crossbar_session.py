@@ -10,7 +10,8 @@ from conftest import TINY
 from test_session import epochs_without_time, interrupted_and_resumed, tiny_args
 
 from metaplast.cli import main
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.errors import ConfigError
+from metaplast.host.config import SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
 from metaplast.host.session import Session, train
 

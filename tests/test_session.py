@@ -12,7 +12,8 @@ import pytest
 from conftest import TINY
 
 from metaplast.cli import main
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.errors import ConfigError
+from metaplast.host.config import SessionConfig
 from metaplast.host.session import PHASES, train
 from metaplast.host.summary import summary_table
 

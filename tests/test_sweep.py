@@ -15,7 +15,7 @@ import pytest
 from test_session import epochs_without_time, tiny_args
 
 from metaplast.cli import main
-from metaplast.host.config import ConfigError
+from metaplast.errors import ConfigError
 from metaplast.host.sweep import parse_seeds
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from metaplast.cli import main
 from metaplast.contract import Contract
+from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import TiO2Passive, load_device, measured_stuck_maps
 from metaplast.firmware_sim.crossbar.transfer import PaperCodeSampler, TransferSampler
 from metaplast.firmware_sim.crossbar.write_plan import (
@@ -21,7 +22,7 @@ from metaplast.firmware_sim.crossbar.write_plan import (
     tile_block,
     tile_order,
 )
-from metaplast.host.config import ConfigError, SessionConfig
+from metaplast.host.config import SessionConfig
 from metaplast.host.hardware_aware import HardwareAware, LevelTransfers, TransferStats
 from metaplast.host.session import train
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from metaplast.host.config import ConfigError
+    from metaplast.errors import ConfigError
     from metaplast.host.datasets import DatasetError
     from metaplast.host.link import LinkError
 

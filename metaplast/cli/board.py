@@ -54,8 +54,8 @@ def add_link_faults(sub: Any) -> None:
 def run_link_faults(args: argparse.Namespace) -> int:
     import signal
 
+    from metaplast.errors import ConfigError
     from metaplast.firmware_sim.board.faults import FaultInjector, Faults, serve_proxy
-    from metaplast.host.config import ConfigError
 
     try:
         faults = Faults(
@@ -91,10 +91,10 @@ def run_link_faults(args: argparse.Namespace) -> int:
 def run_board_sim(args: argparse.Namespace) -> int:
     import signal
 
+    from metaplast.errors import ConfigError
     from metaplast.firmware_sim.board.serial_port import serve_pty, serve_tcp
     from metaplast.firmware_sim.unit.command_model import CommandModel
     from metaplast.gateware.uart import divisor_for
-    from metaplast.host.config import ConfigError
 
     try:
         layout = layout_from(args)

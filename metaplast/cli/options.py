@@ -211,8 +211,8 @@ def session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
 
 def _device_levels(config: dict[str, Any], default: Sequence[float]) -> tuple[float, ...]:
     """The weight levels of a multi-level device's mean conductances (``--levels device``)."""
+    from metaplast.errors import ConfigError
     from metaplast.firmware_sim.crossbar.devices import DeviceFileError, HfOx1T1R, load_device
-    from metaplast.host.config import ConfigError
 
     try:
         device = load_device(config["crossbar"], config.get("device_file"))

@@ -139,7 +139,7 @@ def add_sweep(sub: Any) -> None:
 
 
 def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
-    from metaplast.host.config import ConfigError
+    from metaplast.errors import ConfigError
 
     converters = {field: kw.get("type", str) for field, kw in SESSION_OPTIONS.values()}
     vary: dict[str, list[Any]] = {}
@@ -162,7 +162,7 @@ TUPLE_FIELDS = ("tasks", "epochs", "hidden", "levels")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from metaplast.host.config import ConfigError
+    from metaplast.errors import ConfigError
     from metaplast.host.sweep import exit_status, markdown_table, parse_seeds, run_sweep
 
     config = session_config(args, None)
@@ -191,7 +191,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from metaplast.host.config import ConfigError
+    from metaplast.errors import ConfigError
     from metaplast.host.summary import seed_plot, seed_table, summary_table
 
     paths = [Path(p) for p in args.runs]

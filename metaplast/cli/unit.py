@@ -29,9 +29,9 @@ def add_gateware(sub: Any) -> None:
 def run_gateware(args: argparse.Namespace) -> int:
     import json
 
+    from metaplast.errors import ConfigError
     from metaplast.gateware.top import DigitalUnitTop, verilog
     from metaplast.gateware.uart import divisor_for
-    from metaplast.host.config import ConfigError
 
     try:
         layout = layout_from(args)
@@ -90,7 +90,7 @@ def add_build(sub: Any) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from metaplast.boards.build import BuildError, build
     from metaplast.boards.platforms import BOARDS
-    from metaplast.host.config import ConfigError
+    from metaplast.errors import ConfigError
 
     board = BOARDS[args.board]
     out = Path(args.out or Path("build") / args.board)
