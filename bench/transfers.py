@@ -3,8 +3,10 @@
 Both evaluate the trained half-moons network (2-8-1) on the paper's 200 test points after each
 transfer onto a fresh passive TiO2 crossbar; they alternate in one process and the medians are
 compared, so machine noise hits both alike. Also reported: the time of 10,000 vectorized
-transfers (the issue's target: well under a minute on 2 cores) and of one transfer of the
-quick metaplastic network (784-256-256-10) onto each device model.
+transfers (the issue's target: well under a minute on 2 cores), of one transfer of the
+quick metaplastic network (784-256-256-10) onto each device model, and what a write plan
+(known stuck map, small blocks, read-verify) costs the simulation, as ratios to the plain
+write measured alternately in the same process.
 
     .venv/bin/python bench/transfers.py [--repeats 5] [--transfers 10000]
 """
@@ -19,8 +21,9 @@ import torch
 from torch import nn
 
 from metaplast.contract import Contract
-from metaplast.firmware_sim.crossbar.devices import load_device
+from metaplast.firmware_sim.crossbar.devices import US, load_device
 from metaplast.firmware_sim.crossbar.transfer import TransferSampler
+from metaplast.firmware_sim.crossbar.write_plan import ReadVerify, WritePlan
 from metaplast.host.hardware_aware import HardwareAware
 from metaplast.host.transfer_run import load_moons
 
@@ -72,6 +75,45 @@ def main() -> None:
                 s.sample_levels(lv, contract, 1, gen)
             t.append(time.perf_counter() - t0)
         print(f"one transfer of 784-256-256-10 onto {name}: {1e3 * statistics.median(t):.1f} ms")
+    write_plans(model, x, contract, args.repeats)
+
+
+PLANS = {
+    "known stuck map": WritePlan(stuck_map="known"),
+    "known map, 2x2 blocks": WritePlan(stuck_map="known", block=(2, 2)),
+    "known map, 2x2 blocks, verify 10 uS": WritePlan(
+        stuck_map="known", block=(2, 2), verify=ReadVerify(10 * US, 5)
+    ),
+}
+
+
+def write_plans(model: nn.Module, x: torch.Tensor, contract: Contract, repeats: int) -> None:
+    """Each write plan against the plain write, alternately: 10,000 half-moons transfers, and
+    one transfer of the quick metaplastic network onto TiO2."""
+    dev = load_device("tio2-passive")
+    plain = HardwareAware(model, dev, seed=0)
+    shapes = [(256, 784), (256, 256), (10, 256)]
+    levels = [torch.randint(0, len(contract.levels), s) for s in shapes]
+
+    def mnist(plan: WritePlan | None) -> float:
+        samplers = [TransferSampler(dev, s, plan) for s in shapes]
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        for s, lv in zip(samplers, levels, strict=True):
+            s.sample_levels(lv, contract, 1, gen)
+        return time.perf_counter() - t0
+
+    for name, plan in PLANS.items():
+        hw = HardwareAware(model, dev, seed=0, plan=plan)
+        ratios, mnist_ratios = [], []
+        for _ in range(repeats):
+            ratios.append(vectorized(hw, x, 10_000) / vectorized(plain, x, 10_000))
+            mnist_ratios.append(mnist(plan) / mnist(None))
+        print(
+            f"{name}: x{statistics.median(ratios):.2f} the plain write's time (half moons, "
+            f"10,000 transfers), x{statistics.median(mnist_ratios):.2f} (one 784-256-256-10 "
+            f"transfer)"
+        )
 
 
 if __name__ == "__main__":
