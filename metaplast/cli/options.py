@@ -240,7 +240,12 @@ def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
     for flag in _CONTRACT_OPTIONS:
         _, kwargs = SESSION_OPTIONS[flag]
         p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--rounding", choices=("nearest", "stochastic"), default=None)
+    p.add_argument(
+        "--rounding",
+        choices=("nearest", "stochastic"),
+        default=None,
+        help="how an update is rounded to the hidden weight's LSB (default stochastic)",
+    )
 
 
 def layout_from(args: argparse.Namespace) -> Any:
