@@ -18,7 +18,7 @@ def add_transfer(sub: Any) -> None:
         "share_ge_95, share_ge_90 (shares of test points right in at least 95 % / 90 % of "
         "the transfers) and accuracy_mean.",
     )
-    p.add_argument("--dataset", default="moons", help="moons (the paper's split) or mnist")
+    p.add_argument("--dataset", default=None, help="moons (the paper's split) or mnist")
     p.add_argument(
         "--training",
         default=None,
@@ -28,11 +28,11 @@ def add_transfer(sub: Any) -> None:
         "--transfers", type=int, default=None, help="simulated transfers (10000 moons, 100 mnist)"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the training and of the transfers' draws"
+        "--seed", type=int, default=None, help="seed of the training and of the transfers' draws"
     )
     p.add_argument(
         "--recipe",
-        default="project",
+        default=None,
         help="moons: every training and mapping choice below at once: project (default) or "
         "paper-code (as the code published with paper 004 makes them; docs/transfer.md)",
     )
@@ -44,7 +44,7 @@ def add_transfer(sub: Any) -> None:
         help="moons: hardware-aware training from the regular network (project) or from "
         "scratch (paper-code)",
     )
-    p.add_argument("--hidden", type=int, default=8, help="moons: sigmoid neurons, hidden layer")
+    p.add_argument("--hidden", type=int, default=None, help="moons: sigmoid neurons, hidden layer")
     p.add_argument("--lr", type=float, default=None, help="moons: Adam's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="moons: batch (0: the whole split)")
     p.add_argument("--init", default=None, help="moons: torch (nn.Linear's) or xavier (+0.01)")
@@ -66,7 +66,7 @@ def add_transfer(sub: Any) -> None:
     )
     p.add_argument(
         "--crossbar",
-        default="tio2-passive",
+        default=None,
         help="device model: tio2-passive (moons, mnist) or hfox-1t1r (mnist)",
     )
     p.add_argument(
@@ -84,7 +84,7 @@ def add_transfer(sub: Any) -> None:
     )
     w.add_argument(
         "--tile-order",
-        default="device-file",
+        default=None,
         help="the order a tile's devices are programmed in: device-file (default), row-major, "
         "column-major, reverse, or a permutation of the tile's (or block's) slots, numbered "
         "row-major, comma-separated or in a file",
@@ -111,7 +111,7 @@ def add_transfer(sub: Any) -> None:
     )
     w.add_argument(
         "--stuck-map",
-        default="unknown",
+        default=None,
         help="unknown (default); known: the array's stuck devices are read before the "
         "write, avoided where the block leaves room, otherwise left unpulsed with the pair "
         "partner retargeted to keep the weight; measured: the same on a chip made of paper "
@@ -130,9 +130,10 @@ def add_transfer(sub: Any) -> None:
 def run_transfer(args: argparse.Namespace) -> int:
     from metaplast.host.transfer_run import TransferConfig, run
 
+    # an option left out takes TransferConfig's default (or its recipe's): defaults live there
     names = [f.name for f in dataclasses.fields(TransferConfig)]
-    given = {n: getattr(args, n) for n in names}
-    if given["stuck_gradient"] is not None:
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if "stuck_gradient" in given:
         given["stuck_gradient"] = given["stuck_gradient"] == "yes"
     cfg = TransferConfig(**given)
     rec = run(cfg, args.out, progress=not args.no_progress)
