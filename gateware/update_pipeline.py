@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth import Array, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -65,6 +65,44 @@ def AccessSignature(  # noqa: N802
             "rdata": In(signed(contract.hidden_width)),
             "count": In(counter_width),
         }
+    )
+
+
+def _stage_layouts(
+    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape
+) -> tuple[data.StructLayout, ...]:
+    """The registers between the stages: what each stage hands to the next."""
+    head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
+    return (
+        data.StructLayout({**head, "hash_a": unsigned(32), "hash_s": unsigned(32)}),
+        data.StructLayout(
+            {
+                **head,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "off": signed(c.hidden_width + 1),
+                "recip": recip_t,
+                "dither": unsigned(32),
+            }
+        ),
+        data.StructLayout(
+            {
+                **head,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "atten": unsigned(1),
+                "round": unsigned(c.round_shift),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "prod": signed(c.update_width + c.meta_bits + 2),
+            }
+        ),
     )
 
 
@@ -127,46 +165,44 @@ class UpdatePipeline(wiring.Component):
         addr_t = unsigned(self.addr_bits)
         hid_t = signed(c.hidden_width)
         lvl_t = unsigned(max(1, (len(c.levels) - 1).bit_length()))
+        recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
+        s1, s2, s3, s4 = (Signal(layout, name=f"s{i}") for i, layout in enumerate(
+            _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t), start=1))  # fmt: skip
 
         # a stall holds every stage: only an event that its sink does not take causes one
-        s1_valid, s2_valid, s3_valid, s4_valid = (Signal(name=f"s{i}_valid") for i in range(1, 5))
         s4_event = Signal()
         advance = Signal()
-        m.d.comb += advance.eq(~(s4_valid & s4_event & ~self.events.ready))
+        m.d.comb += advance.eq(~(s4.valid & s4_event & ~self.events.ready))
 
-        s1_addr, s2_addr, s3_addr, s4_addr = (
-            Signal(addr_t, name=f"s{i}_addr") for i in range(1, 5)
-        )
+        new_addr = self.update.payload.addr
         hazard = Signal()
         m.d.comb += hazard.eq(
-            (s1_valid & (s1_addr == self.update.payload.addr))
-            | (s2_valid & (s2_addr == self.update.payload.addr))
-            | (s3_valid & (s3_addr == self.update.payload.addr))
+            (s1.valid & (s1.addr == new_addr))
+            | (s2.valid & (s2.addr == new_addr))
+            | (s3.valid & (s3.addr == new_addr))
         )
         accept = Signal()
         m.d.comb += [
             self.update.ready.eq(advance & ~hazard),
             accept.eq(self.update.valid & self.update.ready),
-            self.busy.eq(s1_valid | s2_valid | s3_valid | s4_valid),
+            self.busy.eq(s1.valid | s2.valid | s3.valid | s4.valid),
         ]
 
         half = len(MIX32_ROUNDS) // 2
 
         # stage 0: read W_H, start both halves of the dither hash --------------------------
-        s1_d = Signal(signed(c.update_width))
-        s1_hash_a, s1_hash_s = Signal(32), Signal(32)
         m.d.comb += [
-            h_rd.addr.eq(Mux(self.update.valid, self.update.payload.addr, self.access.addr)),
+            h_rd.addr.eq(Mux(self.update.valid, new_addr, self.access.addr)),
             h_rd.en.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s1_valid.eq(accept),
-                s1_addr.eq(self.update.payload.addr),
-                s1_d.eq(self.update.payload.d),
-                s1_hash_a.eq(_mix_rounds(self.update.payload.addr, MIX32_ROUNDS[:half])),
-                s1_hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+                s1.valid.eq(accept),
+                s1.addr.eq(new_addr),
+                s1.d.eq(self.update.payload.d),
+                s1.hash_a.eq(_mix_rounds(new_addr, MIX32_ROUNDS[:half])),
+                s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
             ]
 
         # stage 1: level, offset from it, interval -------------------------------------------
@@ -184,50 +220,38 @@ class UpdatePipeline(wiring.Component):
             m.d.comb += ivl1.eq(Mux(lvl1 > ivl_count - 1, ivl_count - 1, lvl1))
         with m.Else():
             m.d.comb += ivl1.eq(Mux(lvl1 == 0, 0, lvl1 - 1))
-        recip_t = unsigned(max(c.recips).bit_length())
-        s2_w = Signal(hid_t)
-        s2_lvl = Signal(lvl_t)
-        s2_off = Signal(signed(c.hidden_width + 1))
-        s2_recip = Signal(recip_t)
-        s2_d = Signal(signed(c.update_width))
-        s2_dither = Signal(32)
         with m.If(advance):
             m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_addr.eq(s1_addr),
-                s2_w.eq(w1),
-                s2_lvl.eq(lvl1),
-                s2_off.eq(off1),
-                s2_recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl1]),
-                s2_d.eq(s1_d),
-                s2_dither.eq(
-                    _mix_rounds(s1_hash_a, MIX32_ROUNDS[half:])
-                    ^ _mix_rounds(s1_hash_s, MIX32_ROUNDS[half:])
+                s2.valid.eq(s1.valid),
+                s2.addr.eq(s1.addr),
+                s2.d.eq(s1.d),
+                s2.w.eq(w1),
+                s2.lvl.eq(lvl1),
+                s2.off.eq(off1),
+                s2.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl1]),
+                s2.dither.eq(
+                    _mix_rounds(s1.hash_a, MIX32_ROUNDS[half:])
+                    ^ _mix_rounds(s1.hash_s, MIX32_ROUNDS[half:])
                 ),
             ]
 
         # stage 2: LUT index, LUT read --------------------------------------------------------
         scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
         j2 = Signal(range(c.lut_entries))
-        m.d.comb += scaled.eq((abs(s2_off) * s2_recip) >> c.recip_shift)
+        m.d.comb += scaled.eq((abs(s2.off) * s2.recip) >> c.recip_shift)
         m.d.comb += j2.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
         m.d.comb += [self.lut_index.eq(j2), self.lut_en.eq(advance)]
-        s3_w = Signal(hid_t)
-        s3_lvl = Signal(lvl_t)
-        s3_d = Signal(signed(c.update_width))
-        s3_atten = Signal()
-        s3_round = Signal(c.round_shift)
         with m.If(advance):
             m.d.sync += [
-                s3_valid.eq(s2_valid),
-                s3_addr.eq(s2_addr),
-                s3_w.eq(s2_w),
-                s3_lvl.eq(s2_lvl),
-                s3_d.eq(s2_d),
+                s3.valid.eq(s2.valid),
+                s3.addr.eq(s2.addr),
+                s3.d.eq(s2.d),
+                s3.w.eq(s2.w),
+                s3.lvl.eq(s2.lvl),
                 # d * (w - ws) < 0: the step would move W_H away from its level
-                s3_atten.eq(((s2_d > 0) & (s2_off < 0)) | ((s2_d < 0) & (s2_off > 0))),
-                s3_round.eq(
-                    s2_dither[: c.round_shift]
+                s3.atten.eq(((s2.d > 0) & (s2.off < 0)) | ((s2.d < 0) & (s2.off > 0))),
+                s3.round.eq(
+                    s2.dither[: c.round_shift]
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
@@ -235,48 +259,45 @@ class UpdatePipeline(wiring.Component):
 
         # stage 3: M, d * M + dither; read the change counter ---------------------------------
         meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s3_atten, self.lut_value, c.meta_one))
+        m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
         m.d.comb += [
-            c_rd.addr.eq(Mux(s3_valid, s3_addr, self.access.addr)),
+            c_rd.addr.eq(Mux(s3.valid, s3.addr, self.access.addr)),
             c_rd.en.eq(advance),
         ]
-        s4_prod = Signal(signed(c.update_width + c.meta_bits + 2))
-        s4_w = Signal(hid_t)
-        s4_lvl = Signal(lvl_t)
         with m.If(advance):
             m.d.sync += [
-                s4_valid.eq(s3_valid),
-                s4_addr.eq(s3_addr),
-                s4_w.eq(s3_w),
-                s4_lvl.eq(s3_lvl),
-                s4_prod.eq(s3_d * meta + s3_round),
+                s4.valid.eq(s3.valid),
+                s4.addr.eq(s3.addr),
+                s4.w.eq(s3.w),
+                s4.lvl.eq(s3.lvl),
+                s4.prod.eq(s3.d * meta + s3.round),
             ]
 
         # stage 4: round, saturate, write back, detect and count the level change -------------
-        step = Signal(signed(len(s4_prod) - c.round_shift))
+        step = Signal(signed(len(s4.prod) - c.round_shift))
         moved = Signal(signed(max(len(step), c.hidden_width) + 1))
         w4 = Signal(hid_t)
         lvl4 = Signal(lvl_t)
         m.d.comb += [
-            step.eq(s4_prod >> c.round_shift),
-            moved.eq(s4_w - step),
+            step.eq(s4.prod >> c.round_shift),
+            moved.eq(s4.w - step),
             w4.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
             lvl4.eq(level_of(c, w4)),
-            s4_event.eq(lvl4 != s4_lvl),
+            s4_event.eq(lvl4 != s4.lvl),
         ]
         count = c_rd.data
         saturated = count == (1 << self.counter_width) - 1
-        commit = s4_valid & advance
+        commit = s4.valid & advance
         m.d.comb += [
             h_wr.en.eq(commit | self.access.we),
-            h_wr.addr.eq(Mux(s4_valid, s4_addr, self.access.addr)),
-            h_wr.data.eq(Mux(s4_valid, w4, self.access.wdata)),
+            h_wr.addr.eq(Mux(s4.valid, s4.addr, self.access.addr)),
+            h_wr.data.eq(Mux(s4.valid, w4, self.access.wdata)),
             c_wr.en.eq((commit & s4_event & ~saturated) | self.access.clear),
-            c_wr.addr.eq(Mux(s4_valid, s4_addr, self.access.addr)),
-            c_wr.data.eq(Mux(s4_valid, count + 1, 0)),
-            self.events.valid.eq(s4_valid & s4_event),
-            self.events.payload.addr.eq(s4_addr),
-            self.events.payload.old.eq(s4_lvl),
+            c_wr.addr.eq(Mux(s4.valid, s4.addr, self.access.addr)),
+            c_wr.data.eq(Mux(s4.valid, count + 1, 0)),
+            self.events.valid.eq(s4.valid & s4_event),
+            self.events.payload.addr.eq(s4.addr),
+            self.events.payload.old.eq(s4.lvl),
             self.events.payload.new.eq(lvl4),
             self.access.rdata.eq(h_rd.data),
             self.access.count.eq(c_rd.data),
