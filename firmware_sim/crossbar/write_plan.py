@@ -82,11 +82,11 @@ class WritePlan:
 
     @property
     def plain(self) -> bool:
-        return self.plain_order and self.verify is None and not self.known_stuck
-
-    @property
-    def plain_order(self) -> bool:
-        return self.order is None and self.block is None
+        """The one-shot write: every device programmed once, in the device file's order."""
+        return (
+            self.order is None and self.block is None and self.verify is None
+            and not self.known_stuck
+        )  # fmt: skip
 
     def describe(self) -> dict[str, object]:
         return {
