@@ -38,6 +38,35 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(pct):.1f} ± {statistics.stdev(pct):.1f}"
 
 
+def _moons_cells(recs: list[dict[str, Any]]) -> str:
+    """share >= 95 %, share >= 90 %, accuracy per transfer and software test accuracy, as
+    table cells (mean ± std over the records)."""
+    return " | ".join(
+        _ms(v)
+        for v in (
+            [r["share_ge_95"] for r in recs],
+            [r["share_ge_90"] for r in recs],
+            [r["accuracy_mean"] for r in recs],
+            [r["software_accuracy"]["test"] for r in recs],
+        )
+    )
+
+
+def _task_cells(recs: list[dict[str, Any]], task: str) -> str:
+    """For one task of session transfers: software accuracy, accuracy per transfer, worst
+    transfer and share >= 95 %, as table cells."""
+    stats = [r["tasks"][task] for r in recs]
+    return " | ".join(
+        _ms(v)
+        for v in (
+            [r["software_accuracy"][task] for r in recs],
+            [s["accuracy_mean"] for s in stats],
+            [s["accuracy_min"] for s in stats],
+            [s["share_ge_95"] for s in stats],
+        )
+    )
+
+
 def moons_table(out: Path) -> str:
     rows = [
         "| bias | training | seeds | share ≥ 95 % | share ≥ 90 % | accuracy mean | software test |"
@@ -52,10 +81,7 @@ def moons_table(out: Path) -> str:
                 continue
             p95, p90 = PAPER[training]
             rows.append(
-                f"| {bias} | {training} | {len(recs)} | {_ms([r['share_ge_95'] for r in recs])} | "
-                f"{_ms([r['share_ge_90'] for r in recs])} | "
-                f"{_ms([r['accuracy_mean'] for r in recs])} | "
-                f"{_ms([r['software_accuracy']['test'] for r in recs])} | {p95} / {p90} |"
+                f"| {bias} | {training} | {len(recs)} | {_moons_cells(recs)} | {p95} / {p90} |"
             )
     return "\n".join(rows)
 
@@ -103,14 +129,10 @@ def mnist_table(out: Path) -> str:
         _, session, _, trained, crossbar = key
         recs = groups[key]
         for task in recs[0]["tasks"]:
-            stats = [r["tasks"][task] for r in recs]
+            share90 = _ms([r["tasks"][task]["share_ge_90"] for r in recs])
             rows.append(
                 f"| {session} | {trained} | {crossbar} | {task} | {len(recs)} | "
-                f"{_ms([r['software_accuracy'][task] for r in recs])} | "
-                f"{_ms([s['accuracy_mean'] for s in stats])} | "
-                f"{_ms([s['accuracy_min'] for s in stats])} | "
-                f"{_ms([s['share_ge_95'] for s in stats])} | "
-                f"{_ms([s['share_ge_90'] for s in stats])} |"
+                f"{_task_cells(recs, task)} | {share90} |"
             )
     return "\n".join(rows)
 
@@ -150,17 +172,16 @@ def _cell(recs: list[dict[str, Any]]) -> str:
     return f"{share} ({_ms([r['software_accuracy']['test'] for r in recs])})"
 
 
-SCREEN = (
-    "sampler",
-    "sampler-physical",
-    "bias",
-    "init",
-    "lr",
-    "schedule",
-    "ha-start",
-    "weight-decay",
-    "stuck-gradient",
-)
+def _heredoc_names(script: str, delimiter: str) -> list[list[str]]:
+    """The first ``|``-separated field of every line of each here-document ``<<'DELIMITER'``
+    in the experiment script ``script``: the choices or plans it runs, in its order (the
+    script is where they are declared)."""
+    text = Path(__file__).with_name(script).read_text()
+    blocks = text.split(f"<<'{delimiter}'\n")[1:]
+    return [
+        [line.split("|")[0] for line in block.split(f"\n{delimiter}\n")[0].splitlines()]
+        for block in blocks
+    ]
 
 
 def audit_tables(out: Path) -> str:
@@ -176,11 +197,8 @@ def audit_tables(out: Path) -> str:
             if recs:
                 p95, p90 = PAPER[training]
                 rows.append(
-                    f"| {recipe} | {training} | {len(recs)} | "
-                    f"{_ms([r['share_ge_95'] for r in recs])} | "
-                    f"{_ms([r['share_ge_90'] for r in recs])} | "
-                    f"{_ms([r['accuracy_mean'] for r in recs])} | "
-                    f"{_ms([r['software_accuracy']['test'] for r in recs])} | {p95} / {p90} |"
+                    f"| {recipe} | {training} | {len(recs)} | {_moons_cells(recs)} | "
+                    f"{p95} / {p90} |"
                 )
     rows += [
         "",
@@ -192,7 +210,8 @@ def audit_tables(out: Path) -> str:
             for t in ("regular", "hardware-aware")]  # fmt: skip
     rows.append(f"| (none) | {len(base[1])} | " + " | ".join(_cell(b) for b in base) + " |")
     screen = out / "screen"
-    for name in SCREEN:
+    (choices,) = _heredoc_names("transfer_audit.sh", "EOF")
+    for name in choices:
         cells = [_seeds(screen, f"{side}{name}-{t}") for side in ("project+", "paper-code-")
                  for t in ("regular", "hardware-aware")]  # fmt: skip
         seeds = max(len(c) for c in cells)
@@ -211,12 +230,7 @@ def _cost(recs: list[dict[str, Any]]) -> str:
 
 def levers_tables(out: Path) -> str:
     """Every write plan and network lever of experiments/transfer_levers.sh, in its order."""
-    script = Path(__file__).with_name("transfer_levers.sh").read_text()
-    moons_plans, mnist_plans = (
-        [line.split("|")[0] for line in block.strip().splitlines()]
-        for block in script.split("<<'PLANS'")[1:]
-        for block in [block.split("PLANS", 1)[0]]
-    )
+    moons_plans, mnist_plans = _heredoc_names("transfer_levers.sh", "PLANS")
     rows = [
         "| lever | training | seeds | share ≥ 95 % | share ≥ 90 % | accuracy mean |"
         " software test | operations per device / read passes per array | devices / tiles |",
@@ -227,11 +241,7 @@ def levers_tables(out: Path) -> str:
             recs = _seeds(out, f"{plan}-{training}")
             if recs:
                 rows.append(
-                    f"| {plan} | {training} | {len(recs)} | "
-                    f"{_ms([r['share_ge_95'] for r in recs])} | "
-                    f"{_ms([r['share_ge_90'] for r in recs])} | "
-                    f"{_ms([r['accuracy_mean'] for r in recs])} | "
-                    f"{_ms([r['software_accuracy']['test'] for r in recs])} | {_cost(recs)} |"
+                    f"| {plan} | {training} | {len(recs)} | {_moons_cells(recs)} | {_cost(recs)} |"
                 )
     rows += [
         "",
@@ -241,20 +251,17 @@ def levers_tables(out: Path) -> str:
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for path in sorted((out / "mnist").glob("*/transfer.json")):
-        session, plan = path.parent.name.rsplit("-seed", 1)[0], path.parent.name.split("-", 1)
-        plan_name = next(p for p in sorted(mnist_plans, key=len, reverse=True)
-                         if path.parent.name.endswith("-" + p))  # fmt: skip
-        groups.setdefault((session, plan_name), []).append(json.loads(path.read_text()))
+        run = path.parent.name  # SESSION-seedS-PLAN
+        plan = next(p for p in sorted(mnist_plans, key=len, reverse=True) if run.endswith(f"-{p}"))
+        groups.setdefault((run.rsplit("-seed", 1)[0], plan), []).append(
+            json.loads(path.read_text())
+        )
     order = {p: i for i, p in enumerate(mnist_plans)}
     for (session, plan), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         for task in recs[0]["tasks"]:
-            stats = [r["tasks"][task] for r in recs]
             rows.append(
-                f"| {session} | {plan} | {task} | {len(recs)} | "
-                f"{_ms([r['software_accuracy'][task] for r in recs])} | "
-                f"{_ms([s['accuracy_mean'] for s in stats])} | "
-                f"{_ms([s['accuracy_min'] for s in stats])} | "
-                f"{_ms([s['share_ge_95'] for s in stats])} | {_cost(recs)} |"
+                f"| {session} | {plan} | {task} | {len(recs)} | {_task_cells(recs, task)} | "
+                f"{_cost(recs)} |"
             )
     return "\n".join(rows)
 

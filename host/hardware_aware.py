@@ -26,6 +26,7 @@ from metaplast.firmware_sim.crossbar.transfer import (
     Transfers,
     TransferSampler,
     WriteCost,
+    side_by_side,
 )
 from metaplast.firmware_sim.crossbar.write_plan import WritePlan
 
@@ -87,7 +88,6 @@ class HardwareAware:
         if sampler != "project" and not plan.plain:
             raise ValueError(f"a write plan needs this project's sampler, not {sampler!r}")
         self.model = model
-        self.write_cost = WriteCost()
         self.stuck_gradient = stuck_gradient
         self.last_stuck: dict[str, Tensor] = {}
         self.gen = torch.Generator().manual_seed(seed)
@@ -95,31 +95,31 @@ class HardwareAware:
         if not layers:
             raise ValueError("the model has no torch.nn.Linear layer to put on a crossbar")
         params = dict(model.named_parameters())
-        self.mapped: list[_Mapped] = []
-        first_tile = 0  # the matrices sit side by side on one chip
+        groups: list[tuple[tuple[str, ...], tuple[int, ...], tuple[int, int]]] = []
         for name, m in layers:
             prefix = f"{name}." if name else ""
-            groups = [[f"{prefix}weight"]]
+            tensors = [[f"{prefix}weight"]]
             if m.bias is not None and bias == "row":
-                groups[0].append(f"{prefix}bias")
+                tensors[0].append(f"{prefix}bias")
             elif m.bias is not None and bias in ("separate", "paper"):
-                groups.append([f"{prefix}bias"])
-            for names in groups:
+                tensors.append([f"{prefix}bias"])
+            for names in tensors:
                 if bias == "paper" and sum(params[n].numel() for n in names) == 1:
                     continue  # the paper's code leaves a single-element tensor exact
                 widths = tuple(params[n].numel() // m.out_features for n in names)
-                shape = (m.out_features, sum(widths))
-                if sampler == "project":
-                    mapping: TransferSampler | PaperCodeSampler = TransferSampler(
-                        device, shape, plan, first_tile
-                    )
-                    first_tile += mapping.tiles
-                else:
-                    coords = "paper-code" if sampler == "paper-code" else "physical"
-                    mapping = PaperCodeSampler(device, shape, coords)
-                self.mapped.append(
-                    _Mapped(tuple(names), tuple(params[n].shape for n in names), widths, mapping)
-                )
+                groups.append((tuple(names), widths, (m.out_features, sum(widths))))
+        shapes = [shape for _, _, shape in groups]
+        samplers: list[TransferSampler | PaperCodeSampler]
+        if sampler == "project":
+            samplers = list(side_by_side(device, shapes, plan))
+        else:
+            coords = "paper-code" if sampler == "paper-code" else "physical"
+            samplers = [PaperCodeSampler(device, shape, coords) for shape in shapes]
+        self.mapped = [
+            _Mapped(names, tuple(params[n].shape for n in names), widths, mapping)
+            for (names, widths, _), mapping in zip(groups, samplers, strict=True)
+        ]
+        self.write_cost = WriteCost.of(samplers)
 
     def training_params(self) -> dict[str, Tensor]:
         """One transfer, differentiable by the reparametrization trick; which weights sit on a
@@ -142,14 +142,14 @@ class HardwareAware:
         """The model's outputs for ``x`` on ``n`` independent transfers: ``n x batch x out``.
         What writing them cost is left in :attr:`write_cost`."""
         params = dict(self.model.named_parameters())
-        self.write_cost = WriteCost()
+        self.write_cost = WriteCost.of([g.sampler for g in self.mapped])
         outs = []
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
+            draws = [g.sampler.sample(g.matrix(params), k, self.gen) for g in self.mapped]
+            self.write_cost.add(draws)
             drawn: dict[str, Tensor] = {}
-            for array, g in enumerate(self.mapped):
-                t = g.sampler.sample(g.matrix(params), k, self.gen)
-                self.write_cost.add(array, t, g.sampler.devices, g.sampler.tiles)
+            for g, t in zip(self.mapped, draws, strict=True):
                 drawn.update(g.split(t.weights))
             outs.append(vmap(lambda p: functional_call(self.model, p, (x,)))(drawn))
         return torch.cat(outs)

@@ -37,7 +37,12 @@ from metaplast.firmware_sim.crossbar.devices import (
     DeviceModel,
     load_device,
 )
-from metaplast.firmware_sim.crossbar.transfer import SAMPLERS, TransferSampler, WriteCost
+from metaplast.firmware_sim.crossbar.transfer import (
+    SAMPLERS,
+    TransferSampler,
+    WriteCost,
+    side_by_side,
+)
 from metaplast.firmware_sim.crossbar.write_plan import (
     STUCK_MAPS,
     ReadVerify,
@@ -408,11 +413,8 @@ def run_session(
     last = session_cfg.tasks[-1]
     software = {t: session.evaluate(d, last) for t, d in data.items()}
     levels = [s.levels() for s in session.synapses]
-    samplers: list[TransferSampler] = []
-    for lv in levels:  # the layers side by side on one chip
-        first = samplers[-1].first_tile + samplers[-1].tiles if samplers else 0
-        samplers.append(TransferSampler(device, tuple(lv.shape), plan, first))  # type: ignore[arg-type]
-    cost = WriteCost()
+    samplers = side_by_side(device, [tuple(lv.shape) for lv in levels], plan)  # type: ignore[misc]
+    cost = WriteCost.of(samplers)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     correct: dict[str, list[Tensor]] = {t: [] for t in data}
     t0 = time.perf_counter()
@@ -424,8 +426,7 @@ def run_session(
             s.sample_levels(lv, session_cfg.contract, k, gen)
             for s, lv in zip(samplers, levels, strict=True)
         ]
-        for array, (s, d) in enumerate(zip(samplers, draws, strict=True)):
-            cost.add(array, d, s.devices, s.tiles)
+        cost.add(draws)
         for n in range(k):
             session.model.set_weights([d.weights[n] for d in draws])
             for t, d in data.items():

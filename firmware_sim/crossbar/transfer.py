@@ -26,7 +26,8 @@ against this project's (``docs/transfer.md``, the audit).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -59,37 +60,36 @@ class Transfers:
 
 @dataclass
 class WriteCost:
-    """What writing transfers cost, summed over transfers and over a network's arrays."""
+    """What writing a network's transfers cost: its arrays' devices and tiles, and the
+    programming operations and read passes summed over the transfers counted so far."""
 
+    array_devices: tuple[int, ...]  # devices of each of the network's arrays
+    tiles: int  # tiles one transfer of the whole network occupies
     transfers: int = 0
-    devices: int = 0  # devices of one transfer of the whole network
-    tiles: int = 0  # tiles (arrays) one transfer of the whole network occupies
     operations: int = 0
     reads: int = 0
-    arrays: int = 0
-    _counted: set[int] = field(default_factory=set, repr=False)
 
-    def add(self, array: int, t: Transfers, devices: int, tiles: int) -> None:
-        """Count ``t``, the transfers of matrix ``array`` (``devices`` devices on ``tiles``)."""
-        n = t.weights.shape[0]
-        if array not in self._counted:
-            self._counted.add(array)
-            self.arrays += 1
-            self.devices += devices
-            self.tiles += tiles
-        if array == min(self._counted):
-            self.transfers += n
-        self.operations += int(t.operations.sum()) if t.operations is not None else n * devices
-        self.reads += int(t.reads.sum()) if t.reads is not None else 0
+    @classmethod
+    def of(cls, samplers: Sequence[TransferSampler | PaperCodeSampler]) -> WriteCost:
+        return cls(tuple(s.devices for s in samplers), sum(s.tiles for s in samplers))
+
+    def add(self, drawn: Sequence[Transfers]) -> None:
+        """Count one draw of every array (in the samplers' order), ``n`` transfers each."""
+        n = drawn[0].weights.shape[0]
+        self.transfers += n
+        for t, devices in zip(drawn, self.array_devices, strict=True):
+            self.operations += int(t.operations.sum()) if t.operations is not None else n * devices
+            self.reads += int(t.reads.sum()) if t.reads is not None else 0
 
     def describe(self) -> dict[str, float | int]:
         per = max(self.transfers, 1)
+        devices = sum(self.array_devices)
         return {
-            "devices": self.devices,
+            "devices": devices,
             "tiles": self.tiles,
-            "operations_per_device": self.operations / max(per * self.devices, 1),
+            "operations_per_device": self.operations / max(per * devices, 1),
             "operations_per_transfer": self.operations / per,
-            "read_passes_per_array": self.reads / max(per * self.arrays, 1),
+            "read_passes_per_array": self.reads / max(per * len(self.array_devices), 1),
         }
 
 
@@ -141,6 +141,8 @@ class TransferSampler:
         self._block_row, self._block_col = r, c
         # a full transfer programs every device once: k = devices of its tile tuned after it
         self.after = self._later(torch.ones(1, 2, len(pairs.plus), dtype=torch.bool))[0]
+        # the measured chip does not change: read its maps once, not at every draw
+        self._measured = self._measured_stuck() if self.plan.stuck_map == "measured" else None
 
     def _later(self, programmed: Tensor) -> Tensor:
         """Per device (``n x 2 x m``), the ``k`` of the disturbance database for one pass
@@ -250,9 +252,9 @@ class TransferSampler:
         per tile of the matrix, its tile on the chip, the measured array there, and that
         array's rows and columns that hold the block's rows and columns, in order: what a lab
         programs by."""
-        if self.plan.stuck_map != "measured":
+        if self._measured is None:
             raise ValueError("a placement is fixed only on the measured chip")
-        kind, _ = self._measured_stuck()
+        kind, _ = self._measured
         use_rows, use_cols = self._place(kind > 0)
         names = [name for name, _ in measured_stuck_maps()]
         return [
@@ -272,8 +274,8 @@ class TransferSampler:
         tile = self.device.array
         rows, cols = tile.tile_rows, tile.tile_cols
         shape = (n, self.tiles, rows, cols)
-        if self.plan.stuck_map == "measured":
-            kind, g_stuck = (v.expand(shape) for v in self._measured_stuck())
+        if self._measured is not None:
+            kind, g_stuck = (v.expand(shape) for v in self._measured)
         else:
             kind, g_stuck = (
                 v.reshape(shape) for v in self.device.stuck.sample(shape, self.device.floor, gen)
@@ -320,6 +322,18 @@ class TransferSampler:
             operations = operations + off.flatten(1).sum(1)
             reads = reads + again.long()
         return g, operations, reads
+
+
+def side_by_side(
+    device: DeviceModel, shapes: Sequence[tuple[int, int]], plan: WritePlan | None = None
+) -> list[TransferSampler]:
+    """Samplers of matrices that sit one after another on one chip: each starts at the tile
+    after the last one's (which measured array holds a tile depends on it)."""
+    samplers: list[TransferSampler] = []
+    for shape in shapes:
+        first = samplers[-1].first_tile + samplers[-1].tiles if samplers else 0
+        samplers.append(TransferSampler(device, shape, plan, first))
+    return samplers
 
 
 def _fits_measured_maps(device: DeviceModel) -> bool:
