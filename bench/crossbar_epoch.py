@@ -48,7 +48,7 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
         for k in kinds:
-            cfg = SessionConfig(
+            cfg = SessionConfig.of(
                 hidden=hidden, crossbar=k, train_limit=args.train_limit, activation="sign"
             )
             times[k].append(epoch_seconds(cfg, data))

@@ -92,7 +92,7 @@ def plain_epoch(
 
 def session_epoch(arithmetic: str, hidden: tuple[int, ...], data: TaskData, seed: int) -> dict:
     session = Session(
-        SessionConfig(
+        SessionConfig.of(
             hidden=hidden,
             arithmetic=arithmetic,
             activation="sign",  # as the plain QNN

@@ -34,7 +34,9 @@ def record_updates(data_dir: str, train_limit: int, seed: int) -> list[torch.Ten
 
     DigitalUnit.update = recording  # type: ignore[method-assign]
     try:
-        config = SessionConfig(epochs=(1, 1), pretrain_epochs=1, train_limit=train_limit, seed=seed)
+        config = SessionConfig.of(
+            epochs=(1, 1), pretrain_epochs=1, train_limit=train_limit, seed=seed
+        )
         with tempfile.TemporaryDirectory() as out:
             train(config, out, data_dir, progress=False)
     finally:

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
 from metaplast.protocol import Layout
+from metaplast.vocabulary import UNIT_CLOCK_HZ
 
 from .command_engine import CommandEngine
 from .framing import FrameReceiver, FrameSender
@@ -41,7 +42,7 @@ class DigitalUnitTop(wiring.Component):
         self,
         layout: Layout,
         *,
-        clock_hz: int = 48_000_000,
+        clock_hz: int = UNIT_CLOCK_HZ,
         baud_divisor: int = 16,
         prog_depth: int = 16,
     ) -> None:

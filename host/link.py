@@ -34,6 +34,7 @@ from metaplast.protocol import (
     lut_crc,
     mstar_code,
 )
+from metaplast.vocabulary import UNIT_BAUD
 
 __all__ = ["Link", "LinkError", "LinkStats"]
 
@@ -93,7 +94,7 @@ class Link:
         self.layout: Layout | None = None
 
     @classmethod
-    def open(cls, url: str, *, baudrate: int = 3_000_000, timeout: float = 1.0, **kw: Any) -> Link:
+    def open(cls, url: str, *, baudrate: int = UNIT_BAUD, timeout: float = 1.0, **kw: Any) -> Link:
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
         except (serial.SerialException, ValueError) as exc:

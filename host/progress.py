@@ -2,7 +2,9 @@
 
 A bar redrawn ten times a second turns a log file into thousands of carriage returns; when
 stderr is not a terminal, the same loop prints one line per tenth of the work instead, and
-one when it ends.
+one when it ends. Work whose caller already prints a line per step (a session's epochs) asks
+for a heartbeat instead: a line only when it has been quiet for a while (an epoch over a noisy
+serial link), so that a log shows it is alive without doubling every quick epoch's line.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ def progress(
     unit: str,
     total: int | None = None,
     enabled: bool = True,
+    heartbeat: float | None = None,
 ) -> Iterator[T]:
     """``iterable`` with progress on stderr: a tqdm bar on a terminal, else a line at every
-    tenth of ``total`` (``len(iterable)`` when it has one) and at the end."""
+    tenth of ``total`` (``len(iterable)`` when it has one) and at the end; with ``heartbeat``,
+    a line whenever that many seconds passed since the last, and at the end only after one."""
     if not enabled:
         yield from iterable
         return
@@ -37,18 +41,23 @@ def progress(
         return
     if total is None:
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     every = max(1, (total or 0) // STEPS)
-    done = 0
+    done = lines = 0
     for item in iterable:
         yield item
         done += 1
-        if total and done % every == 0 and done < total:
-            _line(desc, done, total, unit, start)
-    _line(desc, done, total, unit, start)
+        if heartbeat is None:
+            if total and done % every == 0 and done < total:
+                _line(desc, done, total, unit, time.perf_counter() - start)
+        elif (now := time.perf_counter()) - last >= heartbeat:
+            _line(desc, done, total, unit, now - start)
+            last, lines = now, lines + 1
+    if heartbeat is None or lines:
+        _line(desc, done, total, unit, time.perf_counter() - start)
 
 
-def _line(desc: str, done: int, total: int | None, unit: str, start: float) -> None:
+def _line(desc: str, done: int, total: int | None, unit: str, elapsed: float) -> None:
     of = f"/{total:,}" if total else ""
-    elapsed = time.perf_counter() - start
-    print(f"{desc}: {done:,}{of} {unit}s, {elapsed:.1f} s", file=sys.stderr, flush=True)
+    units = unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+    print(f"{desc}: {done:,}{of} {units}, {elapsed:.1f} s", file=sys.stderr, flush=True)

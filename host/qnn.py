@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metaplast.vocabulary import BN_STATS
+
 ACTIVATIONS: tuple[str, ...] = (
     "sign",
     "hardtanh",
@@ -35,7 +37,6 @@ ACTIVATIONS: tuple[str, ...] = (
     "hardtanh:K:R",
     "relu:K:R",
 )
-BN_STATS: tuple[str, ...] = ("batch", "running")
 
 
 @dataclass(frozen=True)

@@ -177,12 +177,12 @@ def metrics_document(session: Session) -> dict[str, Any]:
 def _crossbar_document(session: Session) -> dict[str, Any]:
     """The device model and what happened to its devices (``ideal``: no devices to tell of)."""
     cfg = session.config
-    if cfg.crossbar == "ideal":
+    if cfg.device.crossbar == "ideal":
         return {"model": "ideal"}
-    assert cfg.device is not None
+    assert cfg.device_model is not None
     bars = [s.crossbar for s in session.crossbars]
     return {
-        **cfg.device.describe(),
+        **cfg.device_model.describe(),
         "tiles_used": sum(b.tiles for b in bars),
         "stuck_hrs_devices": sum(int((b.stuck == 1).sum()) for b in bars),
         "stuck_lrs_devices": sum(int((b.stuck == 2).sum()) for b in bars),
@@ -193,10 +193,10 @@ def _crossbar_document(session: Session) -> dict[str, Any]:
 def _hardware_aware_document(session: Session) -> dict[str, Any] | None:
     """The device model the training expected transfers onto (``None``: regular training)."""
     cfg = session.config
-    if cfg.hardware_aware is None:
+    if cfg.device.hardware_aware is None:
         return None
-    assert cfg.device is not None
-    return cfg.device.describe()
+    assert cfg.device_model is not None
+    return cfg.device_model.describe()
 
 
 def _link_document(session: Session) -> dict[str, Any] | None:

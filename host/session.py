@@ -9,7 +9,6 @@ state that a crash would lose.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,9 @@ from metaplast.host.synapses import FixedSynapses, FloatSynapses, LinkSynapses, 
 if TYPE_CHECKING:
     from metaplast.host.link import Link
 
+
+HEARTBEAT_S = 30.0
+"""Seconds an epoch may run silently in a log before it prints a line of its progress."""
 
 PHASES: tuple[str, ...] = (
     "forward",
@@ -169,20 +171,22 @@ class Session:
             elif config.arithmetic == "fixed":
                 self.synapses.append(FixedSynapses(w_hidden, config.contract, seed))
             else:
-                self.synapses.append(FloatSynapses(w_hidden, config.levels))
-            if config.crossbar != "ideal":
-                assert config.device is not None
-                xbar = CrossbarSynapses(self.synapses[i], config.contract, config.device, seed)
+                self.synapses.append(FloatSynapses(w_hidden, config.contract.levels))
+            if config.device.crossbar != "ideal":
+                assert config.device_model is not None
+                xbar = CrossbarSynapses(
+                    self.synapses[i], config.contract, config.device_model, seed
+                )
                 self.synapses[i] = xbar
                 self.model.multiply_with(i, xbar.mvm)
         self.hardware_aware: LevelTransfers | None = None
-        if config.hardware_aware is not None:
-            assert config.device is not None
+        if config.device.hardware_aware is not None:
+            assert config.device_model is not None
             self.hardware_aware = LevelTransfers(
                 [s.levels for s in self.synapses],
                 shapes,  # type: ignore[arg-type]
                 config.contract,
-                config.device,
+                config.device_model,
                 lambda: self.model.training,
                 _generator(config.seed, 3),
             )
@@ -265,12 +269,14 @@ class Session:
         loss_sum = correct = seen = changes = 0
         ops_before = self.programming.total()
         loss_fn = torch.nn.CrossEntropyLoss()
-        # one line per epoch is the caller's (on_epoch); batches get a bar on a terminal only
+        # one line per epoch is the caller's (on_epoch); in a file, a line within an epoch
+        # only when it has run a while (a slow or noisy serial link)
         bar = progress_of(
             batches,
             desc=f"epoch {epoch} {data.name}",
             unit="batch",
-            enabled=progress and sys.stderr.isatty(),
+            enabled=progress,
+            heartbeat=HEARTBEAT_S,
         )
         clock, spent = time.perf_counter, self.timing
         for idx in bar:
@@ -306,7 +312,11 @@ class Session:
             "train_acc": correct / seen,
             "level_changes": changes,
             "programming_ops": self.programming.total() - ops_before,
-            **({} if cfg.crossbar == "ideal" else {"worn_out_devices": self.worn_out_devices()}),
+            **(
+                {}
+                if cfg.device.crossbar == "ideal"
+                else {"worn_out_devices": self.worn_out_devices()}
+            ),
         }
 
     def record_changes(self, layer: int, changes: LevelChanges) -> int:
@@ -461,7 +471,7 @@ def train(
     write_json(run.path / "metrics.json", metrics)
     plots.accuracy_per_epoch(metrics, run.path / "accuracy.png")
     plots.meta_function(
-        config.levels,
+        config.contract.levels,
         sorted({0.0, 1.0, 2.0, config.mstar}),
         run.path / "meta.png",
         config.contract if config.arithmetic == "fixed" else None,

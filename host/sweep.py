@@ -43,7 +43,7 @@ def _point_name(point: dict[str, Any]) -> str:
 
 def grid(base: SessionConfig, vary: dict[str, Sequence[Any]]) -> list[tuple[str, SessionConfig]]:
     """Every combination of the varied fields over ``base``; errors name the bad point."""
-    names = {f.name for f in dataclasses.fields(SessionConfig) if f.init}
+    names = set(SessionConfig.flat_keys())
     unknown = sorted(set(vary) - names)
     if unknown:
         raise ConfigError(f"--vary: unknown field(s) {unknown}; known fields are {sorted(names)}")

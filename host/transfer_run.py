@@ -134,74 +134,74 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            raise ConfigError(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+            raise ConfigError(f"`dataset` must be one of {DATASETS}, got {self.dataset!r}")
         if self.recipe not in RECIPES:
-            raise ConfigError(f"--recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+            raise ConfigError(f"`recipe` must be one of {tuple(RECIPES)}, got {self.recipe!r}")
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"--sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+            raise ConfigError(f"`sampler` must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.init not in INITS:
-            raise ConfigError(f"--init must be one of {INITS}, got {self.init!r}")
+            raise ConfigError(f"`init` must be one of {INITS}, got {self.init!r}")
         if self.ha_start not in HA_STARTS:
-            raise ConfigError(f"--ha-start must be one of {HA_STARTS}, got {self.ha_start!r}")
+            raise ConfigError(f"`ha_start` must be one of {HA_STARTS}, got {self.ha_start!r}")
         assert self.weight_decay is not None
         if not self.weight_decay >= 0:
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError(f"`weight_decay` must be >= 0, got {self.weight_decay}")
         if self.dataset == "mnist" and self.training is not None:
             raise ConfigError(
-                "--training: a session run says how it was trained (metaplast train "
-                "--hardware-aware MODEL); leave --training out with --dataset mnist"
+                "`training`: a session run says how it was trained (metaplast train "
+                "--hardware-aware MODEL); leave `training` out with `dataset` mnist"
             )
         if self.dataset == "moons" and self.training is None:
             object.__setattr__(self, "training", "hardware-aware")
         if self.dataset == "moons" and self.training not in TRAININGS:
-            raise ConfigError(f"--training must be one of {TRAININGS}, got {self.training!r}")
+            raise ConfigError(f"`training` must be one of {TRAININGS}, got {self.training!r}")
         if self.bias not in BIASES:
-            raise ConfigError(f"--bias must be one of {BIASES}, got {self.bias!r}")
+            raise ConfigError(f"`bias` must be one of {BIASES}, got {self.bias!r}")
         if self.crossbar not in MODELS:
-            raise ConfigError(f"--crossbar must be one of {tuple(MODELS)}, got {self.crossbar!r}")
+            raise ConfigError(f"`crossbar` must be one of {tuple(MODELS)}, got {self.crossbar!r}")
         if self.transfers is None:
             object.__setattr__(self, "transfers", DEFAULT_TRANSFERS[self.dataset])
         for name in ("transfers", "epochs", "hidden"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+                raise ConfigError(f"`{name}` must be >= 1")
         assert self.ha_epochs is not None and self.batch_size is not None and self.lr is not None
         if self.ha_epochs < 0:
-            raise ConfigError("--ha-epochs must be >= 0")
+            raise ConfigError("`ha_epochs` must be >= 0")
         if self.batch_size < 0:
-            raise ConfigError("--batch-size must be >= 1, or 0 for the whole training split")
+            raise ConfigError("`batch_size` must be >= 1, or 0 for the whole training split")
         if not self.lr > 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+            raise ConfigError(f"`lr` must be > 0, got {self.lr}")
         for name in ("stuck_hrs", "stuck_lrs"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 0.5:
-                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 0.5], got {v}")
+                raise ConfigError(f"`{name}` must be in [0, 0.5], got {v}")
         if self.dataset == "moons" and self.crossbar != "tio2-passive":
             raise ConfigError(
-                "--dataset moons maps float weights linearly onto a tunable device: "
-                "--crossbar tio2-passive (a multi-level device takes a quantized network: "
-                "--dataset mnist --from RUN)"
+                "`dataset` moons maps float weights linearly onto a tunable device: "
+                "`crossbar` tio2-passive (a multi-level device takes a quantized network: "
+                "`dataset` mnist `from_run` RUN)"
             )
         if self.stuck_map not in STUCK_MAPS:
-            raise ConfigError(f"--stuck-map must be one of {STUCK_MAPS}, got {self.stuck_map!r}")
+            raise ConfigError(f"`stuck_map` must be one of {STUCK_MAPS}, got {self.stuck_map!r}")
         if self.stuck_map == "measured" and self.crossbar != "tio2-passive":
-            raise ConfigError("--stuck-map measured: the measured arrays are tio2-passive")
+            raise ConfigError("`stuck_map` measured: the measured arrays are tio2-passive")
         if self.verify_tolerance is None and self.verify_iterations is not None:
-            raise ConfigError("--verify-iterations needs --verify-tolerance (in uS)")
+            raise ConfigError("`verify_iterations` needs `verify_tolerance` (in uS)")
         if self.verify_tolerance is not None and self.verify_iterations is None:
             object.__setattr__(self, "verify_iterations", DEFAULT_VERIFY_ITERATIONS)
         self._verify()  # a bad read-verify is refused before any device file is read
         if not self.plain_write and self.sampler != "project":
             raise ConfigError(
-                f"--tile-order, --tile-block, --verify-tolerance and --stuck-map write this "
-                f"project's crossbar: use them with --sampler project, not {self.sampler!r}"
+                f"`tile_order`, `tile_block`, `verify_tolerance` and `stuck_map` write this "
+                f"project's crossbar: use them with `sampler` project, not {self.sampler!r}"
             )
         if self.dataset == "mnist" and self.from_run is None:
-            raise ConfigError("--dataset mnist transfers a finished session: give --from RUN")
+            raise ConfigError("`dataset` mnist transfers a finished session: give `from_run` RUN")
         if self.dataset == "moons" and self.from_run is not None:
-            raise ConfigError("--from RUN takes a session run: use it with --dataset mnist")
+            raise ConfigError("`from_run` RUN takes a session run: use it with `dataset` mnist")
 
     @property
     def plain_write(self) -> bool:
@@ -219,18 +219,18 @@ class TransferConfig:
         try:
             return ReadVerify(self.verify_tolerance * US, self.verify_iterations)
         except WritePlanError as exc:
-            raise ConfigError(f"--verify-tolerance/--verify-iterations: {exc}") from None
+            raise ConfigError(f"`verify_tolerance`/`verify_iterations`: {exc}") from None
 
     def plan(self, device: DeviceModel) -> WritePlan:
         """The write plan, its block and order checked against ``device``'s tile."""
         try:
             block = tile_block(self.tile_block, device.array)
         except WritePlanError as exc:
-            raise ConfigError(f"--tile-block: {exc}") from None
+            raise ConfigError(f"`tile_block`: {exc}") from None
         try:
             order = tile_order(self.tile_order, device.array, block)
         except WritePlanError as exc:
-            raise ConfigError(f"--tile-order: {exc}") from None
+            raise ConfigError(f"`tile_order`: {exc}") from None
         return WritePlan(order, self._verify(), self.stuck_map, block)
 
     def device(self) -> DeviceModel:
@@ -406,7 +406,7 @@ def run_session(
     try:
         device.level_targets(session_cfg.contract.device_magnitudes())
     except DeviceFileError as exc:
-        raise ConfigError(f"--crossbar {cfg.crossbar}: {exc}") from exc
+        raise ConfigError(f"`crossbar` {cfg.crossbar}: {exc}") from exc
     data = load_tasks(session_cfg, cfg.data_dir, train=False)
     for i in range(len(session.synapses)):  # the transferred weights multiply, in torch
         session.model.multiply_with(i, None)
@@ -439,7 +439,7 @@ def run_session(
         **pooled.summary(),
         "table": pooled.table(),
         "run": str(src),
-        "training": "regular" if session_cfg.hardware_aware is None else "hardware-aware",
+        "training": "regular" if session_cfg.device.hardware_aware is None else "hardware-aware",
         "session": session_cfg.to_dict(),
         "tasks": {t: {**s.summary(), "table": s.table()} for t, s in per_task.items()},
         "software_accuracy": software,

@@ -44,11 +44,11 @@ import torch
 from torch import Tensor
 
 from metaplast.rule import DEFAULT_LEVELS, check_levels, hidden_range
+from metaplast.vocabulary import ROUNDINGS
 
 __all__ = ["MIX32_ROUNDS", "Contract", "Rounding", "address_hash", "mix32"]
 
 Rounding = Literal["nearest", "stochastic"]
-ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
 
 _MASK32 = 0xFFFFFFFF
 # (a, b) of each round ``x += x << a; x ^= x >> b`` of the dither hash

@@ -34,6 +34,7 @@ import numpy as np
 from amaranth.lib.crc import catalog
 
 from metaplast.contract import Contract
+from metaplast.vocabulary import UNIT_COUNTER_WIDTH, UNIT_MAX_BLOCK
 
 __all__ = [
     "CRC",
@@ -280,8 +281,8 @@ class Layout:
 
     contract: Contract
     synapses: int
-    max_block: int = 256
-    counter_width: int = 16
+    max_block: int = UNIT_MAX_BLOCK
+    counter_width: int = UNIT_COUNTER_WIDTH
 
     def __post_init__(self) -> None:
         if not 1 <= self.synapses <= 1 << 24:

@@ -20,11 +20,11 @@ from metaplast.host.session import Session, load_task, train
 
 
 def test_batch_statistics_are_the_default_and_hold_no_running_state() -> None:
-    session = Session(SessionConfig(**TINY))
+    session = Session(SessionConfig.of(**TINY))
     assert session.config.bn_stats == "batch"
     keys = set(session.model.norms.state_dict())
     assert keys == {f"{i}.{p}" for i in range(2) for p in ("weight", "bias")}
-    running = Session(SessionConfig(**{**TINY, "bn_stats": "running"}))
+    running = Session(SessionConfig.of(**{**TINY, "bn_stats": "running"}))
     assert any("running_mean" in k for k in running.model.norms.state_dict())
 
 
@@ -43,7 +43,7 @@ def test_batch_statistics_test_each_batch_with_its_own() -> None:
 def test_a_run_from_before_the_option_resumes_with_running_statistics(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = SessionConfig(**{**TINY, "bn_stats": "running"})
+    cfg = SessionConfig.of(**{**TINY, "bn_stats": "running"})
     whole = train(cfg, tmp_path / "whole", data_dir, progress=False)
     old = tmp_path / "old"
     part = interrupted_and_resumed(cfg, tmp_path / "part", data_dir)
@@ -69,8 +69,8 @@ def test_bn_stats_is_recorded_and_checked(data_dir: Path, tmp_path: Path) -> Non
     assert json.loads((out / "config.json").read_text())["bn_stats"] == "running"
     again = tiny_args(data_dir, out, "--bn-stats", "batch", "--resume")
     assert main(again) == 2  # a resumed run keeps the statistics it was trained with
-    with pytest.raises(ConfigError, match="--bn-stats"):
-        SessionConfig(**{**TINY, "bn_stats": "both"})
+    with pytest.raises(ConfigError, match="`bn_stats`"):
+        SessionConfig.of(**{**TINY, "bn_stats": "both"})
 
 
 @pytest.mark.parametrize("name, values", [
@@ -93,8 +93,8 @@ def test_few_level_activations(name: str, values: list[float]) -> None:
     "name", ["relu:1", "relu:999", "tanh", "sign:3", "relu:x", "relu:4:0", "relu:4:1.2.3"]
 )
 def test_bad_activations_are_refused(name: str) -> None:
-    with pytest.raises(ConfigError, match="--activation"):
-        SessionConfig(**{**TINY, "activation": name})
+    with pytest.raises(ConfigError, match="`activation`"):
+        SessionConfig.of(**{**TINY, "activation": name})
 
 
 def test_permuted_tasks(data_dir: Path) -> None:
@@ -235,7 +235,7 @@ def test_evaluate_refuses_unfinished_and_missing_runs(
         raise Stop
 
     with pytest.raises(Stop):
-        train(SessionConfig(**TINY), part, data_dir, progress=False, on_epoch=stop)
+        train(SessionConfig.of(**TINY), part, data_dir, progress=False, on_epoch=stop)
     assert main(["evaluate", str(part), "--data-dir", str(data_dir)]) == 2
     assert "stopped after epoch 1" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2

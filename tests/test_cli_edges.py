@@ -98,3 +98,22 @@ def test_progress_in_a_file_is_a_few_lines(capsys: pytest.CaptureFixture[str]) -
     assert lines[0].startswith("work: 100/1,000 steps") and lines[-1].startswith("work: 1,000/")
     assert list(progress(range(5), desc="quiet", unit="step", enabled=False)) == list(range(5))
     assert capsys.readouterr().err == ""
+
+
+def test_a_heartbeat_speaks_only_after_silence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An epoch's progress in a log: nothing for quick work, a line per ``heartbeat`` seconds
+    of slow work (a clock that advances 20 s per item) and one at its end."""
+    assert list(progress(range(50), desc="fast", unit="batch", heartbeat=30.0)) == list(range(50))
+    assert capsys.readouterr().err == ""
+    ticks = iter(range(0, 10_000, 20))
+    monkeypatch.setattr("metaplast.host.progress.time.perf_counter", lambda: next(ticks))
+    assert len(list(progress(range(6), desc="slow", unit="batch", heartbeat=30.0))) == 6
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "slow: 2/6 batches, 40.0 s",
+        "slow: 4/6 batches, 80.0 s",
+        "slow: 6/6 batches, 120.0 s",
+        "slow: 6/6 batches, 140.0 s",
+    ]

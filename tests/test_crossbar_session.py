@@ -32,7 +32,7 @@ def train_steps(session: Session, steps: int, seed: int = 0) -> None:
 
 @pytest.mark.parametrize("crossbar", ["hfox-1t1r", "tio2-passive"])
 def test_devices_receive_exactly_the_operations_the_unit_asks_for(crossbar: str) -> None:
-    session = Session(SessionConfig(**{**TINY, "crossbar": crossbar}))
+    session = Session(SessionConfig.of(**{**TINY, "crossbar": crossbar}))
     train_steps(session, 15)
     total = 0
     for s, counts in zip(session.synapses, session.programming.counts, strict=True):
@@ -48,7 +48,7 @@ def test_devices_receive_exactly_the_operations_the_unit_asks_for(crossbar: str)
 
 
 def test_the_layer_mvms_run_on_the_conductances() -> None:
-    session = Session(SessionConfig(**{**TINY, "crossbar": "hfox-1t1r"}))
+    session = Session(SessionConfig.of(**{**TINY, "crossbar": "hfox-1t1r"}))
     layer = session.synapses[0]
     w_eff = layer.quantized()  # (G+ - G-) / g_unit, one read
     q = session.config.contract.level_values()[layer.levels()]
@@ -65,7 +65,9 @@ def test_the_layer_mvms_run_on_the_conductances() -> None:
 
 
 def test_crossbar_session_resumes_bit_identically(data_dir: Path, tmp_path: Path) -> None:
-    cfg = SessionConfig(**{**TINY, "crossbar": "tio2-passive", "stuck_hrs": 0.01, "endurance": 4})
+    cfg = SessionConfig.of(
+        **{**TINY, "crossbar": "tio2-passive", "stuck_hrs": 0.01, "endurance": 4}
+    )
     whole = train(cfg, tmp_path / "whole", data_dir, progress=False)
     resumed = interrupted_and_resumed(cfg, tmp_path / "part", data_dir)
     assert epochs_without_time(resumed) == epochs_without_time(whole)
@@ -104,7 +106,7 @@ def test_cli_crossbar_writes_the_programming_contract(
 
 
 def test_ideal_crossbar_counts_programming_too(data_dir: Path, tmp_path: Path) -> None:
-    metrics = train(SessionConfig(**TINY), tmp_path / "ideal", data_dir, progress=False)
+    metrics = train(SessionConfig.of(**TINY), tmp_path / "ideal", data_dir, progress=False)
     assert metrics["crossbar"] == {"model": "ideal"}
     changes = metrics["level_changes"]["total"]
     # every level change reprograms one or two devices, plus the initial programming
@@ -149,10 +151,10 @@ def test_bad_crossbar_options_give_one_error_and_no_run_dir(
 def test_device_file_errors_reach_the_config(tmp_path: Path) -> None:
     small = write_device(tmp_path, "tio2-passive", array__tiles=10)
     with pytest.raises(ConfigError, match=r"'array.tiles'.*needs 796"):
-        SessionConfig(**{**TINY, "crossbar": "tio2-passive", "device_file": small})
+        SessionConfig.of(**{**TINY, "crossbar": "tio2-passive", "device_file": small})
     few = write_device(tmp_path, "hfox-1t1r", levels_uS={"mean": [1, 2, 3], "std": [1, 1, 1]})
     with pytest.raises(ConfigError, match=r"'levels_uS.mean' has 3 device levels.*need 9"):
-        SessionConfig(**{**TINY, "crossbar": "hfox-1t1r", "device_file": few})
+        SessionConfig.of(**{**TINY, "crossbar": "hfox-1t1r", "device_file": few})
 
 
 def test_levels_from_the_device(data_dir: Path, tmp_path: Path) -> None:

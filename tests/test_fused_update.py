@@ -202,7 +202,7 @@ def test_two_thread_sessions_end_identically_on_the_torch_operations(
 ) -> None:
     """The parallel kernels (a layer of several chunks, two threads) in a whole session,
     against the torch operations in the same process: the same metrics, both arithmetics."""
-    cfg = SessionConfig(**{**TINY, "hidden": (64,), "arithmetic": arithmetic})
+    cfg = SessionConfig.of(**{**TINY, "hidden": (64,), "arithmetic": arithmetic})
     torch.set_num_threads(2)
     try:
         fused = train(cfg, tmp_path / "fused", data_dir, progress=False)

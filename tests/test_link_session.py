@@ -50,14 +50,19 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
         pytest.skip("real data sets not found (see the data_dir fixture)")
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference") / "run"
-    metrics = train(SessionConfig(**TINY_LINK), out, root, progress=False)
+    metrics = train(SessionConfig.of(**TINY_LINK), out, root, progress=False)
     return metrics, torch.load(out / "checkpoint.pt", weights_only=False)
 
 
 def on_board(data_dir: Path, out: Path, port: str, layers: list[int], **kw: object) -> dict:
     with Link.open(port, **kw) as link:  # type: ignore[arg-type]
         return train(
-            SessionConfig(**TINY_LINK), out, data_dir, progress=False, link=link, link_layers=layers
+            SessionConfig.of(**TINY_LINK),
+            out,
+            data_dir,
+            progress=False,
+            link=link,
+            link_layers=layers,
         )
 
 

@@ -50,14 +50,14 @@ def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Pa
             with Link.open(board.port, timeout=10.0) as link:
                 out = tmp_path / backend
                 metrics = train(
-                    SessionConfig(**TINY_RTL), out, data_dir, progress=False, link=link,
+                    SessionConfig.of(**TINY_RTL), out, data_dir, progress=False, link=link,
                     link_layers=[1],
                 )  # fmt: skip
         finally:
             board.stop()
         state = torch.load(out / "checkpoint.pt", weights_only=False)
         runs[backend] = metrics, state["synapses"][1]
-    in_process = train(SessionConfig(**TINY_RTL), tmp_path / "local", data_dir, progress=False)
+    in_process = train(SessionConfig.of(**TINY_RTL), tmp_path / "local", data_dir, progress=False)
     local = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"][1]
     (rtl, rtl_layer), (model, model_layer) = runs["rtl"], runs["model"]
     assert rtl["link"]["retries"] == 0

@@ -357,19 +357,19 @@ def test_the_measured_arrays_as_the_chip() -> None:
 
 def test_hardware_aware_session_options() -> None:
     with pytest.raises(ConfigError, match="give one of them"):
-        SessionConfig(**TINY, crossbar="hfox-1t1r", hardware_aware="tio2-passive")
-    with pytest.raises(ConfigError, match="--endurance"):
-        SessionConfig(**TINY, hardware_aware="tio2-passive", endurance=3)
-    with pytest.raises(ConfigError, match="--hardware-aware must be one of"):
-        SessionConfig(**TINY, hardware_aware="ideal")
-    cfg = SessionConfig(**TINY, hardware_aware="hfox-1t1r", stuck_lrs=0.01)
-    assert cfg.device is not None and cfg.device.stuck.lrs_rate == 0.01
+        SessionConfig.of(**TINY, crossbar="hfox-1t1r", hardware_aware="tio2-passive")
+    with pytest.raises(ConfigError, match="`endurance`"):
+        SessionConfig.of(**TINY, hardware_aware="tio2-passive", endurance=3)
+    with pytest.raises(ConfigError, match="`hardware_aware` must be one of"):
+        SessionConfig.of(**TINY, hardware_aware="ideal")
+    cfg = SessionConfig.of(**TINY, hardware_aware="hfox-1t1r", stuck_lrs=0.01)
+    assert cfg.device_model is not None and cfg.device_model.stuck.lrs_rate == 0.01
 
 
 def test_hardware_aware_session_resumes_bit_identically(data_dir: Path, tmp_path: Path) -> None:
-    cfg = SessionConfig(**{**TINY, "hardware_aware": "tio2-passive"})
+    cfg = SessionConfig.of(**{**TINY, "hardware_aware": "tio2-passive"})
     whole = train(cfg, tmp_path / "whole", data_dir, progress=False)
-    regular = train(SessionConfig(**TINY), tmp_path / "regular", data_dir, progress=False)
+    regular = train(SessionConfig.of(**TINY), tmp_path / "regular", data_dir, progress=False)
     assert whole["hardware_aware"]["model"] == "tio2-passive" and regular["hardware_aware"] is None
     # the transfers change what the network learns
     assert epochs_without_time(whole) != epochs_without_time(regular)

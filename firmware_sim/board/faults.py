@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import serial
 
+from metaplast.vocabulary import UNIT_BAUD
+
 from .serial_port import open_pty
 
 __all__ = ["FaultInjector", "Faults", "serve_proxy"]
@@ -73,7 +75,7 @@ def serve_proxy(
     to_host: FaultInjector,
     announce: Callable[[str], None],
     *,
-    baudrate: int = 3_000_000,
+    baudrate: int = UNIT_BAUD,
 ) -> None:
     """Forward between a new pty and ``upstream`` through the injectors, until upstream goes
     away (the injectors count what they did, also when this is interrupted)."""

@@ -22,6 +22,7 @@ from amaranth.sim import Simulator
 
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import Layout
+from metaplast.vocabulary import UNIT_BAUD
 
 from .serial_port import open_pty
 from .uart_pins import UartPins
@@ -33,7 +34,7 @@ DIVISOR = 4
 
 
 def serve_rtl_pty(
-    layout: Layout, announce: Callable[[str], None], *, baud: int = 3_000_000
+    layout: Layout, announce: Callable[[str], None], *, baud: int = UNIT_BAUD
 ) -> None:
     """Serve the gateware on a new pty until the process is stopped.
 

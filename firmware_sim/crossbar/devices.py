@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from metaplast.vocabulary import DEVICE_MODELS
+
 US = 1e-6
 ORDERS: tuple[str, ...] = ("row-major", "column-major")
 
@@ -390,7 +392,9 @@ def _load_disturbance(path: Path, f: _Fields) -> tuple[Tensor, Tensor, Tensor]:
     )
 
 
-MODELS: dict[str, type[DeviceModel]] = {"hfox-1t1r": HfOx1T1R, "tio2-passive": TiO2Passive}
+MODELS: dict[str, type[DeviceModel]] = dict(
+    zip(DEVICE_MODELS, (HfOx1T1R, TiO2Passive), strict=True)
+)
 
 
 def load_device(name: str, path: str | Path | None = None) -> DeviceModel:

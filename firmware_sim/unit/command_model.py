@@ -27,6 +27,7 @@ from metaplast.protocol import (
     signed_bytes,
     unpack_signed,
 )
+from metaplast.vocabulary import UNIT_CLOCK_HZ
 
 from .digital_unit import DigitalUnit
 
@@ -45,7 +46,7 @@ class CommandModel:
         self,
         layout: Layout,
         *,
-        clock_hz: int = 48_000_000,
+        clock_hz: int = UNIT_CLOCK_HZ,
         baud_divisor: int = 16,
         program: Callable[[int, int, int], None] | None = None,
     ) -> None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from metaplast.cli import board, session, transfer, unit
+from metaplast.cli.options import flag
 
 DESCRIPTION = (
     "metaplast: metaplastic on-chip learning with memristors. Train through the digital unit "
@@ -44,15 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """A command's options by the configuration field each sets (``from_run``: ``--from``)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        a.dest: a.option_strings[-1] for a in sub.choices[command]._actions if a.option_strings
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from metaplast.errors import ConfigError
     from metaplast.host.datasets import DatasetError
     from metaplast.host.link import LinkError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError, LinkError) as exc:
+    except ConfigError as exc:
+        flags = _flags(parser, args.command)
+        message = exc.naming(lambda field: flags.get(field, flag(field)))
+        print(f"metaplast {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except (DatasetError, LinkError) as exc:
         print(f"metaplast {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path that cannot be written, a port that is not there

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from metaplast.cli.options import add_unit_options, layout_from
+from metaplast.vocabulary import UNIT_BAUD
 
 
 def add_board(sub: Any) -> None:
@@ -25,13 +26,13 @@ def add_board(sub: Any) -> None:
         help="model: the bit-exact model (fast); rtl: the gateware under the Amaranth "
         "simulator, UART pins included (a few hundred bytes per second)",
     )
-    p.add_argument("--baud", type=int, default=3_000_000, help="simulated baud rate (0: no limit)")
+    p.add_argument("--baud", type=int, default=UNIT_BAUD, help="simulated baud rate (0: no limit)")
     p.add_argument("--listen", metavar="HOST:PORT", default=None, help="TCP instead of a pty")
     add_unit_options(p)
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
     p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
-    p.add_argument("--baudrate", type=int, default=3_000_000, help="the UART rate")
+    p.add_argument("--baudrate", type=int, default=UNIT_BAUD, help="the UART rate")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
 
 
@@ -48,7 +49,7 @@ def add_link_faults(sub: Any) -> None:
     p.add_argument("--duplicate-rate", type=float, default=0.0, help="bytes sent twice")
     p.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every chunk")
     p.add_argument("--seed", type=int, default=0, help="seed of the injected faults")
-    p.add_argument("--baudrate", type=int, default=3_000_000, help="the UART rate to the port")
+    p.add_argument("--baudrate", type=int, default=UNIT_BAUD, help="the UART rate to the port")
 
 
 def run_link_faults(args: argparse.Namespace) -> int:

@@ -8,8 +8,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metaplast.vocabulary import (
+    ARITHMETICS,
+    BN_MODES,
+    BN_STATS,
+    CROSSBARS,
+    DEVICE_MODELS,
+    INPUTS,
+    ROUNDINGS,
+    UNIT_CLOCK_HZ,
+    UNIT_COUNTER_WIDTH,
+    UNIT_MAX_BLOCK,
+    UNIT_SYNAPSES,
+)
+
 if TYPE_CHECKING:
     from metaplast.host.config import SessionConfig
+
+
+def flag(field: str) -> str:
+    """The command-line option of a configuration field: ``stuck_hrs`` is ``--stuck-hrs``."""
+    return "--" + field.replace("_", "-")
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -62,100 +81,68 @@ def _tasks(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-# option name -> (config field, argparse kwargs); every default is None so that only the
-# options given on the command line override a preset or a resumed run's stored config
-SESSION_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--tasks": (
-        "tasks",
-        {
-            "type": _tasks,
-            "help": "mnist,fashion-mnist, or permuted-mnist:N (N permutations of MNIST)",
-        },
-    ),
-    "--epochs": ("epochs", {"type": int_list, "help": "epochs per task, e.g. 50,50"}),
-    "--pretrain-epochs": ("pretrain_epochs", {"type": int, "help": "first epochs with m* = 0"}),
-    "--mstar": ("mstar", {"type": float, "help": "m* after pre-training"}),
-    "--hidden": ("hidden", {"type": int_list, "help": "hidden layer sizes, e.g. 512,512"}),
-    "--seed": ("seed", {"type": int, "help": "seed of the initialization, data order and draws"}),
-    "--arithmetic": (
-        "arithmetic",
-        {"choices": ("float", "fixed"), "help": "float rule or the gateware's fixed point"},
-    ),
-    "--lr": ("lr", {"type": float, "help": "Adam's learning rate"}),
-    "--batch-size": ("batch_size", {"type": int, "help": "training batch size"}),
-    "--activation": (
-        "activation",
-        {
-            "help": "relu (default), sign, hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
-            "hardtanh or relu (full precision)"
-        },
-    ),
-    "--init-std": ("init_std", {"type": float, "help": "std of the initial hidden weights"}),
-    "--init-mean": ("init_mean", {"type": float, "help": "mean of the initial hidden weights"}),
-    "--bn": ("bn", {"help": "per-task (each task tested with its batch norm) or shared"}),
-    "--bn-stats": (
-        "bn_stats",
-        {
-            "choices": ("batch", "running"),
-            "help": "batch (default: every batch, test batches too, normalized with its own "
-            "statistics, as the reference code) or running (the running averages)",
-        },
-    ),
-    "--inputs": (
-        "inputs",
-        {"choices": ("signed", "unsigned"), "help": "pixels as read voltages in [-1, 1] or [0, 1]"},
-    ),
-    "--test-batch-size": (
-        "test_batch_size",
-        {"type": int, "help": "test images per batch (batch statistics are a test batch's)"},
-    ),
-    "--permutation-seed": (
-        "permutation_seed",
-        {"type": int, "help": "seed of the permuted-MNIST tasks' permutations"},
-    ),
-    "--levels": (
-        "levels",
-        {
-            "type": _levels,
-            "help": "uniform:17:-1.5:1.5, a list, or device (the mean conductances of a "
-            "multi-level --crossbar, scaled to the same largest level)",
-        },
-    ),
-    "--hidden-width": ("hidden_width", {"type": int, "help": "hidden-weight bits (fixed)"}),
-    "--guard-bits": ("guard_bits", {"type": int, "help": "update bits below the hidden LSB"}),
-    "--lut-entries": ("lut_entries", {"type": int, "help": "meta LUT entries (power of two)"}),
-    "--meta-bits": ("meta_bits", {"type": int, "help": "fraction bits of M"}),
-    "--rounding": ("rounding", {"help": "nearest or stochastic"}),
-    "--train-limit": ("train_limit", {"type": int, "help": "use the first N training images"}),
-    "--crossbar": (
-        "crossbar",
-        {
-            "choices": ("ideal", "hfox-1t1r", "tio2-passive"),
-            "help": "where the quantized weights live: exact (ideal) or a device model",
-        },
-    ),
-    "--hardware-aware": (
-        "hardware_aware",
-        {
-            "choices": ("hfox-1t1r", "tio2-passive"),
-            "help": "train for an ex-situ transfer onto this device model: every batch runs "
-            "through the weights one simulated transfer leaves (metaplast transfer --from)",
-        },
-    ),
-    "--device-file": (
-        "device_file",
-        {"help": "a device file (JSON) that replaces the device model's shipped one"},
-    ),
-    "--stuck-hrs": ("stuck_hrs", {"type": float, "help": "fraction of devices stuck in HRS"}),
-    "--stuck-lrs": ("stuck_lrs", {"type": float, "help": "fraction of devices stuck in LRS"}),
-    "--endurance": (
-        "endurance",
-        {"type": int, "help": "programming operations a device survives (then stuck)"},
-    ),
-    "--read-noise": (
-        "read_noise",
-        {"type": float, "help": "relative std of every conductance read"},
-    ),
+# a session's field -> its option's argparse arguments; the option is the field's flag
+# (:func:`flag`), and every default is None: a default lives in the configuration alone, and only
+# the options given on the command line override a preset or a resumed run's stored config
+SESSION_OPTIONS: dict[str, dict[str, Any]] = {
+    "tasks": {
+        "type": _tasks,
+        "help": "mnist,fashion-mnist, or permuted-mnist:N (N permutations of MNIST)",
+    },
+    "epochs": {"type": int_list, "help": "epochs per task, e.g. 50,50"},
+    "pretrain_epochs": {"type": int, "help": "first epochs with m* = 0"},
+    "mstar": {"type": float, "help": "m* after pre-training"},
+    "hidden": {"type": int_list, "help": "hidden layer sizes, e.g. 512,512"},
+    "seed": {"type": int, "help": "seed of the initialization, data order and draws"},
+    "arithmetic": {"choices": ARITHMETICS, "help": "float rule or the gateware's fixed point"},
+    "lr": {"type": float, "help": "Adam's learning rate"},
+    "batch_size": {"type": int, "help": "training batch size"},
+    "activation": {
+        "help": "relu (default), sign, hardtanh:K or relu:K (K levels in [-1, 1] or [0, 1]), "
+        "hardtanh or relu (full precision)"
+    },
+    "init_std": {"type": float, "help": "std of the initial hidden weights"},
+    "init_mean": {"type": float, "help": "mean of the initial hidden weights"},
+    "bn": {
+        "choices": BN_MODES,
+        "help": "per-task (each task tested with its batch norm) or shared",
+    },
+    "bn_stats": {
+        "choices": BN_STATS,
+        "help": "batch (default: every batch, test batches too, normalized with its own "
+        "statistics, as the reference code) or running (the running averages)",
+    },
+    "inputs": {"choices": INPUTS, "help": "pixels as read voltages in [-1, 1] or [0, 1]"},
+    "test_batch_size": {
+        "type": int,
+        "help": "test images per batch (batch statistics are a test batch's)",
+    },
+    "permutation_seed": {"type": int, "help": "seed of the permuted-MNIST tasks' permutations"},
+    "levels": {
+        "type": _levels,
+        "help": "uniform:17:-1.5:1.5, a list, or device (the mean conductances of a "
+        "multi-level --crossbar, scaled to the same largest level)",
+    },
+    "hidden_width": {"type": int, "help": "hidden-weight bits (fixed)"},
+    "guard_bits": {"type": int, "help": "update bits below the hidden LSB"},
+    "lut_entries": {"type": int, "help": "meta LUT entries (power of two)"},
+    "meta_bits": {"type": int, "help": "fraction bits of M"},
+    "rounding": {"choices": ROUNDINGS, "help": "how an update is rounded to the hidden LSB"},
+    "train_limit": {"type": int, "help": "use the first N training images"},
+    "crossbar": {
+        "choices": CROSSBARS,
+        "help": "where the quantized weights live: exact (ideal) or a device model",
+    },
+    "hardware_aware": {
+        "choices": DEVICE_MODELS,
+        "help": "train for an ex-situ transfer onto this device model: every batch runs "
+        "through the weights one simulated transfer leaves (metaplast transfer --from)",
+    },
+    "device_file": {"help": "a device file (JSON) that replaces the device model's shipped one"},
+    "stuck_hrs": {"type": float, "help": "fraction of devices stuck in HRS"},
+    "stuck_lrs": {"type": float, "help": "fraction of devices stuck in LRS"},
+    "endurance": {"type": int, "help": "programming operations a device survives (then stuck)"},
+    "read_noise": {"type": float, "help": "relative std of every conductance read"},
 }
 
 
@@ -167,8 +154,8 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="quick (default, a few minutes) or paper (50+50 epochs, 784-512-512-10)",
     )
-    for flag, (_, kwargs) in SESSION_OPTIONS.items():
-        p.add_argument(flag, default=None, **kwargs)
+    for field, kwargs in SESSION_OPTIONS.items():
+        p.add_argument(flag(field), default=None, **kwargs)
     p.add_argument(
         "--data-dir",
         default=None,
@@ -189,11 +176,7 @@ def session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
     from metaplast.host.config import PRESETS, SessionConfig
     from metaplast.host.rundir import RunDir
 
-    given = {
-        field: getattr(args, flag[2:].replace("-", "_"))
-        for flag, (field, _) in SESSION_OPTIONS.items()
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    given = {f: getattr(args, f) for f in SESSION_OPTIONS if getattr(args, f) is not None}
     if (
         getattr(args, "resume", False)
         and out
@@ -202,7 +185,7 @@ def session_config(args: argparse.Namespace, out: Path | None) -> SessionConfig:
     ):
         base = RunDir.stored_config(out).to_dict()
     else:
-        base = SessionConfig(**PRESETS[args.preset or "quick"]).to_dict()
+        base = SessionConfig.of(**PRESETS[args.preset or "quick"]).to_dict()
     merged = {**base, **given}
     if merged["levels"] == "device":
         merged["levels"] = _device_levels(merged, base["levels"])
@@ -224,7 +207,7 @@ def _device_levels(config: dict[str, Any], default: Sequence[float]) -> tuple[fl
     return device.weight_levels(max(abs(v) for v in default))
 
 
-_CONTRACT_OPTIONS = ("--levels", "--hidden-width", "--guard-bits", "--lut-entries", "--meta-bits")
+_CONTRACT_OPTIONS = ("levels", "hidden_width", "guard_bits", "lut_entries", "meta_bits", "rounding")
 
 
 def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
@@ -232,39 +215,30 @@ def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
 
     A board build takes its clock from the board's oscillator (``clock=False``).
     """
-    p.add_argument("--synapses", type=int, default=8192, help="hidden-weight memory depth")
-    p.add_argument("--max-block", type=int, default=256, help="synapses per block command")
-    p.add_argument("--counter-width", type=int, default=16, help="bits of each change counter")
-    if clock:
-        p.add_argument("--clock-hz", type=int, default=48_000_000, help="clock (reported by INFO)")
-    for flag in _CONTRACT_OPTIONS:
-        _, kwargs = SESSION_OPTIONS[flag]
-        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--synapses", type=int, default=UNIT_SYNAPSES, help="hidden-weight memory depth")
     p.add_argument(
-        "--rounding",
-        choices=("nearest", "stochastic"),
-        default=None,
-        help="how an update is rounded to the hidden weight's LSB (default stochastic)",
+        "--max-block", type=int, default=UNIT_MAX_BLOCK, help="synapses per block command"
     )
+    p.add_argument(
+        "--counter-width", type=int, default=UNIT_COUNTER_WIDTH, help="bits of each change counter"
+    )
+    if clock:
+        p.add_argument(
+            "--clock-hz", type=int, default=UNIT_CLOCK_HZ, help="clock (reported by INFO)"
+        )
+    for field in _CONTRACT_OPTIONS:
+        p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
 
 
 def layout_from(args: argparse.Namespace) -> Any:
     """The unit options as a :class:`~metaplast.protocol.Layout` (ValueError when invalid)."""
+    from metaplast.contract import Contract
     from metaplast.protocol import Layout
 
+    given = {f: getattr(args, f) for f in _CONTRACT_OPTIONS if getattr(args, f) is not None}
     return Layout(
-        contract_from(args),
+        Contract(**given),
         args.synapses,
         max_block=args.max_block,
         counter_width=args.counter_width,
     )
-
-
-def contract_from(args: argparse.Namespace) -> Any:
-    from metaplast.contract import Contract
-
-    fields = {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
-        for flag in (*_CONTRACT_OPTIONS, "--rounding")
-    }
-    return Contract(**{k: v for k, v in fields.items() if v is not None})

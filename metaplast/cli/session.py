@@ -13,6 +13,7 @@ from metaplast.cli.options import (
     positive_int,
     session_config,
 )
+from metaplast.vocabulary import UNIT_BAUD
 
 
 def add_train(sub: Any) -> None:
@@ -37,7 +38,7 @@ def add_train(sub: Any) -> None:
         help="with --port: the layers whose synapses live on the board, e.g. 0 or 0,2 "
         "(default all; the others stay in the in-process model, same arithmetic)",
     )
-    p.add_argument("--baudrate", type=int, default=3_000_000, help="with --port: the UART rate")
+    p.add_argument("--baudrate", type=int, default=UNIT_BAUD, help="with --port: the UART rate")
     p.add_argument("--link-timeout", type=float, default=2.0, help="seconds per attempt")
 
 
@@ -141,7 +142,7 @@ def add_sweep(sub: Any) -> None:
 def _parse_vary(specs: list[str]) -> dict[str, list[Any]]:
     from metaplast.errors import ConfigError
 
-    converters = {field: kw.get("type", str) for field, kw in SESSION_OPTIONS.values()}
+    converters = {field: kw.get("type", str) for field, kw in SESSION_OPTIONS.items()}
     vary: dict[str, list[Any]] = {}
     for spec in specs:
         field, sep, values = spec.partition("=")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from metaplast.cli.options import add_unit_options, layout_from
+from metaplast.vocabulary import UNIT_BAUD
 
 
 def add_gateware(sub: Any) -> None:
@@ -21,7 +22,9 @@ def add_gateware(sub: Any) -> None:
     add_unit_options(p)
     baud = p.add_mutually_exclusive_group()
     baud.add_argument("--baud-divisor", type=int, default=None, help="clocks per UART bit")
-    baud.add_argument("--baud", type=int, default=None, help="UART baud rate (default 3000000)")
+    baud.add_argument(
+        "--baud", type=int, default=None, help=f"UART baud rate (default {UNIT_BAUD})"
+    )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
 
@@ -35,7 +38,7 @@ def run_gateware(args: argparse.Namespace) -> int:
 
     try:
         layout = layout_from(args)
-        divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or 3_000_000)
+        divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or UNIT_BAUD)
         top = DigitalUnitTop(
             layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
         )

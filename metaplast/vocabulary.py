@@ -1,0 +1,31 @@
+"""The names and default sizes that the configuration, the models and the command line share.
+
+This module imports nothing, so that the command line can offer every choice and default
+without loading torch or amaranth; each name's owner (the contract, the device models, the
+network, the unit's layout) takes its list from here.
+"""
+
+ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
+"""How an update is rounded to the hidden weight's LSB (the contract's ``rounding``)."""
+
+DEVICE_MODELS: tuple[str, ...] = ("hfox-1t1r", "tio2-passive")
+"""The device models a crossbar can be made of (their files are in ``device_data/``)."""
+
+CROSSBARS: tuple[str, ...] = ("ideal", *DEVICE_MODELS)
+"""Where a session's quantized weights live: exactly, or on a device model's crossbar."""
+
+ARITHMETICS: tuple[str, ...] = ("float", "fixed")
+INPUTS: tuple[str, ...] = ("signed", "unsigned")
+BN_MODES: tuple[str, ...] = ("per-task", "shared")
+BN_STATS: tuple[str, ...] = ("batch", "running")
+
+UNIT_SYNAPSES = 8192
+"""Hidden-weight memory depth of a unit built or simulated without ``--synapses``."""
+UNIT_MAX_BLOCK = 256
+"""Synapses per block command."""
+UNIT_COUNTER_WIDTH = 16
+"""Bits of each change counter."""
+UNIT_CLOCK_HZ = 48_000_000
+"""The clock INFO reports for a unit not built for a board's oscillator."""
+UNIT_BAUD = 3_000_000
+"""The UART rate of a host and a board that are not told another (an FT2232H makes it exactly)."""
