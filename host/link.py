@@ -23,6 +23,7 @@ from metaplast.contract import Contract
 from metaplast.protocol import (
     RESPONSE,
     RETRY_DEPTH,
+    Capability,
     Frame,
     FrameDecoder,
     Info,
@@ -40,6 +41,9 @@ __all__ = ["Link", "LinkError", "LinkStats"]
 
 # statuses that mean "the frame was damaged on the way": resending the same bytes may work
 _TRANSIENT = {Status.CRC, Status.FRAMING, Status.LENGTH, Status.OVERFLOW}
+
+SUPPORTED_VERSIONS = (1, 2)
+"""Protocol versions this host speaks: version 2 only adds to INFO what version 1 left out."""
 
 
 class LinkError(Exception):
@@ -233,9 +237,14 @@ class Link:
             clock_hz=info.clock_hz,
             baud_divisor=info.baud_divisor,
         )
-        fields = ("version", "hidden_width", "frac_bits", "guard_bits", "meta_bits")
+        fields = ("hidden_width", "frac_bits", "guard_bits", "meta_bits")
         fields += ("lut_entries", "rounding", "level_ints")
+        if info.version >= 2:  # a version-1 unit does not report its derived integers
+            fields += ("recip_shift", "w_min", "w_max")
         wrong = [f for f in fields if getattr(info, f) != getattr(mine, f)]
+        if info.version not in SUPPORTED_VERSIONS:
+            wrong.insert(0, f"protocol version {info.version} (this host speaks "
+                            f"{', '.join(map(str, SUPPORTED_VERSIONS))})")  # fmt: skip
         if synapses is not None and info.synapses < synapses:
             wrong.append(f"synapses ({info.synapses} < {synapses} needed)")
         if wrong:
@@ -247,6 +256,17 @@ class Link:
             contract, info.synapses, max_block=info.max_block, counter_width=info.counter_width
         )
         return info
+
+    def require(self, capability: Capability, purpose: str) -> None:
+        """Refuse, naming the port and the capability, what a board without it cannot do."""
+        info = self.info or self.read_info()
+        if capability not in info.capabilities:
+            have = [c.name.lower() for c in Capability if c in info.capabilities]
+            raise LinkError(
+                f"{self.name}: {purpose} needs a board with the {capability.name.lower()} "
+                f"capability; this board (protocol version {info.version}) has "
+                f"{', '.join(have) or 'none'}"
+            )
 
     def _layout(self) -> Layout:
         if self.layout is None:

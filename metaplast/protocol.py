@@ -28,7 +28,7 @@ import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 import numpy as np
 from amaranth.lib.crc import catalog
@@ -46,6 +46,7 @@ __all__ = [
     "RESPONSE",
     "RETRY_DEPTH",
     "MUTATING",
+    "Capability",
     "Frame",
     "FrameDecoder",
     "Info",
@@ -64,7 +65,9 @@ __all__ = [
     "stuff",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""1: INFO without its arithmetic tail. 2: INFO also carries the reciprocal shift, the clip
+range and the capabilities (:class:`Capability`); a host reads both."""
 
 END = 0xC0
 ESC = 0xDB
@@ -86,6 +89,15 @@ class Op(IntEnum):
     UPDATE = 0x05
     READ_COUNTERS = 0x06
     RESET = 0x07
+
+
+class Capability(IntFlag):
+    """Optional parts of a unit, announced in INFO; a host refuses, naming the port and the
+    capability, to use one that a board lacks."""
+
+    CROSSBAR = 0x01
+    """A memristor array behind the unit's crossbar port: conductance reads, MVMs, device
+    counters, program-and-verify."""
 
 
 MUTATING = frozenset({Op.WRITE_HIDDEN, Op.LOAD_LUT, Op.UPDATE, Op.RESET})
@@ -372,8 +384,16 @@ class Info:
     lut_mstar: float
     lut_crc: int
     level_ints: tuple[int, ...]
+    recip_shift: int | None = None
+    """The reciprocal table's shift (version 2; ``None`` from a version-1 unit)."""
+    w_min: int | None = None
+    """The clip range in the hidden format, from the float levels (version 2)."""
+    w_max: int | None = None
+    capabilities: Capability = Capability(0)
 
     _HEAD = struct.Struct("<BIHBBBBHBBIHHHB")
+    _TAIL = struct.Struct("<BiiI")
+    """After the levels (version 2): recip_shift u8, w_min i32, w_max i32, capabilities u32."""
     MSTAR_SCALE = 256
     """m* travels as an unsigned 8.8 fixed-point number."""
 
@@ -390,6 +410,7 @@ class Info:
         baud_divisor: int,
         lut_mstar: float = 0.0,
         lut: tuple[int, ...] | None = None,
+        capabilities: Capability | None = None,
     ) -> Info:
         c = layout.contract
         lut = c.meta_lut(lut_mstar) if lut is None else lut
@@ -409,6 +430,10 @@ class Info:
             lut_mstar=lut_mstar,
             lut_crc=lut_crc(lut),
             level_ints=c.level_ints,
+            recip_shift=c.recip_shift,
+            w_min=c.w_min,
+            w_max=c.w_max,
+            capabilities=capabilities or Capability(0),
         )
 
     def pack(self) -> bytes:
@@ -429,7 +454,11 @@ class Info:
             self.lut_crc,
             len(self.level_ints),
         )
-        return head + struct.pack(f"<{len(self.level_ints)}i", *self.level_ints)
+        levels = struct.pack(f"<{len(self.level_ints)}i", *self.level_ints)
+        if self.version < 2:
+            return head + levels
+        tail = self._TAIL.pack(self.recip_shift, self.w_min, self.w_max, self.capabilities)
+        return head + levels + tail
 
     @classmethod
     def unpack(cls, payload: bytes) -> Info:
@@ -438,8 +467,14 @@ class Info:
             raise ProtocolError(f"INFO payload of {len(payload)} bytes, expected >= {n}")
         f = cls._HEAD.unpack_from(payload)
         levels = f[-1]
-        if len(payload) != n + 4 * levels:
-            raise ProtocolError(f"INFO payload of {len(payload)} bytes for {levels} levels")
+        tail = cls._TAIL.size if f[0] >= 2 else 0
+        if len(payload) != n + 4 * levels + tail:
+            raise ProtocolError(
+                f"INFO payload of {len(payload)} bytes for {levels} levels (version {f[0]})"
+            )
+        shift, w_min, w_max, caps = (
+            cls._TAIL.unpack_from(payload, n + 4 * levels) if tail else (None, None, None, 0)
+        )
         return cls(
             version=f[0],
             synapses=f[1],
@@ -456,12 +491,17 @@ class Info:
             lut_mstar=f[12] / cls.MSTAR_SCALE,
             lut_crc=f[13],
             level_ints=struct.unpack_from(f"<{levels}i", payload, n),
+            recip_shift=shift,
+            w_min=w_min,
+            w_max=w_max,
+            capabilities=Capability(caps),
         )
 
     def to_dict(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["level_ints"] = list(self.level_ints)
         d["lut_crc"] = f"{self.lut_crc:04x}"
+        d["capabilities"] = [c.name.lower() for c in Capability if c in self.capabilities]
         return d
 
 

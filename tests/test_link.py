@@ -16,6 +16,7 @@ import torch
 from metaplast.contract import Contract
 from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.host.link import Link, LinkError
+from metaplast.protocol import Capability
 
 CLI = str(Path(sys.executable).with_name("metaplast"))
 CONTRACT = Contract()
@@ -70,9 +71,19 @@ def test_board_sim_prints_a_port_and_info_answers_json(board: Board) -> None:
     out = subprocess.run([CLI, "info", "--port", board.port], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
-    assert info["version"] == 1 and info["synapses"] == 300 and info["max_block"] == 64
+    assert info["version"] == 2 and info["synapses"] == 300 and info["max_block"] == 64
     assert info["level_ints"] == list(CONTRACT.level_ints)
+    assert (info["recip_shift"], info["w_min"], info["w_max"]) == (
+        CONTRACT.recip_shift, CONTRACT.w_min, CONTRACT.w_max
+    )  # fmt: skip
+    assert info["capabilities"] == []
     assert info["lut_crc"] and info["hidden_width"] == 16
+
+
+def test_a_board_without_a_capability_is_refused_by_name(board: Board) -> None:
+    with Link.open(board.port) as link:
+        with pytest.raises(LinkError, match=rf"{board.port}: .*crossbar capability.*has none"):
+            link.require(Capability.CROSSBAR, "an MVM on the board's array")
 
 
 def test_a_session_over_the_pty_matches_the_model(board: Board) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -15,11 +16,14 @@ from metaplast.protocol import (
     CRC,
     END,
     ESC,
+    PROTOCOL_VERSION,
+    Capability,
     Frame,
     FrameDecoder,
     Info,
     Layout,
     Op,
+    ProtocolError,
     Status,
     crc16,
     decode_events,
@@ -85,6 +89,25 @@ def test_info_round_trips_and_reports_the_loaded_lut() -> None:
     info = Info.unpack(reply(model, Op.INFO, 3).payload[1:])
     assert info.lut_mstar == 3.0
     assert info.lut_crc == lut_crc(LAYOUT.contract.meta_lut(3.0))
+
+
+def test_info_carries_every_integer_the_arithmetic_depends_on() -> None:
+    """Version 2: the reciprocal shift and the clip range from the float levels. On this level
+    set the rounded integer levels would give a lower clip of -1332 where the unit clips at
+    -1331: a host cannot derive it from ``level_ints``."""
+    contract = Contract(levels=(-0.9, -0.1, 0.35, 0.77), hidden_width=12)
+    model = CommandModel(Layout(contract, 16), clock_hz=12_000_000, baud_divisor=4)
+    info = Info.unpack(reply(model, Op.INFO, 1).payload[1:])
+    assert info.version == PROTOCOL_VERSION == 2
+    assert (info.recip_shift, info.w_min, info.w_max) == (18, -1331, 1003)
+    assert (contract.recip_shift, contract.w_min, contract.w_max) == (18, -1331, 1003)
+    assert info.capabilities == Capability(0)
+    # a version-1 unit's INFO (no tail) still reads, its derived integers unknown
+    old = Info.unpack(dataclasses.replace(info, version=1).pack())
+    assert old.level_ints == info.level_ints and old.recip_shift is None
+    assert len(info.pack()) == len(dataclasses.replace(info, version=1).pack()) + 13
+    with pytest.raises(ProtocolError, match="version 2"):
+        Info.unpack(info.pack()[:-1])
 
 
 def test_update_events_and_counters_come_from_the_digital_unit() -> None:
