@@ -1,0 +1,238 @@
+"""Parse and check a request completely before anything changes.
+
+A request is checked in the order the model (:class:`~metaplast.firmware_sim.unit.command_model.
+CommandModel`) checks it: the receiver's verdict on the frame, the op, the length against the
+op's layout, the address range, then every value it carries (a pass over the payload). Only
+after that is anything applied, so an invalid request changes no state.
+
+The payload layouts are :mod:`metaplast.protocol`'s (``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from metaplast.protocol import Layout, Op, Status
+
+from .framing import descriptor_layout
+from .payload_reader import PayloadReader
+
+__all__ = ["PAYLOAD", "CommandChecker", "Header", "array_format", "element_bytes"]
+
+PAYLOAD = 2
+"""Index of a request's payload in the frame (0 is op, 1 is seq)."""
+
+Header = data.UnionLayout(
+    {
+        "span": data.StructLayout({"start": 32, "count": 16}),
+        "block": data.StructLayout({"start": 32, "seed": 32}),
+        "lut": data.StructLayout({"mstar": 16}),
+    }
+)
+"""The fixed fields at the start of a payload, as each op reads them: the synapses of
+READ_HIDDEN and READ_COUNTERS; the first synapse of WRITE_HIDDEN and UPDATE and UPDATE's seed;
+LOAD_LUT's m*. The first 8 bytes of every payload are read into it, whatever the op."""
+
+_HEADER_BYTES = Header.size // 8
+
+# ops that carry an array of elements: the bytes of fixed fields before it
+_ARRAY_HEAD = {Op.WRITE_HIDDEN: 4, Op.UPDATE: 8, Op.LOAD_LUT: 2}
+
+# the ops this unit executes; any other is answered OPCODE
+_OPS = (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, *_ARRAY_HEAD, Op.RESET)
+
+
+def element_bytes(layout: Layout) -> int:
+    """Bytes of the largest element any op carries: what a :class:`PayloadReader` must hold."""
+    return max(layout.hidden_bytes, layout.update_bytes, layout.lut_bytes)
+
+
+def array_format(layout: Layout, op: Value) -> tuple[Value, Value, Value]:
+    """Where the array of ``op``'s elements starts in the frame, the bytes of each, and whether
+    they are signed (LUT entries are not)."""
+    first = Mux(
+        op == Op.WRITE_HIDDEN,
+        PAYLOAD + _ARRAY_HEAD[Op.WRITE_HIDDEN],
+        Mux(op == Op.UPDATE, PAYLOAD + _ARRAY_HEAD[Op.UPDATE], PAYLOAD + _ARRAY_HEAD[Op.LOAD_LUT]),
+    )
+    size = Mux(
+        op == Op.WRITE_HIDDEN,
+        layout.hidden_bytes,
+        Mux(op == Op.UPDATE, layout.update_bytes, layout.lut_bytes),
+    )
+    return first, size, op != Op.LOAD_LUT
+
+
+class CommandChecker(wiring.Component):
+    """The verdict on one request: a :class:`~metaplast.protocol.Status`, and whether to apply it.
+
+    Started on a frame, it answers at once for a frame the receiver rejected, an unknown op or a
+    retry (``retry``: a repetition of a remembered command, checked when it first ran). Otherwise
+    it reads the payload's fixed fields into ``header``, checks the length and range and, for an
+    op that carries an array, reads the array once through ``payload`` checking every element;
+    the verdict follows the model's order: LENGTH, then RANGE, then VALUE.
+
+    Parameters
+    ----------
+    layout : Layout
+        The unit's payload sizes.
+    bank_size : int
+        Bytes of one bank of the frame buffer.
+
+    Members
+    -------
+    frame : ``In(descriptor_layout(bank_size))``
+        The request, as the receiver describes it; held while the checker runs.
+    start : ``In(1)``
+        Strobe: check ``frame``.
+    retry : ``In(1)``
+        ``frame`` repeats one of the remembered commands.
+    payload : ``In(PayloadReader.Signature(bank_size, element_bytes(layout)))``
+        The frame's payload.
+    done : ``Out(1)``
+        Strobe: the verdict is on ``status`` and ``apply``.
+    status : ``Out(range(max(Status) + 1))``
+    apply : ``Out(1)``
+        The request is valid and changes state: it is to be applied (not set for a retry).
+    header : ``Out(Header)``
+        The payload's fixed fields, from ``done`` until the next ``start`` (not read for a frame
+        answered at once).
+    """
+
+    def __init__(self, layout: Layout, *, bank_size: int) -> None:
+        if bank_size < layout.max_request:
+            raise ValueError(
+                f"bank_size {bank_size} cannot hold requests of {layout.max_request} bytes"
+            )
+        self.layout = layout
+        self.bank_size = bank_size
+        super().__init__(
+            {
+                "frame": In(descriptor_layout(bank_size)),
+                "start": In(1),
+                "retry": In(1),
+                "payload": In(PayloadReader.Signature(bank_size, element_bytes(layout))),
+                "done": Out(1),
+                "status": Out(range(max(Status) + 1)),
+                "apply": Out(1),
+                "header": Out(Header),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        L = self.layout  # noqa: N806
+        c = L.contract
+        m = Module()
+        frame, payload, header = self.frame, self.payload, self.header
+        op_is = {op: frame.op == op for op in _OPS}
+        plen = Signal(range(self.bank_size + 1))
+        m.d.comb += plen.eq(frame.length - PAYLOAD)
+        first, size, is_signed = array_format(L, frame.op)
+        m.d.comb += [
+            payload.size.eq(size),
+            payload.signed.eq(is_signed),
+            payload.end.eq(frame.length),
+            payload.seek_to.eq(first),
+        ]
+
+        # each op's values narrowed to its element width (the reader extends from exactly it)
+        element = payload.elements.payload
+        hidden = element[: 8 * L.hidden_bytes].as_signed()
+        update = element[: 8 * L.update_bytes].as_signed()
+        entry = element[: 8 * L.lut_bytes]
+        update_limit = 1 << (c.update_width - 1)
+        bad_element = Signal()
+        with m.If(op_is[Op.WRITE_HIDDEN]):
+            m.d.comb += bad_element.eq((hidden < c.w_min) | (hidden > c.w_max))
+        with m.Elif(op_is[Op.UPDATE]):
+            m.d.comb += bad_element.eq((update < -update_limit) | (update >= update_limit))
+        with m.Else():
+            m.d.comb += bad_element.eq(entry > c.meta_one)
+        bad_value = Signal()
+
+        read_end = Signal(34)
+        m.d.comb += read_end.eq(header.span.start + header.span.count)
+        range_end = Signal(34)
+        m.d.comb += range_end.eq(header.block.start + payload.count)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.If(frame.status != Status.OK):
+                        m.d.comb += [self.done.eq(1), self.status.eq(frame.status)]
+                    with m.Elif(~Cat(op_is.values()).any()):
+                        m.d.comb += [self.done.eq(1), self.status.eq(Status.OPCODE)]
+                    with m.Elif(self.retry):
+                        m.d.comb += self.done.eq(1)
+                    with m.Else():
+                        m.d.comb += [payload.seek.eq(1), payload.seek_to.eq(PAYLOAD)]
+                        m.next = "HEADER"
+
+            with m.State("HEADER"):
+                # whatever the length: the checks below use only the fields the op has
+                m.d.comb += [
+                    payload.run.eq(1),
+                    payload.end.eq(PAYLOAD + _HEADER_BYTES),
+                    payload.elements.ready.eq(1),
+                ]
+                with m.If(payload.raw.valid):
+                    m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
+                    with m.If(payload.raw.payload.index == PAYLOAD + _HEADER_BYTES - 1):
+                        m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.sync += bad_value.eq(0)
+                m.next = "IDLE"
+                with m.Switch(frame.op):
+                    with m.Case(Op.INFO):
+                        m.d.comb += self.done.eq(1)
+                        with m.If(plen != 0):
+                            m.d.comb += self.status.eq(Status.LENGTH)
+                    with m.Case(Op.READ_HIDDEN, Op.READ_COUNTERS):
+                        m.d.comb += self.done.eq(1)
+                        count = header.span.count
+                        with m.If((plen != 6) | (count == 0) | (count > L.max_block)):
+                            m.d.comb += self.status.eq(Status.LENGTH)
+                        with m.Elif(read_end > L.synapses):
+                            m.d.comb += self.status.eq(Status.RANGE)
+                    with m.Case(*_ARRAY_HEAD):
+                        lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
+                        too_short = Mux(
+                            op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD
+                        )
+                        m.d.comb += payload.seek.eq(1)
+                        m.next = "VALIDATE"
+                        with m.If(too_short):
+                            m.d.comb += [self.done.eq(1), self.status.eq(Status.LENGTH)]
+                            m.next = "IDLE"
+                    with m.Case(Op.RESET):
+                        m.d.comb += self.done.eq(1)
+                        with m.If(plen != 0):
+                            m.d.comb += self.status.eq(Status.LENGTH)
+                        with m.Else():
+                            m.d.comb += self.apply.eq(1)
+
+            with m.State("VALIDATE"):
+                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
+                with m.If(payload.elements.valid & bad_element):
+                    m.d.sync += bad_value.eq(1)
+                with m.If(payload.done):
+                    m.next = "VERDICT"
+
+            with m.State("VERDICT"):
+                is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE]
+                count = payload.count
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+                with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
+                    m.d.comb += self.status.eq(Status.LENGTH)
+                with m.Elif(is_block & (range_end > L.synapses)):
+                    m.d.comb += self.status.eq(Status.RANGE)
+                with m.Elif(bad_value):
+                    m.d.comb += self.status.eq(Status.VALUE)
+                with m.Else():
+                    m.d.comb += self.apply.eq(1)
+
+        return m

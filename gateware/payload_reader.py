@@ -1,0 +1,178 @@
+"""A request's payload read from the frame buffer as a stream of little-endian elements.
+
+Requests carry arrays of fields whose size depends on the op (hidden weights, updates, LUT
+entries). The command engine reads such an array twice, once to check every value and once to
+apply it, through the receive buffer's one-byte read port. :class:`PayloadReader` turns that
+port into a stream of whole elements at one byte per clock, and shows every byte as it is read
+too (for the fixed fields before the array, and for a CRC over the bytes).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .framing import BANKS
+
+__all__ = ["PayloadReader", "RawByte"]
+
+
+def RawByte(bank_size: int) -> data.StructLayout:  # noqa: N802
+    """A byte as read from the frame buffer, with its index in the frame."""
+    return data.StructLayout({"data": 8, "index": range(bank_size)})
+
+
+class PayloadReader(wiring.Component):
+    """Reads bytes ``seek_to`` to ``end - 1`` of a frame and assembles them into elements.
+
+    The buffer answers a cycle after it is addressed, so the reader addresses the next byte
+    while it takes the current one; after a seek it waits one cycle for the first byte. It takes
+    one byte per cycle while ``run`` is set and no complete element is waiting, so a sink that
+    is always ready receives an element every ``size`` cycles.
+
+    Parameters
+    ----------
+    bank_size : int
+        Bytes of one bank of the frame buffer (a power of two, as
+        :class:`~.framing.FrameReceiver` makes it).
+    max_bytes : int
+        Bytes of the largest element.
+
+    Members
+    -------
+    read_addr : ``Out(range(BANKS * bank_size))``
+        Address of the frame buffer's read port.
+    read_data : ``In(8)``
+        The byte at ``read_addr`` of the previous cycle.
+    bank : ``In(range(BANKS))``
+        The bank that holds the frame.
+    payload : ``Out(PayloadReader.Signature(bank_size, max_bytes))``
+        The reading port.
+    """
+
+    class Signature(wiring.Signature):
+        """The reading port, from the reader's side.
+
+        Members
+        -------
+        seek : ``In(1)``
+            Strobe: restart at byte ``seek_to``, with no element begun and ``count`` at zero.
+        seek_to : ``In(range(bank_size))``
+        end : ``In(range(bank_size + 1))``
+            Index just past the last byte to read (a frame's length, or the end of fixed fields).
+        size : ``In(range(max_bytes + 1))``
+            Bytes per element, 1 or more.
+        signed : ``In(1)``
+            Elements are two's complement: their value is sign-extended (else zero-extended).
+        run : ``In(1)``
+            Read while set.
+        elements : ``Out(stream.Signature(signed(8 * max_bytes + 1)))``
+            Whole elements, each one's value whatever its size.
+        raw : ``Out(stream.Signature(RawByte(bank_size), always_ready=True))``
+            Every byte in the cycle it is read, element or not.
+        count : ``Out(range(bank_size + 1))``
+            Elements taken since the last seek.
+        done : ``Out(1)``
+            Every byte up to ``end`` read and every element taken.
+        partial : ``Out(1)``
+            Bytes of an unfinished element are held: what was read is not a whole number of
+            elements.
+        """
+
+        def __init__(self, bank_size: int, max_bytes: int) -> None:
+            self.bank_size = bank_size
+            self.max_bytes = max_bytes
+            super().__init__(
+                {
+                    "seek": In(1),
+                    "seek_to": In(range(bank_size)),
+                    "end": In(range(bank_size + 1)),
+                    "size": In(range(max_bytes + 1)),
+                    "signed": In(1),
+                    "run": In(1),
+                    "elements": Out(stream.Signature(signed(8 * max_bytes + 1))),
+                    "raw": Out(stream.Signature(RawByte(bank_size), always_ready=True)),
+                    "count": Out(range(bank_size + 1)),
+                    "done": Out(1),
+                    "partial": Out(1),
+                }
+            )
+
+        def __eq__(self, other: object) -> bool:
+            return (
+                type(other) is type(self)
+                and other.bank_size == self.bank_size
+                and other.max_bytes == self.max_bytes
+            )
+
+        def __repr__(self) -> str:
+            return f"PayloadReader.Signature({self.bank_size}, {self.max_bytes})"
+
+    def __init__(self, *, bank_size: int, max_bytes: int) -> None:
+        if bank_size < 1 or bank_size & (bank_size - 1):
+            raise ValueError(f"bank_size must be a power of two, not {bank_size}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        self.bank_size = bank_size
+        self.max_bytes = max_bytes
+        super().__init__(
+            {
+                "read_addr": Out(range(BANKS * bank_size)),
+                "read_data": In(8),
+                "bank": In(range(BANKS)),
+                "payload": Out(self.Signature(bank_size, max_bytes)),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        port = self.payload
+        index = Signal(range(self.bank_size + 1))  # of the byte that read_data holds
+        lane = Signal(range(self.max_bytes))  # where it goes in the element
+        held = Signal(8 * self.max_bytes)
+        full = Signal()  # a whole element waits in `held`
+        primed = Signal()  # read_data holds the byte at `index`
+
+        take = Signal()
+        last_lane = lane == port.size - 1
+        m.d.comb += take.eq(primed & port.run & (index < port.end) & (~full | port.elements.ready))
+        next_index = Mux(take, index + 1, index)
+        m.d.comb += self.read_addr.eq(
+            Cat(next_index[: (self.bank_size - 1).bit_length()], self.bank)
+        )
+
+        m.d.sync += primed.eq(~port.seek)
+        with m.If(port.seek):
+            m.d.sync += [index.eq(port.seek_to), lane.eq(0), full.eq(0), port.count.eq(0)]
+        with m.Else():
+            with m.If(take):
+                m.d.sync += [
+                    held.word_select(lane, 8).eq(self.read_data),
+                    index.eq(index + 1),
+                    lane.eq(Mux(last_lane, 0, lane + 1)),
+                ]
+            with m.If(port.elements.valid & port.elements.ready):
+                m.d.sync += port.count.eq(port.count + 1)
+            with m.If(take & last_lane):
+                m.d.sync += full.eq(1)
+            with m.Elif(port.elements.ready):
+                m.d.sync += full.eq(0)
+
+        # the bytes above the element's size (left from a longer one) repeat its sign or are 0
+        sign = Signal()
+        for size in range(1, self.max_bytes + 1):
+            with m.If(port.size == size):
+                m.d.comb += sign.eq(port.signed & held[8 * size - 1])
+        fill = sign.replicate(8)
+        value = [Mux(port.size > i, held.word_select(i, 8), fill) for i in range(self.max_bytes)]
+        m.d.comb += [
+            port.elements.valid.eq(full),
+            port.elements.payload.eq(Cat(*value, sign)),
+            port.raw.valid.eq(take),
+            port.raw.payload.data.eq(self.read_data),
+            port.raw.payload.index.eq(index),
+            port.done.eq(primed & (index == port.end) & ~full),
+            port.partial.eq(lane != 0),
+        ]
+        return m

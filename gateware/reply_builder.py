@@ -1,0 +1,222 @@
+"""The response to a request, byte by byte: ``op | 0x80``, seq, status, then the op's payload.
+
+What a valid request's response carries follows from its op alone (INFO: the unit's parameters;
+READ_HIDDEN, READ_COUNTERS: the values of a span of synapses; UPDATE: its level changes; the
+others nothing), so the builder is told only the status, how many elements and, for UPDATE,
+where its events are kept. :class:`~.framing.FrameSender` adds the framing and the CRC.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from metaplast import protocol
+from metaplast.protocol import Info, Layout, Op, Status
+
+from .framing import BodyByte
+from .retry_memory import RetryMemory
+from .update_pipeline import AccessSignature
+
+__all__ = ["ReplyBuilder", "ReplyOrder"]
+
+
+def ReplyOrder(depth: int, max_block: int) -> data.StructLayout:  # noqa: N802
+    """What to answer: the status and, for a payload of elements, how many (and for UPDATE,
+    which event bank holds them)."""
+    return data.StructLayout(
+        {"status": range(max(Status) + 1), "elements": range(max_block + 1), "bank": range(depth)}
+    )
+
+
+class ReplyBuilder(wiring.Component):
+    """Emits one response on ``body``, reading what it reports as it goes.
+
+    The constant part of INFO is a ROM made from ``info``; the LUT's m* and CRC are read live, so
+    INFO reports the table the unit holds. READ_HIDDEN and READ_COUNTERS read each synapse
+    through ``access`` (``base`` is the first); an UPDATE's events come from the retry memory
+    through ``events``, whether the UPDATE was applied just now or is being retried.
+
+    Parameters
+    ----------
+    layout : Layout
+        The unit's contract and sizes.
+    info : Info
+        The INFO payload (its m* and CRC fields are replaced by ``lut_mstar`` and ``lut_crc``).
+    depth : int
+        Event banks of the retry memory.
+
+    Members
+    -------
+    start : ``In(1)``
+        Strobe: answer the request with ``order``.
+    order : ``In(ReplyOrder(depth, layout.max_block))``
+        Read at ``start``.
+    op : ``In(8)``
+    seq : ``In(8)``
+        The request's; held until ``done``.
+    base : ``In(layout.addr_bits)``
+        The first synapse a READ names.
+    lut_mstar : ``In(16)``
+    lut_crc : ``In(16)``
+    access : ``Out(AccessSignature(...))``
+        Reads only: ``addr`` is driven, nothing is written.
+    events : ``Out(RetryMemory.ReplaySignature(depth, layout.max_block))``
+    body : ``Out(stream.Signature(BodyByte))``
+    done : ``Out(1)``
+        Strobe: the last byte was taken.
+    """
+
+    def __init__(self, layout: Layout, *, info: Info, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self.layout = layout
+        self.info = info
+        self.depth = depth
+        c = layout.contract
+        super().__init__(
+            {
+                "start": In(1),
+                "order": In(ReplyOrder(depth, layout.max_block)),
+                "op": In(8),
+                "seq": In(8),
+                "base": In(layout.addr_bits),
+                "lut_mstar": In(16),
+                "lut_crc": In(16),
+                "access": Out(AccessSignature(c, layout.addr_bits, layout.counter_width)),
+                "events": Out(RetryMemory.ReplaySignature(depth, layout.max_block)),
+                "body": Out(stream.Signature(BodyByte)),
+                "done": Out(1),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        L = self.layout  # noqa: N806
+        m = Module()
+        body = self.body
+        order = Signal(self.order.shape())
+        op_is = {op: self.op == op for op in Op}
+        has_payload = Cat(
+            op_is[op] for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE)
+        ).any()
+
+        info_bytes = self.info.pack()
+        k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
+        shifter = Signal(32)  # the element being sent, low byte first
+        left = Signal(range(5))  # its bytes not yet sent
+        info_byte = Signal(8)
+        m.d.comb += info_byte.eq(Array(Const(b, 8) for b in info_bytes)[k])
+        for offset, field in (
+            (Info.LUT_MSTAR_OFFSET, self.lut_mstar),
+            (Info.LUT_CRC_OFFSET, self.lut_crc),
+        ):
+            with m.If(k == offset):
+                m.d.comb += info_byte.eq(field[:8])
+            with m.If(k == offset + 1):
+                m.d.comb += info_byte.eq(field[8:])
+
+        sent = body.valid & body.ready
+        m.d.comb += [
+            self.done.eq(sent & body.payload.last),
+            self.events.bank.eq(order.bank),
+            self.events.index.eq(k),
+        ]
+        fetch_addr = (self.base + k)[: L.addr_bits]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += order.eq(self.order)
+                    m.next = "OP"
+
+            with m.State("OP"):
+                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.op | protocol.RESPONSE)]
+                m.d.sync += k.eq(0)
+                with m.If(sent):
+                    m.next = "SEQ"
+
+            with m.State("SEQ"):
+                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.seq)]
+                with m.If(sent):
+                    m.next = "STATUS"
+
+            with m.State("STATUS"):
+                no_payload = (order.status != Status.OK) | ~has_payload
+                m.d.comb += [
+                    body.valid.eq(1),
+                    body.payload.byte.eq(order.status),
+                    body.payload.last.eq(no_payload),
+                ]
+                with m.If(sent):
+                    with m.If(no_payload):
+                        m.next = "IDLE"
+                    with m.Elif(op_is[Op.INFO]):
+                        m.next = "INFO"
+                    with m.Elif(op_is[Op.UPDATE]):
+                        m.next = "COUNT_LO"
+                    with m.Else():
+                        m.next = "FETCH"
+
+            with m.State("INFO"):
+                m.d.comb += [
+                    body.valid.eq(1),
+                    body.payload.byte.eq(info_byte),
+                    body.payload.last.eq(k == len(info_bytes) - 1),
+                ]
+                with m.If(sent):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == len(info_bytes) - 1):
+                        m.next = "IDLE"
+
+            # UPDATE: the event count, u16
+            with m.State("COUNT_LO"):
+                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(order.elements[:8])]
+                with m.If(sent):
+                    m.next = "COUNT_HI"
+
+            with m.State("COUNT_HI"):
+                m.d.comb += [
+                    body.valid.eq(1),
+                    body.payload.byte.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
+                    body.payload.last.eq(order.elements == 0),
+                ]
+                with m.If(sent):
+                    m.next = "FETCH"
+                    with m.If(order.elements == 0):
+                        m.next = "IDLE"
+
+            # each element: address it, load it a cycle later, send its bytes
+            with m.State("FETCH"):
+                m.d.comb += self.access.addr.eq(fetch_addr)
+                m.next = "LOAD"
+
+            with m.State("LOAD"):
+                m.d.comb += self.access.addr.eq(fetch_addr)
+                with m.If(op_is[Op.READ_HIDDEN]):
+                    m.d.sync += [
+                        shifter.eq(self.access.rdata.as_signed()),
+                        left.eq(L.hidden_bytes),
+                    ]
+                with m.Elif(op_is[Op.READ_COUNTERS]):
+                    m.d.sync += [shifter.eq(self.access.count), left.eq(2)]
+                with m.Else():
+                    m.d.sync += [shifter.eq(self.events.data), left.eq(Layout.EVENT_BYTES)]
+                m.next = "EMIT"
+
+            with m.State("EMIT"):
+                final = (left == 1) & (k == order.elements - 1)
+                m.d.comb += [
+                    body.valid.eq(1),
+                    body.payload.byte.eq(shifter[:8]),
+                    body.payload.last.eq(final),
+                ]
+                with m.If(sent):
+                    m.d.sync += [shifter.eq(shifter >> 8), left.eq(left - 1)]
+                    with m.If(final):
+                        m.next = "IDLE"
+                    with m.Elif(left == 1):
+                        m.d.sync += k.eq(k + 1)
+                        m.next = "FETCH"
+
+        return m
