@@ -8,14 +8,14 @@ block) for its reply.
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Signal
+from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import crc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from metaplast import protocol
 from metaplast.protocol import Layout, Op
 
-from .command_checker import Header, array_format, element_bytes
+from .command_checker import Header, element_bytes, read_array
 from .framing import descriptor_layout
 from .meta_lut import LoadSignature
 from .payload_reader import PayloadReader
@@ -96,13 +96,7 @@ class CommandApplier(wiring.Component):
         c = L.contract
         m = Module()
         frame, payload, header = self.frame, self.payload, self.header
-        first, size, is_signed = array_format(L, frame.op)
-        m.d.comb += [
-            payload.size.eq(size),
-            payload.signed.eq(is_signed),
-            payload.end.eq(frame.length),
-            payload.seek_to.eq(first),
-        ]
+        read_array(m, L, frame, payload)
         element = payload.elements.payload
         addr = (header.block.start + payload.count)[: L.addr_bits]
 
@@ -155,8 +149,10 @@ class CommandApplier(wiring.Component):
                             lut_crc.valid.eq(payload.raw.valid),
                             lut_crc.data.eq(payload.raw.payload.data),
                         ]
-                    with m.Case(Op.UPDATE):
+                    with m.Case(Op.UPDATE, Op.UPDATE_LAYER):
+                        origin = Mux(frame.op == Op.UPDATE_LAYER, header.layer.origin, 0)
                         m.d.comb += [
+                            self.update.payload.origin.eq(origin[: L.addr_bits]),
                             payload.elements.ready.eq(self.update.ready),
                             self.update.valid.eq(payload.elements.valid),
                             self.update.payload.addr.eq(addr),

@@ -10,6 +10,8 @@ The payload layouts are :mod:`metaplast.protocol`'s (``docs/protocol.md``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -19,7 +21,7 @@ from metaplast.protocol import Layout, Op, Status
 from .framing import descriptor_layout
 from .payload_reader import PayloadReader
 
-__all__ = ["PAYLOAD", "CommandChecker", "Header", "array_format", "element_bytes"]
+__all__ = ["PAYLOAD", "CommandChecker", "Header", "array_format", "element_bytes", "read_array"]
 
 PAYLOAD = 2
 """Index of a request's payload in the frame (0 is op, 1 is seq)."""
@@ -28,17 +30,19 @@ Header = data.UnionLayout(
     {
         "span": data.StructLayout({"start": 32, "count": 16}),
         "block": data.StructLayout({"start": 32, "seed": 32}),
+        "layer": data.StructLayout({"start": 32, "seed": 32, "origin": 32}),
         "lut": data.StructLayout({"mstar": 16}),
     }
 )
 """The fixed fields at the start of a payload, as each op reads them: the synapses of
 READ_HIDDEN and READ_COUNTERS; the first synapse of WRITE_HIDDEN and UPDATE and UPDATE's seed;
-LOAD_LUT's m*. The first 8 bytes of every payload are read into it, whatever the op."""
+UPDATE_LAYER's, with its dither's origin; LOAD_LUT's m*. The first 12 bytes of every payload are
+read into it, whatever the op."""
 
 _HEADER_BYTES = Header.size // 8
 
 # ops that carry an array of elements: the bytes of fixed fields before it
-_ARRAY_HEAD = {Op.WRITE_HIDDEN: 4, Op.UPDATE: 8, Op.LOAD_LUT: 2}
+_ARRAY_HEAD = {Op.WRITE_HIDDEN: 4, Op.UPDATE: 8, Op.UPDATE_LAYER: 12, Op.LOAD_LUT: 2}
 
 # the ops this unit executes; any other is answered OPCODE
 _OPS = (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, *_ARRAY_HEAD, Op.RESET)
@@ -55,14 +59,35 @@ def array_format(layout: Layout, op: Value) -> tuple[Value, Value, Value]:
     first = Mux(
         op == Op.WRITE_HIDDEN,
         PAYLOAD + _ARRAY_HEAD[Op.WRITE_HIDDEN],
-        Mux(op == Op.UPDATE, PAYLOAD + _ARRAY_HEAD[Op.UPDATE], PAYLOAD + _ARRAY_HEAD[Op.LOAD_LUT]),
+        Mux(
+            op == Op.UPDATE,
+            PAYLOAD + _ARRAY_HEAD[Op.UPDATE],
+            Mux(
+                op == Op.UPDATE_LAYER,
+                PAYLOAD + _ARRAY_HEAD[Op.UPDATE_LAYER],
+                PAYLOAD + _ARRAY_HEAD[Op.LOAD_LUT],
+            ),
+        ),
     )
     size = Mux(
         op == Op.WRITE_HIDDEN,
         layout.hidden_bytes,
-        Mux(op == Op.UPDATE, layout.update_bytes, layout.lut_bytes),
+        Mux((op == Op.UPDATE) | (op == Op.UPDATE_LAYER), layout.update_bytes, layout.lut_bytes),
     )
     return first, size, op != Op.LOAD_LUT
+
+
+def read_array(m: Module, layout: Layout, frame: Any, payload: Any) -> Value:
+    """Point ``payload`` (a payload reader's port) at the array of ``frame``'s op: its element
+    size and sign, to the frame's end. Returns where the array starts (a seek's target)."""
+    first, size, is_signed = array_format(layout, frame.op)
+    m.d.comb += [
+        payload.size.eq(size),
+        payload.signed.eq(is_signed),
+        payload.end.eq(frame.length),
+        payload.seek_to.eq(first),
+    ]
+    return first
 
 
 class CommandChecker(wiring.Component):
@@ -129,13 +154,7 @@ class CommandChecker(wiring.Component):
         op_is = {op: frame.op == op for op in _OPS}
         plen = Signal(range(self.bank_size + 1))
         m.d.comb += plen.eq(frame.length - PAYLOAD)
-        first, size, is_signed = array_format(L, frame.op)
-        m.d.comb += [
-            payload.size.eq(size),
-            payload.signed.eq(is_signed),
-            payload.end.eq(frame.length),
-            payload.seek_to.eq(first),
-        ]
+        first = read_array(m, L, frame, payload)
 
         # each op's values narrowed to its element width (the reader extends from exactly it)
         element = payload.elements.payload
@@ -146,7 +165,7 @@ class CommandChecker(wiring.Component):
         bad_element = Signal()
         with m.If(op_is[Op.WRITE_HIDDEN]):
             m.d.comb += bad_element.eq((hidden < c.w_min) | (hidden > c.w_max))
-        with m.Elif(op_is[Op.UPDATE]):
+        with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
             m.d.comb += bad_element.eq((update < -update_limit) | (update >= update_limit))
         with m.Else():
             m.d.comb += bad_element.eq(entry > c.meta_one)
@@ -222,13 +241,14 @@ class CommandChecker(wiring.Component):
                     m.next = "VERDICT"
 
             with m.State("VERDICT"):
-                is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE]
+                is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
+                origin_after = op_is[Op.UPDATE_LAYER] & (header.layer.origin > header.layer.start)
                 count = payload.count
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
                 with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
                     m.d.comb += self.status.eq(Status.LENGTH)
-                with m.Elif(is_block & (range_end > L.synapses)):
+                with m.Elif((is_block & (range_end > L.synapses)) | origin_after):
                     m.d.comb += self.status.eq(Status.RANGE)
                 with m.Elif(bad_value):
                     m.d.comb += self.status.eq(Status.VALUE)

@@ -98,7 +98,8 @@ class ReplyBuilder(wiring.Component):
         order = Signal(self.order.shape())
         op_is = {op: self.op == op for op in Op}
         has_payload = Cat(
-            op_is[op] for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE)
+            op_is[op]
+            for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
         ).any()
 
         info_bytes = self.info.pack()
@@ -153,7 +154,7 @@ class ReplyBuilder(wiring.Component):
                         m.next = "IDLE"
                     with m.Elif(op_is[Op.INFO]):
                         m.next = "INFO"
-                    with m.Elif(op_is[Op.UPDATE]):
+                    with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
                         m.next = "COUNT_LO"
                     with m.Else():
                         m.next = "FETCH"

@@ -36,9 +36,15 @@ __all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "
 
 
 def UpdateLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
-    """One synapse update: its address, ``d`` in the update format, and the block's seed."""
+    """One synapse update: its address, ``d`` in the update format, the block's seed, and the
+    origin its dither counts addresses from (UPDATE_LAYER's; 0, the memory's, otherwise)."""
     return data.StructLayout(
-        {"addr": unsigned(addr_bits), "d": signed(contract.update_width), "seed": unsigned(32)}
+        {
+            "addr": unsigned(addr_bits),
+            "d": signed(contract.update_width),
+            "seed": unsigned(32),
+            "origin": unsigned(addr_bits),
+        }
     )
 
 
@@ -201,7 +207,12 @@ class UpdatePipeline(wiring.Component):
                 s1.valid.eq(accept),
                 s1.addr.eq(new_addr),
                 s1.d.eq(self.update.payload.d),
-                s1.hash_a.eq(_mix_rounds(new_addr, MIX32_ROUNDS[:half])),
+                s1.hash_a.eq(
+                    _mix_rounds(
+                        (new_addr - self.update.payload.origin)[: self.addr_bits],
+                        MIX32_ROUNDS[:half],
+                    )  # fmt: skip
+                ),
                 s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
             ]
 

@@ -24,6 +24,7 @@ from metaplast.vocabulary import (
     CROSSBARS,
     DEVICE_MODELS,
     INPUTS,
+    PERIPHERIES,
     ROUNDINGS,
 )
 
@@ -42,6 +43,7 @@ class DeviceSpec:
     stuck_lrs: float | None = None
     endurance: int | None = None
     read_noise: float | None = None
+    periphery: str = "ideal"
 
     OVERRIDES = ("device_file", "stuck_hrs", "stuck_lrs", "endurance", "read_noise")
     """The fields that change the named model's device file."""
@@ -65,10 +67,22 @@ class DeviceSpec:
                         f"`{name}`: a transfer programs every device once and is evaluated by "
                         "its MVMs alone; it applies to `crossbar`"
                     )
-        if self.named is None:
-            given = [f"`{k}`" for k in self.OVERRIDES if getattr(self, k) is not None]
-            if given:
-                raise ConfigError(f"{', '.join(given)}: the ideal crossbar has no devices to vary")
+        given = [f"`{k}`" for k in self.OVERRIDES if getattr(self, k) is not None]
+        if given and self.crossbar == "board":
+            raise ConfigError(
+                f"{', '.join(given)}: the board's array is set up where it runs "
+                "(metaplast board-sim --crossbar MODEL and its device options)"
+            )
+        if given and self.named is None:
+            raise ConfigError(f"{', '.join(given)}: the ideal crossbar has no devices to vary")
+        if self.crossbar == "board":  # its converters are the board's
+            object.__setattr__(self, "periphery", "board")
+        if self.periphery not in PERIPHERIES:
+            raise ConfigError(f"`periphery` must be one of {PERIPHERIES}, got {self.periphery!r}")
+        if self.periphery != "ideal" and self.crossbar == "ideal":
+            raise ConfigError(
+                "`periphery`: converters belong to a crossbar in the loop (`crossbar`)"
+            )
         for name in ("stuck_hrs", "stuck_lrs"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
@@ -83,8 +97,9 @@ class DeviceSpec:
     @property
     def named(self) -> tuple[str, str] | None:
         """The field that names the device model, and the model: the crossbar in the loop or
-        the one hardware-aware training expects; ``None`` for an ideal session."""
-        if self.crossbar != "ideal":
+        the one hardware-aware training expects; ``None`` for an ideal session, and for one
+        on a board's array (whose model is the board's)."""
+        if self.crossbar not in ("ideal", "board"):
             return "crossbar", self.crossbar
         if self.hardware_aware is not None:
             return "hardware_aware", self.hardware_aware

@@ -9,12 +9,13 @@ devices and disturbances act on training as they would on a chip.
 
 The pairs sit in the array as :class:`~metaplast.firmware_sim.crossbar.pair.PairLayout` puts
 them; the layer's output is the difference of each pair's column currents divided by the
-conductance of one weight unit.
+conductance of one weight unit. :class:`_CrossbarMVM` makes any layer with ``forward`` and
+``backward`` MVMs (in process, or on a board's array) a differentiable product.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -22,43 +23,51 @@ from torch import Tensor
 from metaplast.contract import Contract
 from metaplast.firmware_sim.crossbar.array import Crossbar
 from metaplast.firmware_sim.crossbar.devices import DeviceModel
-from metaplast.firmware_sim.crossbar.pair import PairLayout
+from metaplast.firmware_sim.crossbar.layer import ArrayLayer
+from metaplast.firmware_sim.crossbar.periphery import Periphery
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.fused_update import Step
 from metaplast.host.synapses import SynapseArray
 
 
+class LayerMVMs(Protocol):
+    """A layer's two products on an array: what :func:`crossbar_mvm` differentiates."""
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+    def backward(self, delta: Tensor) -> Tensor: ...
+
+
+def crossbar_mvm(x: Tensor, w: Tensor, layer: LayerMVMs) -> Tensor:
+    """``x @ W.T`` computed by ``layer``'s array, differentiable: ``w`` receives the gradient
+    ``delta.T @ x`` (the digital outer product), ``x`` the transposed MVM."""
+    return _CrossbarMVM.apply(x, w, layer)
+
+
 class CrossbarSynapses:
-    """``inner``'s hidden weights; the quantized weights programmed onto a :class:`Crossbar`."""
+    """``inner``'s hidden weights; the quantized weights programmed onto a crossbar
+    (an :class:`ArrayLayer`: the pairs, their programming, reads and MVMs)."""
 
     def __init__(
-        self, inner: SynapseArray, contract: Contract, device: DeviceModel, seed: int
+        self,
+        inner: SynapseArray,
+        contract: Contract,
+        device: DeviceModel,
+        seed: int,
+        periphery: Periphery | None = None,
     ) -> None:
         self.inner = inner
         self.shape = inner.shape
         self.level_values = inner.level_values
-        self.contract = contract
-        self.pairs = PairLayout(self.shape)
-        self.crossbar = Crossbar(device, self.pairs.rows, self.pairs.cols, seed)
-        self.targets, self.g_unit = device.level_mapping(contract.device_magnitudes())
-        self.crossbar.reset(float(self.targets[0]))
-        self.level = torch.full((len(self.pairs.plus),), contract.zero_level, dtype=torch.int64)
-        levels = inner.levels().flatten()
-        changed = (levels != self.level).nonzero().squeeze(1)
-        self._program(changed, levels[changed])
+        self.layer = ArrayLayer(self.shape, contract, device, seed, inner.levels(), periphery)
 
-    def _program(self, changed: Tensor, new: Tensor) -> None:
-        """Program the devices of synapses ``changed`` (increasing) from ``self.level`` to
-        ``new``: only the device of a pair whose level differs."""
-        new_p, new_n, dp, dn = self.contract.device_changes(self.level[changed], new)
-        index = torch.cat([self.pairs.plus[changed[dp]], self.pairs.minus[changed[dn]]])
-        targets = torch.cat([self.targets[new_p[dp]], self.targets[new_n[dn]]])
-        self.crossbar.program(index, targets)
-        self.level[changed] = new.to(torch.int64)
+    @property
+    def crossbar(self) -> Crossbar:
+        return self.layer.crossbar
 
     def device_levels(self) -> Tensor:
         """Device level each device was last programmed to, ``rows x cols`` like the array."""
-        return self.pairs.place(*self.contract.device_levels_of(self.level))
+        return self.layer.device_levels()
 
     # SynapseArray ---------------------------------------------------------------------------
 
@@ -67,11 +76,12 @@ class CrossbarSynapses:
 
     def quantized(self) -> Tensor:
         """The weights one read of the crossbar gives (``(G+ - G-) / g_unit``)."""
-        return self.pairs.difference(self.crossbar.read()).t() / self.g_unit
+        return self.layer.weights()
 
     def apply(self, d: Step) -> LevelChanges:
+        """The inner array's update; its level-change events program the pairs."""
         changes = self.inner.apply(d)
-        self._program(changes.address, changes.new_level)
+        self.layer.program(changes.address, changes.new_level)
         return changes
 
     def set_mstar(self, mstar: float) -> None:
@@ -86,27 +96,17 @@ class CrossbarSynapses:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(state["inner"])
         self.crossbar.load_state_dict(state["crossbar"])
-        self.level = self.inner.levels().flatten().to(torch.int64).clone()
+        self.layer.level = self.inner.levels().flatten().to(torch.int64).clone()
 
     # the layer's MVMs on the crossbar -------------------------------------------------------
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Inputs on the rows; G+ minus G- column currents, in weight units."""
-        return self.pairs.difference(self.crossbar.mvm(x)) / self.g_unit
-
-    def backward(self, delta: Tensor) -> Tensor:
-        """Errors on the columns (``+delta`` on G+, ``-delta`` on G-); row currents."""
-        return self.crossbar.mvm_t(self.pairs.interleave(delta)) / self.g_unit
-
     def mvm(self, x: Tensor, w: Tensor) -> Tensor:
-        """``x @ W.T`` computed by the crossbar, differentiable: ``w`` receives the gradient
-        ``delta.T @ x`` (the digital outer product), ``x`` the transposed crossbar MVM."""
-        return _CrossbarMVM.apply(x, w, self)
+        return crossbar_mvm(x, w, self.layer)
 
 
 class _CrossbarMVM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, layer: CrossbarSynapses) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, w: Tensor, layer: LayerMVMs) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.layer = layer
         return layer.forward(x)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import serial
 
 from metaplast.contract import Contract
@@ -30,10 +31,16 @@ from metaplast.protocol import (
     Layout,
     Op,
     Status,
+    XbarInfo,
     decode_events,
     encode_frame,
     lut_crc,
     mstar_code,
+    xbar_layer,
+    xbar_map,
+    xbar_mvm,
+    xbar_span,
+    xbar_verify,
 )
 from metaplast.vocabulary import UNIT_BAUD
 
@@ -314,13 +321,21 @@ class Link:
         return self.update_blocks([(start, seed, d)])
 
     def update_blocks(
-        self, blocks: Sequence[tuple[int, int, Sequence[int]]]
+        self, blocks: Sequence[tuple[int, int, Sequence[int]]], *, origin: int | None = None
     ) -> list[tuple[int, int, int]]:
         """UPDATE blocks ``(start, seed, d)`` on distinct synapses, two frames in flight so
-        that the line never waits for the host; all their level-change events."""
+        that the line never waits for the host; all their level-change events. With
+        ``origin`` (a unit of protocol version 2), UPDATE_LAYER: the dither hashes each
+        synapse's address minus ``origin``, so a layer rounds alike wherever it sits."""
         layout = self._layout()
-        payloads = (layout.update(*b) for b in blocks)
-        replies = self.pipeline(Op.UPDATE, payloads, window=RETRY_DEPTH)
+        if origin is None:
+            op, payloads = Op.UPDATE, (layout.update(*b) for b in blocks)
+        else:
+            if self.info is None or self.info.version < 2:
+                raise LinkError(f"{self.name}: a protocol-version-1 unit has no UPDATE_LAYER")
+            op = Op.UPDATE_LAYER
+            payloads = (layout.update_layer(s, seed, origin, d) for s, seed, d in blocks)
+        replies = self.pipeline(op, payloads, window=RETRY_DEPTH)
         return [
             (start + off, old, new)
             for (start, _, _), reply in zip(blocks, replies, strict=True)
@@ -329,3 +344,47 @@ class Link:
 
     def reset(self) -> None:
         self.command(Op.RESET)
+
+    # the crossbar port (capability CROSSBAR) -----------------------------------------------
+
+    def xbar_info(self) -> XbarInfo:
+        return XbarInfo.unpack(self.command(Op.XBAR_INFO))
+
+    def xbar_map(self, layer: int, base: int, shape: tuple[int, int], seed: int) -> int:
+        """Map synapses ``base ..`` onto the array as layer ``layer``; the tiles it takes."""
+        return int.from_bytes(
+            self.command(Op.XBAR_MAP, xbar_map(layer, base, shape, seed)), "little"
+        )
+
+    def xbar_latch(self, layer: int) -> None:
+        self.command(Op.XBAR_LATCH, xbar_layer(layer))
+
+    def xbar_mvm(
+        self, layer: int, transposed: bool, tiles: Sequence[tuple[tuple[int, int], Sequence[int]]]
+    ) -> list[np.ndarray]:
+        """Integer currents (int64) of each ``(tile, input codes)``, two frames in flight (the
+        products do not change the array: they commute)."""
+        payloads = (xbar_mvm(layer, transposed, tile, codes) for tile, codes in tiles)
+        replies = self.pipeline(Op.XBAR_MVM, payloads, window=RETRY_DEPTH)
+        return [np.frombuffer(r, dtype="<i8") for r in replies]
+
+    def xbar_read(self, layer: int, start: int, count: int) -> np.ndarray:
+        """Conductance codes of devices ``start ..`` as the last latch read them."""
+        return self._xbar_span(Op.XBAR_READ, layer, start, count)
+
+    def xbar_counters(self, layer: int, start: int, count: int) -> np.ndarray:
+        """Programming operations of devices ``start ..``."""
+        return self._xbar_span(Op.XBAR_COUNTERS, layer, start, count)
+
+    def _xbar_span(self, op: Op, layer: int, start: int, count: int) -> np.ndarray:
+        step = self._layout().max_block
+        spans = range(start, start + count, step)
+        payloads = (xbar_span(layer, s, min(step, start + count - s)) for s in spans)
+        replies = self.pipeline(op, payloads, window=RETRY_DEPTH)
+        return np.concatenate([np.frombuffer(r, dtype="<u4") for r in replies]).astype(np.int64)
+
+    def xbar_verify(self, layer: int, tolerance_code: int, iterations: int) -> tuple[int, int]:
+        """Program-and-verify one layer; the devices still outside, and the operations."""
+        reply = self.command(Op.XBAR_VERIFY, xbar_verify(layer, tolerance_code, iterations))
+        remaining, operations = struct.unpack("<II", reply)
+        return remaining, operations

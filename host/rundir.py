@@ -179,6 +179,13 @@ def _crossbar_document(session: Session) -> dict[str, Any]:
     cfg = session.config
     if cfg.device.crossbar == "ideal":
         return {"model": "ideal"}
+    if session.board_array is not None:
+        return {
+            "model": "board",
+            "device": session.board_array.model,
+            "tile": [session.board_array.tile_rows, session.board_array.tile_cols],
+            "tiles_used": sum(s.tiles for s in session.synapses),  # type: ignore[attr-defined]
+        }
     assert cfg.device_model is not None
     bars = [s.crossbar for s in session.crossbars]
     return {

@@ -19,9 +19,11 @@ import torch
 from torch import Tensor
 
 from metaplast.errors import ConfigError
+from metaplast.firmware_sim.crossbar.periphery import Periphery
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
 from metaplast.host import datasets
 from metaplast.host.adam import Adam
+from metaplast.host.board_crossbar import BoardCrossbarSynapses
 from metaplast.host.config import SessionConfig
 from metaplast.host.crossbar_synapses import CrossbarSynapses
 from metaplast.host.hardware_aware import LevelTransfers
@@ -31,6 +33,7 @@ from metaplast.host.progress import progress as progress_of
 from metaplast.host.qnn import QuantizedMLP
 from metaplast.host.rundir import RunDir
 from metaplast.host.synapses import FixedSynapses, FloatSynapses, LinkSynapses, SynapseArray
+from metaplast.protocol import Capability, XbarInfo
 
 if TYPE_CHECKING:
     from metaplast.host.link import Link
@@ -148,11 +151,18 @@ class Session:
         self.config = config
         self.link = link
         self.link_before = LinkStats()  # what earlier invocations of a resumed run sent
+        self.board_array: XbarInfo | None = None  # the array behind the board (--crossbar board)
         self.model = QuantizedMLP(config.sizes, config.activation, config.bn_stats)
         init = _generator(config.seed, 1)
         self.synapses: list[SynapseArray] = []
         shapes = [tuple(w.shape) for w in self.model.weights]
         on_link = set(range(len(shapes)) if link_layers is None else link_layers)
+        on_board_array = config.device.crossbar == "board"
+        if on_board_array and (link is None or on_link != set(range(len(shapes)))):
+            raise ConfigError(
+                "`crossbar` board trains on the array behind a board: give --port, with every "
+                "layer on the board (no --link-layers)"
+            )
         if link is not None:
             if config.arithmetic != "fixed":
                 raise ConfigError("a board computes the fixed-point rule: use --arithmetic fixed")
@@ -160,6 +170,9 @@ class Session:
                 raise ConfigError(f"--link-layers: the network has layers 0..{len(shapes) - 1}")
             needed = sum(math.prod(shapes[i]) for i in on_link)
             link.attach(config.contract, synapses=needed)
+            if on_board_array:
+                link.require(Capability.CROSSBAR, "--crossbar board")
+                self.board_array = link.xbar_info()
             link.reset()
         base = 0
         for i, shape in enumerate(shapes):
@@ -172,10 +185,22 @@ class Session:
                 self.synapses.append(FixedSynapses(w_hidden, config.contract, seed))
             else:
                 self.synapses.append(FloatSynapses(w_hidden, config.contract.levels))
-            if config.device.crossbar != "ideal":
+            if on_board_array:
+                inner = self.synapses[i]
+                assert isinstance(inner, LinkSynapses) and link is not None
+                on_array = BoardCrossbarSynapses(
+                    inner, link, i, self.board_array, seed, lambda: self.model.training
+                )
+                self.synapses[i] = on_array
+                self.model.multiply_with(i, on_array.mvm)
+            elif config.device.crossbar != "ideal":
                 assert config.device_model is not None
                 xbar = CrossbarSynapses(
-                    self.synapses[i], config.contract, config.device_model, seed
+                    self.synapses[i],
+                    config.contract,
+                    config.device_model,
+                    seed,
+                    Periphery(config.device.periphery),
                 )
                 self.synapses[i] = xbar
                 self.model.multiply_with(i, xbar.mvm)
@@ -314,7 +339,7 @@ class Session:
             "programming_ops": self.programming.total() - ops_before,
             **(
                 {}
-                if cfg.device.crossbar == "ideal"
+                if cfg.device.crossbar in ("ideal", "board")  # the board's wear is its own
                 else {"worn_out_devices": self.worn_out_devices()}
             ),
         }
@@ -325,7 +350,7 @@ class Session:
         s = self.synapses[layer]
         self.change_counts[layer].view(-1)[changes.address] += 1
         self.programming.record(layer, s.levels(), changes)
-        if not isinstance(s, CrossbarSynapses):
+        if not isinstance(s, CrossbarSynapses | BoardCrossbarSynapses):
             self.model.set_levels(layer, changes.address, s.level_values[changes.new_level])
         return len(changes)
 
@@ -342,7 +367,10 @@ class Session:
         """The quantized weights into the model; a layer on a crossbar reads its devices in
         its own MVMs, so reading them here would be wasted."""
         self.model.set_weights(
-            [None if isinstance(s, CrossbarSynapses) else s.quantized() for s in self.synapses]
+            [
+                None if isinstance(s, CrossbarSynapses | BoardCrossbarSynapses) else s.quantized()
+                for s in self.synapses
+            ]
         )
 
     def evaluate(self, data: TaskData, current_task: str, batch_size: int | None = None) -> float:

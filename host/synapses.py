@@ -150,8 +150,10 @@ class LinkSynapses:
 
     The host keeps only the level of each synapse, which the level-change events of every
     update block keep current (what the crossbar would be reprogrammed to). The arithmetic
-    and the dither are the board's; at ``base`` 0 this layer ends exactly as a
-    :class:`FixedSynapses` with the same seed (the dither hashes the board address).
+    and the dither are the board's. On a unit of protocol version 2 the dither hashes each
+    synapse's index in the layer (UPDATE_LAYER), so the layer ends exactly as a
+    :class:`FixedSynapses` with the same seed at any ``base``; a version-1 unit hashes the
+    board address, which is the same only at ``base`` 0.
     """
 
     def __init__(
@@ -189,7 +191,8 @@ class LinkSynapses:
         starts = range(0, self.size, block)
         blocks = [(self.base + s, seed, d_int[s : s + block]) for s in starts]
         events = []
-        for addr, old, new in self.link.update_blocks(blocks):
+        origin = self.base if self.link.info and self.link.info.version >= 2 else None
+        for addr, old, new in self.link.update_blocks(blocks, origin=origin):
             i = addr - self.base
             if int(self.level[i]) != old:
                 raise LinkError(

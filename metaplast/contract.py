@@ -25,7 +25,8 @@ One update, per synapse (Algorithm 1 with the conventions of :mod:`metaplast.rul
     step  = (d * m + r) >> R          R = guard_bits + meta_bits; r = 2**(R-1) (nearest) or dither
     w'    = clamp(w - step, w_min, w_max)
 
-The stochastic dither of a synapse is ``mix32(address) ^ mix32(seed)``, cut to the dropped
+The stochastic dither of a synapse is ``mix32(address) ^ mix32(seed)`` (``address`` counted
+from the block's layer's origin where the host gives one), cut to the dropped
 bits: ``mix32`` is a bijective add/shift/xor hash (no multiplier, cheap in LUTs) and ``seed`` a
 32-bit value the host sends with each update block, so that a retried block rounds exactly as
 the first attempt. Over the blocks, each synapse sees a uniform dither: its rounding is unbiased.

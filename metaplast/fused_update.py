@@ -274,8 +274,9 @@ def fixed_update(
     scratch: Scratch | None = None,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Update a span of a digital unit's memory in place: ``hidden``, ``levels`` and
-    ``counts`` are the span's int64 views, ``start`` its first address (the dither hashes
-    it). ``step``: the update format's integers (int64), or a host step that is quantized as
+    ``counts`` are the span's int64 views, ``start`` the address the dither hashes for its
+    first synapse (the memory address, or the index in the synapse's layer). ``step``: the
+    update format's integers (int64), or a host step that is quantized as
     :meth:`Contract.update_to_int` would. Returns the events ``(address - start, old, new)``,
     or ``None`` where the kernel cannot run (the caller takes the torch operations)."""
     kernels = _kernels()

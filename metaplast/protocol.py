@@ -63,6 +63,12 @@ __all__ = [
     "signed_bytes",
     "unpack_signed",
     "stuff",
+    "XbarInfo",
+    "xbar_layer",
+    "xbar_map",
+    "xbar_mvm",
+    "xbar_span",
+    "xbar_verify",
 ]
 
 PROTOCOL_VERSION = 2
@@ -89,6 +95,16 @@ class Op(IntEnum):
     UPDATE = 0x05
     READ_COUNTERS = 0x06
     RESET = 0x07
+    UPDATE_LAYER = 0x08
+    """UPDATE whose dither hashes each synapse's index in its layer (version 2)."""
+    # the crossbar port's ops (capability CROSSBAR)
+    XBAR_INFO = 0x10
+    XBAR_MAP = 0x11
+    XBAR_LATCH = 0x12
+    XBAR_MVM = 0x13
+    XBAR_READ = 0x14
+    XBAR_COUNTERS = 0x15
+    XBAR_VERIFY = 0x16
 
 
 class Capability(IntFlag):
@@ -100,7 +116,18 @@ class Capability(IntFlag):
     counters, program-and-verify."""
 
 
-MUTATING = frozenset({Op.WRITE_HIDDEN, Op.LOAD_LUT, Op.UPDATE, Op.RESET})
+MUTATING = frozenset(
+    {
+        Op.WRITE_HIDDEN,
+        Op.LOAD_LUT,
+        Op.UPDATE,
+        Op.RESET,
+        Op.UPDATE_LAYER,
+        Op.XBAR_MAP,
+        Op.XBAR_LATCH,
+        Op.XBAR_VERIFY,
+    }
+)
 """Ops whose retry is answered from the stored response instead of being executed again."""
 
 RETRY_DEPTH = 2
@@ -123,6 +150,8 @@ class Status(IntEnum):
     """The frame did not fit the receive buffer, or arrived while both buffers were busy."""
     FRAMING = 7
     """A UART framing error or an invalid SLIP escape inside the frame."""
+    STALE = 8
+    """A crossbar MVM or read on a layer programmed since its last XBAR_LATCH."""
 
 
 class ProtocolError(Exception):
@@ -337,7 +366,7 @@ class Layout:
             6,  # READ_HIDDEN, READ_COUNTERS
             4 + self.max_block * self.hidden_bytes,
             2 + self.contract.lut_entries * self.lut_bytes,
-            8 + self.max_block * self.update_bytes,
+            12 + self.max_block * self.update_bytes,  # UPDATE_LAYER
             self.info_size(),
         )
         return 2 + max(payloads) + 2
@@ -353,6 +382,11 @@ class Layout:
 
     def update(self, start: int, seed: int, d: Iterable[int]) -> bytes:
         return struct.pack("<II", start, seed) + signed_bytes(d, self.update_bytes)
+
+    def update_layer(self, start: int, seed: int, origin: int, d: Iterable[int]) -> bytes:
+        """UPDATE_LAYER: as UPDATE, the dither hashing ``address - origin`` (the first
+        synapse of the block's layer), so that a layer rounds alike wherever it sits."""
+        return struct.pack("<III", start, seed, origin) + signed_bytes(d, self.update_bytes)
 
     def load_lut(self, mstar: float, entries: Iterable[int] | None = None) -> bytes:
         """LOAD_LUT for ``m*``: the contract's table unless ``entries`` are given."""
@@ -554,3 +588,60 @@ def decode_events(payload: bytes) -> list[tuple[int, int, int]]:
     if len(payload) != 2 + Layout.EVENT_BYTES * count:
         raise ProtocolError(f"UPDATE response of {len(payload)} bytes for {count} events")
     return [struct.unpack_from("<HBB", payload, 2 + 4 * i) for i in range(count)]
+
+
+# the crossbar port (capability CROSSBAR) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XbarInfo:
+    """XBAR_INFO's reply: the array behind the unit, what a host needs to use it."""
+
+    tile_rows: int
+    tile_cols: int
+    tiles: int  # 0: as many as the layers need
+    g_unit_code: int  # one weight unit's conductance in G_LSB codes
+    model: str
+
+    _HEAD = struct.Struct("<HHIIB")
+
+    def pack(self) -> bytes:
+        name = self.model.encode("ascii")
+        head = self._HEAD.pack(self.tile_rows, self.tile_cols, self.tiles, self.g_unit_code,
+                               len(name))  # fmt: skip
+        return head + name
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> XbarInfo:
+        n = cls._HEAD.size
+        if len(payload) < n or len(payload) != n + payload[n - 1]:
+            raise ProtocolError(f"XBAR_INFO payload of {len(payload)} bytes")
+        rows, cols, tiles, g_unit, _ = cls._HEAD.unpack_from(payload)
+        return cls(rows, cols, tiles, g_unit, payload[n:].decode("ascii"))
+
+
+def xbar_map(layer: int, base: int, shape: tuple[int, int], seed: int) -> bytes:
+    """XBAR_MAP: synapses ``base ..`` as the ``out x in`` layer ``layer`` of the array, its
+    devices' variability drawn from ``seed``."""
+    return struct.pack("<BIHHI", layer, base, *shape, seed)
+
+
+def xbar_layer(layer: int) -> bytes:
+    """XBAR_LATCH's payload."""
+    return struct.pack("<B", layer)
+
+
+def xbar_mvm(layer: int, transposed: bool, tile: tuple[int, int], codes: Iterable[int]) -> bytes:
+    """XBAR_MVM: input codes (i16) on one tile's rows (or columns)."""
+    head = struct.pack("<BBHH", layer, int(transposed), *tile)
+    return head + signed_bytes(codes, 2)
+
+
+def xbar_span(layer: int, start: int, count: int) -> bytes:
+    """XBAR_READ and XBAR_COUNTERS: devices ``start ..`` of the layer's array, row by row."""
+    return struct.pack("<BIH", layer, start, count)
+
+
+def xbar_verify(layer: int, tolerance_code: int, iterations: int) -> bytes:
+    """XBAR_VERIFY: a tolerance in G_LSB codes, an iteration limit."""
+    return struct.pack("<BIB", layer, tolerance_code, iterations)

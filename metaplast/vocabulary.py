@@ -11,8 +11,13 @@ ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
 DEVICE_MODELS: tuple[str, ...] = ("hfox-1t1r", "tio2-passive")
 """The device models a crossbar can be made of (their files are in ``device_data/``)."""
 
-CROSSBARS: tuple[str, ...] = ("ideal", *DEVICE_MODELS)
-"""Where a session's quantized weights live: exactly, or on a device model's crossbar."""
+CROSSBARS: tuple[str, ...] = ("ideal", *DEVICE_MODELS, "board")
+"""Where a session's quantized weights live: exactly, on a device model's crossbar in process,
+or on the array behind a board's crossbar port (``--port``)."""
+
+PERIPHERIES: tuple[str, ...] = ("ideal", "board")
+"""A crossbar's converters: float throughout, or the board's crossbar port's (exact integer
+MVMs of 16-bit input codes and conductance codes, ``firmware_sim/crossbar/periphery.py``)."""
 
 ARITHMETICS: tuple[str, ...] = ("float", "fixed")
 INPUTS: tuple[str, ...] = ("signed", "unsigned")

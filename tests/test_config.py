@@ -17,7 +17,7 @@ STORED_KEYS = (
     "tasks epochs pretrain_epochs mstar hidden seed arithmetic lr batch_size activation "
     "init_std init_mean bn bn_stats inputs test_batch_size permutation_seed levels "
     "hidden_width guard_bits lut_entries meta_bits rounding train_limit crossbar "
-    "hardware_aware device_file stuck_hrs stuck_lrs endurance read_noise"
+    "hardware_aware device_file stuck_hrs stuck_lrs endurance read_noise periphery"
 ).split()
 
 
@@ -37,6 +37,8 @@ def test_the_flat_form_keeps_every_stored_run_resuming() -> None:
     assert list(flat) == STORED_KEYS == list(SessionConfig.flat_keys())
     assert flat["levels"] == [-1.0, 0.0, 1.0] and flat["endurance"] == 9
     assert SessionConfig.from_dict(flat) == cfg
+    # a run stored before the periphery existed had ideal converters
+    assert SessionConfig.from_dict({k: v for k, v in flat.items() if k != "periphery"}) == cfg
     # a run stored before bn_stats existed tested with running statistics
     del flat["bn_stats"]
     assert SessionConfig.from_dict(flat).bn_stats == "running"

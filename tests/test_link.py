@@ -76,14 +76,18 @@ def test_board_sim_prints_a_port_and_info_answers_json(board: Board) -> None:
     assert (info["recip_shift"], info["w_min"], info["w_max"]) == (
         CONTRACT.recip_shift, CONTRACT.w_min, CONTRACT.w_max
     )  # fmt: skip
-    assert info["capabilities"] == []
+    assert info["capabilities"] == ["crossbar"]  # the model board's default 1T1R array
     assert info["lut_crc"] and info["hidden_width"] == 16
 
 
-def test_a_board_without_a_capability_is_refused_by_name(board: Board) -> None:
-    with Link.open(board.port) as link:
-        with pytest.raises(LinkError, match=rf"{board.port}: .*crossbar capability.*has none"):
-            link.require(Capability.CROSSBAR, "an MVM on the board's array")
+def test_a_board_without_a_capability_is_refused_by_name() -> None:
+    board = Board("--synapses", "300", "--crossbar", "none")
+    try:
+        with Link.open(board.port) as link:
+            with pytest.raises(LinkError, match=rf"{board.port}: .*crossbar capability.*none"):
+                link.require(Capability.CROSSBAR, "an MVM on the board's array")
+    finally:
+        board.stop()
 
 
 def test_a_session_over_the_pty_matches_the_model(board: Board) -> None:

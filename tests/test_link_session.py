@@ -77,11 +77,15 @@ def assert_same_session(metrics: dict, out: Path, reference: tuple[dict, dict]) 
         assert torch.equal(a["change_count"], b["change_count"])
 
 
-@pytest.mark.parametrize("layers", [[0], [1]], ids=["first-layer", "last-layer"])
+@pytest.mark.parametrize(
+    "layers", [[0], [1], [0, 1]], ids=["first-layer", "last-layer", "both-layers"]
+)
 def test_a_layer_on_the_board_ends_as_in_process(
     data_dir: Path, tmp_path: Path, reference, layers: list[int]
 ) -> None:
-    """One layer on the board (at address 0), the other in the in-process model."""
+    """Any placement: one layer on the board (at address 0), the other in the in-process
+    model, or both on the board (the second at address 12,544: UPDATE_LAYER's dither hashes
+    its synapses' indices in the layer, as in process)."""
     board = Board("--synapses", str(SYNAPSES), "--baud", "0")
     try:
         metrics = on_board(data_dir, tmp_path / "run", board.port, layers, timeout=0.5)

@@ -110,6 +110,24 @@ def test_info_carries_every_integer_the_arithmetic_depends_on() -> None:
         Info.unpack(info.pack()[:-1])
 
 
+def test_update_layer_rounds_a_layer_alike_wherever_it_sits() -> None:
+    """UPDATE_LAYER at address 40 with origin 40 equals UPDATE at address 0 (in process, a
+    layer's synapses are numbered from 0); UPDATE at 40 hashes other addresses."""
+    d = list(range(-3000, 3000, 500))
+    seed = 0x1234
+    at_zero, moved, plain = CommandModel(LAYOUT), CommandModel(LAYOUT), CommandModel(LAYOUT)
+    reply(at_zero, Op.UPDATE, 1, LAYOUT.update(0, seed, d))
+    reply(moved, Op.UPDATE_LAYER, 1, LAYOUT.update_layer(40, seed, 40, d))
+    reply(plain, Op.UPDATE, 1, LAYOUT.update(40, seed, d))
+    n = len(d)
+    assert moved.unit.read(40, n).equal(at_zero.unit.read(0, n))
+    assert not plain.unit.read(40, n).equal(at_zero.unit.read(0, n))
+    # an origin after the block's start: RANGE, nothing applied
+    before = moved.unit.read().clone()
+    frame = reply(moved, Op.UPDATE_LAYER, 2, LAYOUT.update_layer(40, seed, 41, d))
+    assert frame.status == Status.RANGE and moved.unit.read().equal(before)
+
+
 def test_update_events_and_counters_come_from_the_digital_unit() -> None:
     model = CommandModel(LAYOUT)
     c = LAYOUT.contract

@@ -1,6 +1,6 @@
 """docs/protocol.md's example exchange, read from the document and replayed byte for byte on
-the model board and on the RTL board, each behind its pty: the docs an independent
-implementer reads are the bytes the unit speaks."""
+the model board, the RTL board and the Verilog board, each behind its pty: the docs an
+independent implementer reads are the bytes the unit speaks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import serial
 from test_link import Board
+from test_verilog_board import needs_verilator
 
 from metaplast.protocol import END, FrameDecoder, Info, Op, Status
 
@@ -49,7 +50,9 @@ def test_the_documented_exchange_is_complete() -> None:
     assert steps[0][1] is None and all(reply for _, reply in steps[1:])
 
 
-@pytest.mark.parametrize("backend", ["model", "rtl"])
+@pytest.mark.parametrize(
+    "backend", ["model", "rtl", pytest.param("verilog", marks=needs_verilator)]
+)
 def test_the_documented_exchange_replays_on_the_board(backend: str) -> None:
     board = Board("--backend", backend, "--synapses", "64", "--max-block", "16")
     try:

@@ -40,30 +40,36 @@ def test_rtl_board_answers_info(tmp_path: Path) -> None:
     assert (info["synapses"], info["max_block"], info["baud_divisor"]) == (64, 16, 4)
 
 
-def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Path) -> None:
-    """The last layer on the RTL board, on the model board, and in process: one session."""
+def assert_boards_train_alike(
+    backend: str, config: dict, layer: int, board_args: list[str], data_dir: Path, tmp: Path
+) -> None:
+    """Layer ``layer`` on the ``backend`` board, on the model board, and in process: one
+    session, bit for bit (accuracies, level changes, the layer's hidden weights and counts)."""
     torch.set_num_threads(1)
     runs = {}
-    for backend in ("rtl", "model"):
-        board = Board("--backend", backend, "--synapses", str(LAST_LAYER), "--max-block", "64")
+    for b in (backend, "model"):
+        board = Board("--backend", b, *board_args)
         try:
             with Link.open(board.port, timeout=10.0) as link:
-                out = tmp_path / backend
-                metrics = train(
-                    SessionConfig.of(**TINY_RTL), out, data_dir, progress=False, link=link,
-                    link_layers=[1],
-                )  # fmt: skip
+                metrics = train(SessionConfig.of(**config), tmp / b, data_dir, progress=False,
+                                link=link, link_layers=[layer])  # fmt: skip
         finally:
             board.stop()
-        state = torch.load(out / "checkpoint.pt", weights_only=False)
-        runs[backend] = metrics, state["synapses"][1]
-    in_process = train(SessionConfig.of(**TINY_RTL), tmp_path / "local", data_dir, progress=False)
-    local = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"][1]
-    (rtl, rtl_layer), (model, model_layer) = runs["rtl"], runs["model"]
+        state = torch.load(tmp / b / "checkpoint.pt", weights_only=False)
+        runs[b] = metrics, state["synapses"][layer]
+    in_process = train(SessionConfig.of(**config), tmp / "local", data_dir, progress=False)
+    local = torch.load(tmp / "local" / "checkpoint.pt", weights_only=False)["synapses"][layer]
+    (rtl, rtl_layer), (model, model_layer) = runs[backend], runs["model"]
     assert rtl["link"]["retries"] == 0
     assert rtl["level_changes"]["total"] > 0
-    for other, layer in ((model, model_layer), (in_process, local)):
+    for other, state in ((model, model_layer), (in_process, local)):
         assert epochs_without_time(rtl) == epochs_without_time(other)
         assert rtl["level_changes"] == other["level_changes"]
-        assert torch.equal(rtl_layer["hidden_int"], layer["hidden_int"])
-        assert torch.equal(rtl_layer["change_count"], layer["change_count"])
+        assert torch.equal(rtl_layer["hidden_int"], state["hidden_int"])
+        assert torch.equal(rtl_layer["change_count"], state["change_count"])
+
+
+def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Path) -> None:
+    """The last layer on the RTL board, on the model board, and in process: one session."""
+    board_args = ["--synapses", str(LAST_LAYER), "--max-block", "64"]
+    assert_boards_train_alike("rtl", TINY_RTL, 1, board_args, data_dir, tmp_path)

@@ -13,15 +13,19 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from metaplast.firmware_sim.crossbar.driver import ArrayDriver, DriverError
+from metaplast.firmware_sim.crossbar.periphery import G_LSB
 from metaplast.protocol import (
     MUTATING,
     RETRY_DEPTH,
+    Capability,
     Frame,
     FrameDecoder,
     Info,
     Layout,
     Op,
     Status,
+    XbarInfo,
     encode_response,
     mstar_code,
     signed_bytes,
@@ -49,15 +53,20 @@ class CommandModel:
         clock_hz: int = UNIT_CLOCK_HZ,
         baud_divisor: int = 16,
         program: Callable[[int, int, int], None] | None = None,
+        array: ArrayDriver | None = None,
     ) -> None:
         """``program(address, device, level)`` is called for every operation that the
-        gateware's programming port would strobe, in the same order (the crossbar's input)."""
+        gateware's programming port would strobe, in the same order. ``array``: the array
+        behind the crossbar port (INFO then reports the capability, and the XBAR ops run)."""
         self.program = program
+        self.array = array
         self.layout = layout
         self.clock_hz = clock_hz
         self.baud_divisor = baud_divisor
         self.unit = DigitalUnit(layout.contract, layout.synapses)
-        self.decoder = FrameDecoder(max_frame=layout.receive_buffer)
+        # a unit with an array takes an XBAR_MVM of a whole tile in one receive bank
+        longest = max(layout.max_request, array.max_request if array else 0)
+        self.decoder = FrameDecoder(max_frame=1 << (longest - 1).bit_length())
         self.lut_mstar = 0
         # the last RETRY_DEPTH state-changing commands and their replies, newest first
         self._last: list[tuple[tuple[int, int, int], bytes]] = []
@@ -72,6 +81,7 @@ class CommandModel:
             baud_divisor=self.baud_divisor,
             lut_mstar=self.lut_mstar / Info.MSTAR_SCALE,
             lut=self.unit.lut,
+            capabilities=Capability.CROSSBAR if self.array else None,
         )
 
     def handle(self, frame: Frame) -> bytes:
@@ -87,10 +97,14 @@ class CommandModel:
             for known, stored in self._last:
                 if known == key:
                     return stored
+        if op.name.startswith("XBAR_") and self.array is None:
+            return encode_response(frame.op, frame.seq, Status.OPCODE)
         try:
             payload = getattr(self, f"_{op.name.lower()}")(frame.payload)
         except _Reject as reject:
             return encode_response(frame.op, frame.seq, reject.status)
+        except DriverError as error:
+            return encode_response(frame.op, frame.seq, _DRIVER_STATUS[error.kind])
         reply = encode_response(frame.op, frame.seq, Status.OK, payload)
         if op in MUTATING:
             self._last = [(key, reply), *self._last][:RETRY_DEPTH]
@@ -102,11 +116,20 @@ class CommandModel:
         values = unpack_signed(body, size)
         return values if signed else values & ((1 << (8 * size)) - 1)
 
-    def _block(self, start: int, values: np.ndarray, trailing: int, bad: bool) -> None:
-        """LENGTH, then RANGE, then VALUE, as the gateware's verdict after its first pass."""
+    def _block(
+        self,
+        start: int,
+        values: np.ndarray,
+        trailing: int,
+        bad: bool,
+        *,
+        origin_after_start: bool = False,
+    ) -> None:
+        """LENGTH, then RANGE (the block beyond the memory, or an UPDATE_LAYER's origin after
+        its start), then VALUE, as the gateware's verdict after its first pass."""
         if trailing or not 1 <= len(values) <= self.layout.max_block:
             raise _Reject(Status.LENGTH)
-        if start + len(values) > self.layout.synapses:
+        if start + len(values) > self.layout.synapses or origin_after_start:
             raise _Reject(Status.RANGE)
         if bad:
             raise _Reject(Status.VALUE)
@@ -152,13 +175,26 @@ class CommandModel:
     def _update(self, payload: bytes) -> bytes:
         if len(payload) < 8:
             raise _Reject(Status.LENGTH)
-        c, size = self.layout.contract, self.layout.update_bytes
         start, seed = struct.unpack_from("<II", payload)
-        values = self._elements(payload[8:], size, signed=True)
+        return self._apply_updates(start, seed, 0, payload[8:])
+
+    def _update_layer(self, payload: bytes) -> bytes:
+        if len(payload) < 12:
+            raise _Reject(Status.LENGTH)
+        start, seed, origin = struct.unpack_from("<III", payload)
+        return self._apply_updates(start, seed, origin, payload[12:])
+
+    def _apply_updates(self, start: int, seed: int, origin: int, body: bytes) -> bytes:
+        """UPDATE's and UPDATE_LAYER's checks, application and events; the dither hashes
+        ``address - origin`` (UPDATE: the address itself)."""
+        c, size = self.layout.contract, self.layout.update_bytes
+        values = self._elements(body, size, signed=True)
         limit = 1 << (c.update_width - 1)
         bad = bool(((values < -limit) | (values >= limit)).any())
-        self._block(start, values, (len(payload) - 8) % size, bad)
-        changes = self.unit.update(torch.from_numpy(values), start=start, seed=seed)
+        self._block(start, values, len(body) % size, bad, origin_after_start=origin > start)
+        changes = self.unit.update(torch.from_numpy(values), start=start, seed=seed, origin=origin)
+        if self.array is not None:
+            self.array.level_changes(changes.address, changes.new_level)
         if self.program is not None:
             for addr, old, new in zip(*(t.tolist() for t in changes), strict=True):
                 for device, level in c.device_operations(old, new):
@@ -189,3 +225,77 @@ class CommandModel:
         self.unit.reset()
         self.lut_mstar = mstar_code(0.0)
         return b""
+
+    # the crossbar port ------------------------------------------------------------------------
+
+    def _xbar_info(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        if payload:
+            raise _Reject(Status.LENGTH)
+        device = self.array.device
+        geo = device.array
+        info = XbarInfo(geo.tile_rows, geo.tile_cols, geo.tiles or 0, self.array.g_unit_code,
+                        device.kind)  # fmt: skip
+        return info.pack()
+
+    def _xbar_map(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        if len(payload) != 13:
+            raise _Reject(Status.LENGTH)
+        layer, base, n_out, n_in, seed = struct.unpack("<BIHHI", payload)
+        if base + n_out * n_in > self.layout.synapses:
+            raise _Reject(Status.RANGE)
+        levels = self.unit.levels()[base : base + n_out * n_in]
+        return struct.pack("<H", self.array.map_layer(layer, base, (n_out, n_in), seed, levels))
+
+    def _xbar_latch(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        if len(payload) != 1:
+            raise _Reject(Status.LENGTH)
+        self.array.latch(payload[0])
+        return b""
+
+    def _xbar_mvm(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        if len(payload) < 6 or len(payload) % 2:
+            raise _Reject(Status.LENGTH)
+        layer, transposed, tile_row, tile_col = struct.unpack_from("<BBHH", payload)
+        if transposed > 1:
+            raise _Reject(Status.VALUE)
+        codes = torch.from_numpy(unpack_signed(payload[6:], 2))
+        out = self.array.mvm(layer, bool(transposed), (tile_row, tile_col), codes)
+        return struct.pack(f"<{out.numel()}q", *out.tolist())
+
+    def _xbar_span(self, payload: bytes) -> tuple[int, int, int]:
+        if len(payload) != 7:
+            raise _Reject(Status.LENGTH)
+        layer, start, count = struct.unpack("<BIH", payload)
+        if not 1 <= count <= self.layout.max_block:
+            raise _Reject(Status.LENGTH)
+        return layer, start, count
+
+    def _xbar_read(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        codes = self.array.read(*self._xbar_span(payload))
+        return struct.pack(f"<{codes.numel()}I", *codes.tolist())
+
+    def _xbar_counters(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        counts = self.array.counters(*self._xbar_span(payload))
+        return struct.pack(f"<{counts.numel()}I", *counts.tolist())
+
+    def _xbar_verify(self, payload: bytes) -> bytes:
+        assert self.array is not None
+        if len(payload) != 6:
+            raise _Reject(Status.LENGTH)
+        layer, tolerance, iterations = struct.unpack("<BIB", payload)
+        remaining, operations = self.array.verify(layer, tolerance * G_LSB, iterations)
+        return struct.pack("<II", remaining, operations)
+
+
+_DRIVER_STATUS = {
+    "range": Status.RANGE,
+    "length": Status.LENGTH,
+    "value": Status.VALUE,
+    "stale": Status.STALE,
+}

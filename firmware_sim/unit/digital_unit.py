@@ -97,18 +97,22 @@ class DigitalUnit:
             raise ValueError(f"expected {self.synapses} hidden weights, got {hidden.numel()}")
         self.write(0, hidden)
 
-    def update(self, d: Tensor, *, start: int = 0, seed: int = 0) -> LevelChanges:
-        """Apply one block of updates (update format) to synapses ``start .. start+len(d)-1``."""
+    def update(self, d: Tensor, *, start: int = 0, seed: int = 0, origin: int = 0) -> LevelChanges:
+        """Apply one block of updates (update format) to synapses ``start .. start+len(d)-1``;
+        the dither hashes ``address - origin`` (``origin <= start``: the block's layer's first
+        synapse), so that a layer rounds the same at any place in the memory."""
         d = torch.as_tensor(d, dtype=torch.int64).flatten()
-        return self._update(d, start, seed)
+        return self._update(d, start, seed, origin)
 
     def update_step(self, step: Step, *, start: int = 0, seed: int = 0) -> LevelChanges:
         """Apply a host's step ``eta * U_W`` (float, or Adam's not yet computed), quantized to
         the update format as :meth:`Contract.update_to_int` does before sending it: what a
         host and its unit do together, in one pass where the kernels run."""
-        return self._update(step, start, seed)
+        return self._update(step, start, seed, 0)
 
-    def _update(self, d: Step, start: int, seed: int) -> LevelChanges:
+    def _update(self, d: Step, start: int, seed: int, origin: int) -> LevelChanges:
+        if not 0 <= origin <= start:
+            raise ValueError(f"the dither origin {origin} must be in 0 .. start ({start})")
         n = d.m.numel() if isinstance(d, fused_update.AdamStep) else d.numel()
         span = self._span(start, n)
         fused = fused_update.fixed_update(
@@ -118,13 +122,13 @@ class DigitalUnit:
             self.change_count[span],
             d.flatten() if isinstance(d, Tensor) else d,
             self.lut,
-            start=start,
+            start=start - origin,
             seed=seed,
             scratch=self._scratch,
         )
         if fused is not None:
             address, old, new = fused
-            return LevelChanges(address + start, old, new)
+            return LevelChanges(address + span.start, old, new)
         if not isinstance(d, Tensor) or d.is_floating_point():
             d = self.contract.update_to_int(step_tensor(d).flatten())
         if self._addr_hash is None:
@@ -133,7 +137,7 @@ class DigitalUnit:
             self.hidden[span],
             d,
             self.lut,
-            dither=self.contract.dither(seed, self._addr_hash[span]),
+            dither=self.contract.dither(seed, self._addr_hash[span.start - origin :][:n]),
             level=self._levels[span],
         )
         changed = torch.nonzero(before != after).flatten()

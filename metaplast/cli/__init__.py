@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     """A command's options by the configuration field each sets (``from_run``: ``--from``)."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {
-        a.dest: a.option_strings[-1] for a in sub.choices[command]._actions if a.option_strings
-    }
+    return {a.dest: a.option_strings[-1] for a in sub.choices[command]._actions if a.option_strings}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

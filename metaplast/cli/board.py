@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from metaplast.cli.options import add_unit_options, layout_from
+from metaplast.cli.options import add_array_options, add_unit_options, array_from, layout_from
 from metaplast.vocabulary import UNIT_BAUD
 
 
@@ -21,14 +21,16 @@ def add_board(sub: Any) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=("model", "rtl"),
+        choices=("model", "rtl", "verilog"),
         default="model",
         help="model: the bit-exact model (fast); rtl: the gateware under the Amaranth "
-        "simulator, UART pins included (a few hundred bytes per second)",
+        "simulator, UART pins included (a few hundred bytes per second); verilog: the "
+        "generated Verilog under Verilator, UART pins included (compiled once, then cached)",
     )
     p.add_argument("--baud", type=int, default=UNIT_BAUD, help="simulated baud rate (0: no limit)")
     p.add_argument("--listen", metavar="HOST:PORT", default=None, help="TCP instead of a pty")
     add_unit_options(p)
+    add_array_options(p)
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
     p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
@@ -102,7 +104,8 @@ def run_board_sim(args: argparse.Namespace) -> int:
         divisor = divisor_for(args.clock_hz, args.baud) if args.baud else 0
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    model = CommandModel(layout, clock_hz=args.clock_hz, baud_divisor=divisor)
+    array = array_from(args, layout.contract)
+    model = CommandModel(layout, clock_hz=args.clock_hz, baud_divisor=divisor, array=array)
     if args.backend == "model":
         from metaplast import fused_update
 
@@ -112,6 +115,7 @@ def run_board_sim(args: argparse.Namespace) -> int:
         print(port, flush=True)
         print(
             f"simulated board ({args.backend}): {args.synapses} synapses, "
+            f"{array.device.kind + ' array' if array else 'no array'}, "
             f"{args.baud or 'unlimited'} baud; Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
@@ -125,6 +129,12 @@ def run_board_sim(args: argparse.Namespace) -> int:
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")
             serve_rtl_pty(layout, announce, baud=args.baud)
+        elif args.backend == "verilog":
+            from metaplast.firmware_sim.board.verilog_board import serve_verilog_pty
+
+            if args.listen:
+                raise ConfigError("--listen serves the model backend only")
+            serve_verilog_pty(layout, announce, baud=args.baud)
         elif args.listen:
             host, _, port = args.listen.rpartition(":")
             serve_tcp(model, args.baud, host or "127.0.0.1", int(port), announce)

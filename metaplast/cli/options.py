@@ -15,6 +15,7 @@ from metaplast.vocabulary import (
     CROSSBARS,
     DEVICE_MODELS,
     INPUTS,
+    PERIPHERIES,
     ROUNDINGS,
     UNIT_CLOCK_HZ,
     UNIT_COUNTER_WIDTH,
@@ -143,6 +144,11 @@ SESSION_OPTIONS: dict[str, dict[str, Any]] = {
     "stuck_lrs": {"type": float, "help": "fraction of devices stuck in LRS"},
     "endurance": {"type": int, "help": "programming operations a device survives (then stuck)"},
     "read_noise": {"type": float, "help": "relative std of every conductance read"},
+    "periphery": {
+        "choices": PERIPHERIES,
+        "help": "the crossbar's converters: ideal (float, default) or board (the board's "
+        "crossbar port: 16-bit input codes, conductance codes, exact integer MVMs)",
+    },
 }
 
 
@@ -242,3 +248,50 @@ def layout_from(args: argparse.Namespace) -> Any:
         max_block=args.max_block,
         counter_width=args.counter_width,
     )
+
+
+_ARRAY_OPTIONS = ("device_file", "stuck_hrs", "stuck_lrs", "endurance", "read_noise")
+
+
+def add_array_options(p: argparse.ArgumentParser) -> None:
+    """The array behind a simulated board's crossbar port: a device model and the same
+    device options as a session's ``--crossbar``."""
+    p.add_argument(
+        "--crossbar",
+        choices=("none", *DEVICE_MODELS),
+        default=None,
+        help="the array behind the crossbar port (default hfox-1t1r on the model backend; "
+        "none on the RTL backends, whose gateware has no crossbar port yet)",
+    )
+    for field in _ARRAY_OPTIONS:
+        p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
+
+
+def array_from(args: argparse.Namespace, contract: Any) -> Any:
+    """The options as an :class:`~metaplast.firmware_sim.crossbar.driver.ArrayDriver` for a
+    unit of ``contract``, or None (``--crossbar none``); ConfigError when invalid."""
+    from metaplast.errors import ConfigError
+    from metaplast.firmware_sim.crossbar.devices import DeviceFileError, load_device
+    from metaplast.firmware_sim.crossbar.driver import ArrayDriver
+    from metaplast.host.config import DeviceSpec
+
+    model = args.crossbar or ("hfox-1t1r" if args.backend == "model" else "none")
+    overrides = {f: getattr(args, f) for f in _ARRAY_OPTIONS if getattr(args, f) is not None}
+    if model == "none":
+        if overrides:
+            raise ConfigError(f"{', '.join(map(flag, overrides))}: --crossbar none has no devices")
+        return None
+    if args.backend != "model":
+        raise ConfigError(
+            f"--crossbar {model}: the {args.backend} backend's gateware has no crossbar port "
+            "yet; use --backend model, or --crossbar none"
+        )
+    spec = DeviceSpec(crossbar=model, **overrides)
+    try:
+        device = load_device(model, spec.device_file).with_overrides(
+            **{k: v for k, v in overrides.items() if k != "device_file"}
+        )
+        device.level_targets(contract.device_magnitudes())
+    except DeviceFileError as exc:
+        raise ConfigError(f"--crossbar {model}: {exc}") from exc
+    return ArrayDriver(device, contract)

@@ -8,56 +8,25 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from core_check import CONTRACTS
 
 from metaplast.contract import Contract
 from metaplast.gateware.command_applier import CommandApplier
-from metaplast.gateware.command_checker import element_bytes
-from metaplast.gateware.payload_reader import PayloadReader
 from metaplast.protocol import Layout, Op, Status, lut_crc, mstar_code
 
-from .sim import simulate
+from .sim import FrameBufferBench, simulate
 
 TINY = Layout(Contract(), 48, max_block=16)
 UNEVEN = Layout(CONTRACTS["uneven-12bit"], 20, max_block=8, counter_width=4)
 PIPELINE_DEPTH = 5
 
 
-class Harness(wiring.Component):
-    """An applier reading through a payload reader from a frame buffer the bench fills."""
+class Harness(FrameBufferBench):
+    """A applier reading through a payload reader from a frame buffer the bench fills."""
 
     def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        self.bank_size = layout.receive_buffer
-        self.applier = CommandApplier(layout, bank_size=self.bank_size)
-        self.reader = PayloadReader(bank_size=self.bank_size, max_bytes=element_bytes(layout))
-        super().__init__(
-            {
-                "write_addr": wiring.In(range(2 * self.bank_size)),
-                "write_data": wiring.In(8),
-                "write_en": wiring.In(1),
-            }
-        )
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        m.submodules.applier = applier = self.applier
-        m.submodules.reader = reader = self.reader
-        m.submodules.buffer = buffer = Memory(shape=8, depth=2 * self.bank_size, init=[])
-        wr, rd = buffer.write_port(), buffer.read_port()
-        m.d.comb += [
-            wr.addr.eq(self.write_addr),
-            wr.data.eq(self.write_data),
-            wr.en.eq(self.write_en),
-            rd.addr.eq(reader.read_addr),
-            reader.read_data.eq(rd.data),
-            reader.bank.eq(applier.frame.bank),
-        ]
-        wiring.connect(m, reader.payload, applier.payload)
-        return m
+        self.applier = CommandApplier(layout, bank_size=layout.receive_buffer)
+        super().__init__(layout, self.applier)
 
 
 @dataclass

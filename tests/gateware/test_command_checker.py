@@ -7,15 +7,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from core_check import CONTRACTS
 
 from metaplast.contract import Contract
 from metaplast.firmware_sim.unit.command_model import CommandModel
-from metaplast.gateware.command_checker import CommandChecker, element_bytes
-from metaplast.gateware.payload_reader import PayloadReader
+from metaplast.gateware.command_checker import CommandChecker
 from metaplast.protocol import (
     MUTATING,
     FrameDecoder,
@@ -26,7 +22,7 @@ from metaplast.protocol import (
     signed_bytes,
 )
 
-from .sim import simulate
+from .sim import FrameBufferBench, simulate
 
 TINY = Layout(Contract(), 48, max_block=16)
 UNEVEN = Layout(CONTRACTS["uneven-12bit"], 20, max_block=8, counter_width=4)
@@ -34,37 +30,12 @@ GATEWARE_OPS = [Op(op) for op in range(Op.INFO, Op.RESET + 1)]
 """The ops the unit executes (later versions of the protocol add others)."""
 
 
-class Harness(wiring.Component):
+class Harness(FrameBufferBench):
     """A checker reading through a payload reader from a frame buffer the bench fills."""
 
     def __init__(self, layout: Layout) -> None:
-        self.bank_size = layout.receive_buffer  # a power of two, as the receiver's banks
-        self.checker = CommandChecker(layout, bank_size=self.bank_size)
-        self.reader = PayloadReader(bank_size=self.bank_size, max_bytes=element_bytes(layout))
-        super().__init__(
-            {
-                "write_addr": wiring.In(range(2 * self.bank_size)),
-                "write_data": wiring.In(8),
-                "write_en": wiring.In(1),
-            }
-        )
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        m.submodules.checker = checker = self.checker
-        m.submodules.reader = reader = self.reader
-        m.submodules.buffer = buffer = Memory(shape=8, depth=2 * self.bank_size, init=[])
-        wr, rd = buffer.write_port(), buffer.read_port()
-        m.d.comb += [
-            wr.addr.eq(self.write_addr),
-            wr.data.eq(self.write_data),
-            wr.en.eq(self.write_en),
-            rd.addr.eq(reader.read_addr),
-            reader.read_data.eq(rd.data),
-            reader.bank.eq(checker.frame.bank),
-        ]
-        wiring.connect(m, reader.payload, checker.payload)
-        return m
+        self.checker = CommandChecker(layout, bank_size=layout.receive_buffer)
+        super().__init__(layout, self.checker)
 
 
 @dataclass

@@ -105,9 +105,17 @@ def session(layout: Layout, rng: random.Random, blocks: int) -> list[bytes]:
         count = rng.randint(1, layout.max_block)
         start = rng.randint(0, n - count)
         d = [rng.randint(-big, big) for _ in range(count)]
-        payload = layout.update(start, rng.getrandbits(32), d)
-        steps.append(encode_frame(Op.UPDATE, seq & 0xFF, payload))
+        if rng.random() < 0.5:  # the dither counting from a layer's first synapse
+            origin = rng.randint(0, start)
+            payload = layout.update_layer(start, rng.getrandbits(32), origin, d)
+            steps.append(encode_frame(Op.UPDATE_LAYER, seq & 0xFF, payload))
+        else:
+            payload = layout.update(start, rng.getrandbits(32), d)
+            steps.append(encode_frame(Op.UPDATE, seq & 0xFF, payload))
         seq += 1
+    # an origin after the block's start: RANGE, nothing applied
+    steps.append(encode_frame(Op.UPDATE_LAYER, seq & 0xFF, layout.update_layer(1, 7, 2, [big])))
+    seq += 1
     steps.append(encode_frame(Op.READ_HIDDEN, seq, layout.span(0, min(n, layout.max_block))))
     steps.append(encode_frame(Op.READ_COUNTERS, seq + 1, layout.span(0, min(n, layout.max_block))))
     steps.append(encode_frame(Op.INFO, seq + 2))
@@ -118,12 +126,15 @@ def session(layout: Layout, rng: random.Random, blocks: int) -> list[bytes]:
 def test_session_matches_the_model(layout: Layout) -> None:
     out = exchange(layout, session(layout, random.Random(3), 12), f"top-session-{layout.synapses}")
     frames = replies(out)
-    assert all(f.error is None and f.status == Status.OK for f in frames)
+    assert [f.status for f in frames if f.status != Status.OK] == [Status.RANGE]
+    assert sum(f.op == Op.UPDATE_LAYER | 0x80 for f in frames) > 2
     info = Info.unpack(frames[-1].payload[1:])
     assert info.lut_mstar == 3.0
     assert info.synapses == layout.synapses
     events = sum(
-        struct.unpack_from("<H", f.payload, 1)[0] for f in frames if f.op == Op.UPDATE | 0x80
+        struct.unpack_from("<H", f.payload, 1)[0]
+        for f in frames
+        if f.op in (Op.UPDATE | 0x80, Op.UPDATE_LAYER | 0x80) and f.status == Status.OK
     )
     assert events > 0
 
