@@ -144,9 +144,10 @@ class Session:
         ``link_layers`` (default: all), packed one after the other from board address 0; the
         other layers stay in the in-process model.
 
-        The stochastic rounding hashes a synapse's address, so a layer rounds as it would at
-        its board address: a session with only its first layer on the board, or only one
-        layer, ends bit for bit as the in-process session (where every layer starts at 0).
+        A board of protocol version 2 hashes each synapse's index in its layer for the
+        stochastic rounding (UPDATE_LAYER), so any placement ends bit for bit as the
+        in-process session. With ``--crossbar board`` every layer is on the board, its
+        devices too (``host/board_crossbar.py``).
         """
         self.config = config
         self.link = link
