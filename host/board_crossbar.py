@@ -97,6 +97,11 @@ class BoardCrossbarSynapses:
     """``inner``'s hidden weights on the board, mapped onto the board's array as layer
     ``index`` (the devices' variability drawn from ``seed``, as in process)."""
 
+    NO_RESUME = (
+        "a `crossbar` board session cannot resume: its devices' state is the board's, and a "
+        "restarted board has fresh ones; start the run again"
+    )
+
     def __init__(
         self,
         inner: LinkSynapses,
@@ -129,10 +134,7 @@ class BoardCrossbarSynapses:
         return {"inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise ConfigError(
-            "a --crossbar board session cannot resume: its devices' state is the board's, "
-            "and a restarted board has fresh ones; start the run again"
-        )
+        raise ConfigError(self.NO_RESUME)
 
     def mvm(self, x: Tensor, w: Tensor) -> Tensor:
         return crossbar_mvm(x, w, self.layer)

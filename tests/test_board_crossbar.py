@@ -13,6 +13,7 @@ from test_session import epochs_without_time
 
 from metaplast.cli import main
 from metaplast.contract import Contract
+from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import load_device
 from metaplast.firmware_sim.crossbar.driver import ArrayDriver
 from metaplast.firmware_sim.crossbar.layer import ArrayLayer
@@ -178,6 +179,10 @@ def test_a_session_on_the_boards_array_ends_as_in_process(data_dir: Path, tmp_pa
     b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"]
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
+    # the devices' state is the board's: resuming is refused before any board is touched
+    with pytest.raises(ConfigError, match="`crossbar` board session cannot resume"):
+        train(SessionConfig.of(**tiny, crossbar="board"), tmp_path / "board", data_dir,
+              progress=False, resume=True)  # fmt: skip
 
 
 def test_crossbar_board_needs_a_board_with_an_array(
