@@ -30,6 +30,9 @@ class SynapseCore(wiring.Component):
         # the updates enter through registers both ways: the command engine's control and the
         # pipeline's hazard check and stall were one combinational path (70 ns on the iCE40)
         self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits))
+        # and the level-change events leave through registers: whether an update is an event
+        # is known only at the end of stage 4, too late to reach the engine's recording
+        self.outlet = SkidBuffer(EventLayout(contract, addr_bits))
         super().__init__(
             {
                 "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
@@ -47,17 +50,19 @@ class SynapseCore(wiring.Component):
         m.submodules.pipeline = p = self.pipeline
         m.submodules.lut = lut = self.lut
         m.submodules.inlet = inlet = self.inlet
+        m.submodules.outlet = outlet = self.outlet
         m.d.comb += [
             lut.index.eq(p.lut_index),
             lut.index_en.eq(p.lut_en),
             p.lut_value.eq(lut.value),
-            self.busy.eq(p.busy | inlet.busy),
+            self.busy.eq(p.busy | inlet.busy | outlet.busy),
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]
         wiring.connect(m, wiring.flipped(self.update), inlet.i)
         wiring.connect(m, inlet.o, p.update)
-        wiring.connect(m, p.events, wiring.flipped(self.events))
+        wiring.connect(m, p.events, outlet.i)
+        wiring.connect(m, outlet.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.access), p.access)
         wiring.connect(m, wiring.flipped(self.load), lut.load)
         return m
