@@ -11,6 +11,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from metaplast.gateware.top import DigitalUnitTop
 
 from .platforms import Board
+from .pll import PLL
 
 __all__ = ["BoardTop"]
 
@@ -19,16 +20,31 @@ ACTIVITY_SECONDS = 0.05
 
 
 class BoardTop(Elaboratable):
-    """Wraps ``unit`` for ``board``; the platform must have the board's ``prog`` resource."""
+    """Wraps ``unit`` for ``board``; the platform must have the board's ``prog`` resource.
 
-    def __init__(self, board: Board, unit: DigitalUnitTop) -> None:
+    ``clock_hz`` is the unit's clock (the LEDs' timing): the oscillator's, or with ``pll`` the
+    PLL's, which then makes the ``sync`` domain.
+    """
+
+    def __init__(
+        self,
+        board: Board,
+        unit: DigitalUnitTop,
+        *,
+        clock_hz: int | None = None,
+        pll: PLL | None = None,
+    ) -> None:
         self.board = board
         self.unit = unit
+        self.clock_hz = clock_hz or board.clock_hz
+        self.pll = pll
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         m.submodules.unit = unit = self.unit
         board = self.board
+        if self.pll is not None:
+            m.submodules.pll = self.pll
 
         def pin(direction: str, resource: object) -> io.Buffer:
             buffer = io.Buffer(direction, resource)
@@ -51,12 +67,12 @@ class BoardTop(Elaboratable):
             m.d.comb += pin("o", platform.request(res.name, res.number, dir="-")).o.eq(1)
 
         # a free-running counter whose top bit toggles about once a second
-        beat = Signal(max(1, board.clock_hz.bit_length() - 1))
+        beat = Signal(max(1, self.clock_hz.bit_length() - 1))
         m.d.sync += beat.eq(beat + 1)
         led = platform.request("led", board.heartbeat_led, dir="-")
         m.d.comb += pin("o", led).o.eq(beat[-1])
 
-        lit = max(1, round(board.clock_hz * ACTIVITY_SECONDS))
+        lit = max(1, round(self.clock_hz * ACTIVITY_SECONDS))
         hold = Signal(range(lit + 1))
         with m.If(~unit.uart_rx | unit.prog_strobe):
             m.d.sync += hold.eq(lit)

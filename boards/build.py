@@ -25,6 +25,7 @@ from metaplast.protocol import Layout
 
 from .board_top import BoardTop
 from .platforms import Board
+from .pll import PLL, pll_settings
 
 __all__ = ["BuildError", "NAME", "REPORT_KEYS", "build", "parse_nextpnr_report"]
 
@@ -179,6 +180,7 @@ def build(
     out: Path,
     *,
     target_mhz: float | None = None,
+    clock_mhz: float | None = None,
     baud: int | None = None,
     prog_depth: int = 16,
 ) -> dict[str, Any]:
@@ -186,21 +188,28 @@ def build(
 
     Raises :exc:`BuildError` when the design does not fit, misses ``target_mhz`` (default: the
     board's oscillator) or a tool fails, and :exc:`ValueError` for a configuration the board
-    cannot carry (baud, synapse count beyond its header). Neither leaves a bitstream or a
-    report in ``out``; the logs stay in ``out/build``.
+    cannot carry (baud, synapse count beyond its header, a clock its PLL cannot make). Neither
+    leaves a bitstream or a report in ``out``; the logs stay in ``out/build``.
+
+    ``clock_mhz`` runs the unit from the FPGA's PLL (:mod:`.pll`) instead of the oscillator; the
+    unit, its UART divisor and INFO then use the frequency the PLL really makes.
     """
     baud = baud or board.baud
-    divisor = divisor_for(board.clock_hz, baud)
-    target_mhz = board.clock_hz / 1e6 if target_mhz is None else target_mhz
+    pll = None
+    clock_hz = board.clock_hz
+    if clock_mhz is not None:
+        pll = pll_settings(board.family, board.clock_hz, clock_mhz * 1e6)
+        clock_hz = round(pll.output_hz)
+    divisor = divisor_for(clock_hz, baud)
+    target_mhz = clock_hz / 1e6 if target_mhz is None else target_mhz
     if target_mhz <= 0:
         raise ValueError(f"the target clock must be positive, not {target_mhz} MHz")
-    platform = board.make_platform(target_mhz * 1e6)
+    # nextpnr derives the PLL output's constraint from the oscillator's: scale the target back
+    platform = board.make_platform(target_mhz * 1e6 * board.clock_hz / clock_hz)
     addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
     platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
     platform.add_resources(list(board.extra_resources))
-    unit = DigitalUnitTop(
-        layout, clock_hz=board.clock_hz, baud_divisor=divisor, prog_depth=prog_depth
-    )
+    unit = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=divisor, prog_depth=prog_depth)
 
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()  # the report's paths hold from any working directory
@@ -222,10 +231,12 @@ def build(
         "bram": None,
         "bitstream": None,
         "device": f"{platform.device}-{platform.package}",
-        "clock_mhz": board.clock_hz / 1e6,
+        "clock_mhz": clock_hz / 1e6,
+        "oscillator_mhz": board.clock_hz / 1e6,
+        "pll": None if pll is None else {"primitive": pll.primitive, **pll.parameters},
         "baud": baud,
         "baud_divisor": divisor,
-        "baud_actual": board.clock_hz / divisor,
+        "baud_actual": clock_hz / divisor,
         "usb_serial": board.usb_serial,
         "prog_addr_bits": addr_bits,
         "prog_level_bits": level_bits,
@@ -241,7 +252,9 @@ def build(
             "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {SEED}",
         }
     t0 = time.perf_counter()
-    plan = platform.prepare(BoardTop(board, unit), name=NAME, **overrides)
+    clocking = None if pll is None else PLL(pll, board.clock)
+    top = BoardTop(board, unit, clock_hz=clock_hz, pll=clocking)
+    plan = platform.prepare(top, name=NAME, **overrides)
     plan.extract(str(workdir))
     if not board.open_toolchain:
         report.update(

@@ -71,7 +71,7 @@ class Board:
     family: str
     """``ice40``, ``ecp5`` (open toolchain) or ``xilinx`` (Vivado)."""
     baud: int
-    """A rate the USB-serial chip makes exactly and the clock divides to within 2 %."""
+    """A rate the USB-serial chip makes exactly and a whole divisor of the clock makes to 1 %."""
     usb_serial: str
     control: tuple[HeaderPin, ...]
     """Header pins of :data:`PROG_CONTROL`, in that order."""

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from metaplast.contract import Contract
 
 from .meta_lut import LoadSignature, MetaLUT
+from .skid_buffer import SkidBuffer
 from .update_pipeline import AccessSignature, EventLayout, UpdateLayout, UpdatePipeline
 
 __all__ = ["SynapseCore"]
@@ -26,6 +27,12 @@ class SynapseCore(wiring.Component):
         self.lut = MetaLUT(contract)
         addr_bits = self.pipeline.addr_bits
         self.addr_bits = addr_bits
+        # the updates enter through registers both ways: the command engine's control and the
+        # pipeline's hazard check and stall were one combinational path (70 ns on the iCE40)
+        self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits))
+        # and the level-change events leave through registers: whether an update is an event
+        # is known only at the end of stage 4, too late to reach the engine's recording
+        self.outlet = SkidBuffer(EventLayout(contract, addr_bits))
         super().__init__(
             {
                 "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
@@ -42,16 +49,20 @@ class SynapseCore(wiring.Component):
         m = Module()
         m.submodules.pipeline = p = self.pipeline
         m.submodules.lut = lut = self.lut
+        m.submodules.inlet = inlet = self.inlet
+        m.submodules.outlet = outlet = self.outlet
         m.d.comb += [
             lut.index.eq(p.lut_index),
             lut.index_en.eq(p.lut_en),
             p.lut_value.eq(lut.value),
-            self.busy.eq(p.busy),
+            self.busy.eq(p.busy | inlet.busy | outlet.busy),
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]
-        wiring.connect(m, wiring.flipped(self.update), p.update)
-        wiring.connect(m, p.events, wiring.flipped(self.events))
+        wiring.connect(m, wiring.flipped(self.update), inlet.i)
+        wiring.connect(m, inlet.o, p.update)
+        wiring.connect(m, p.events, outlet.i)
+        wiring.connect(m, outlet.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.access), p.access)
         wiring.connect(m, wiring.flipped(self.load), lut.load)
         return m

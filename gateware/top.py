@@ -24,8 +24,9 @@ from metaplast.protocol import Layout
 from metaplast.vocabulary import UNIT_CLOCK_HZ
 
 from .command_engine import CommandEngine
-from .framing import FrameReceiver, FrameSender
+from .framing import BodyByte, FrameReceiver, FrameSender
 from .programming_port import ProgrammingPort
+from .skid_buffer import SkidBuffer
 from .synapse_core import SynapseCore
 from .uart import UARTRx, UARTTx
 
@@ -69,6 +70,9 @@ class DigitalUnitTop(wiring.Component):
         self.tx = UARTTx(baud_divisor)
         self.receiver = FrameReceiver(layout.receive_buffer)
         self.sender = FrameSender()
+        # the reply bytes reach the sender through registers both ways: the sender's ready
+        # (CRC and escaping) and the engine's reply control were one combinational path
+        self.outlet = SkidBuffer(BodyByte)
         self.engine = CommandEngine(
             layout,
             bank_size=self.receiver.bank_size,
@@ -94,6 +98,7 @@ class DigitalUnitTop(wiring.Component):
         m.submodules.tx = tx = self.tx
         m.submodules.receiver = receiver = self.receiver
         m.submodules.sender = sender = self.sender
+        m.submodules.outlet = outlet = self.outlet
         m.submodules.engine = engine = self.engine
         m.submodules.core = core = self.core
         m.submodules.programming = prog = self.programming
@@ -119,7 +124,8 @@ class DigitalUnitTop(wiring.Component):
         ]
         wiring.connect(m, rx.data, receiver.rx)
         wiring.connect(m, receiver.frame, engine.frame)
-        wiring.connect(m, engine.body, sender.body)
+        wiring.connect(m, engine.body, outlet.i)
+        wiring.connect(m, outlet.o, sender.body)
         wiring.connect(m, sender.tx, tx.data)
         wiring.connect(m, engine.update, core.update)
         wiring.connect(m, engine.access, core.access)

@@ -176,10 +176,12 @@ class UpdatePipeline(wiring.Component):
         s1, s2, s3, s4 = (Signal(layout, name=f"s{i}") for i, layout in enumerate(
             _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t), start=1))  # fmt: skip
 
-        # a stall holds every stage: only an event that its sink does not take causes one
+        # a stall holds every stage: the events' sink not ready while stage 4 holds an update.
+        # Whether that update is an event is not asked: it is known only at the end of stage 4's
+        # arithmetic, and the stall reaches every stage and the inlet (the iCE40's critical path)
         s4_event = Signal()
         advance = Signal()
-        m.d.comb += advance.eq(~(s4.valid & s4_event & ~self.events.ready))
+        m.d.comb += advance.eq(~(s4.valid & ~self.events.ready))
 
         new_addr = self.update.payload.addr
         hazard = Signal()

@@ -86,6 +86,13 @@ def add_build(sub: Any) -> None:
         help="the clock the router must meet (default the board's oscillator; ask for more "
         "to keep a margin)",
     )
+    p.add_argument(
+        "--clock-mhz",
+        type=float,
+        default=None,
+        help="run the unit from the FPGA's PLL at this clock (default: the oscillator, no PLL); "
+        "refused before any tool runs if the PLL cannot make it to within 0.1 %%",
+    )
     p.add_argument("--baud", type=int, default=None, help="UART rate (default the board's)")
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
 
@@ -104,6 +111,7 @@ def run_build(args: argparse.Namespace) -> int:
             layout,
             out,
             target_mhz=args.target_mhz,
+            clock_mhz=args.clock_mhz,
             baud=args.baud,
             prog_depth=args.prog_depth,
         )

@@ -114,6 +114,9 @@ def test_divisor_for() -> None:
         divisor_for(12_000_000, 4_000_000)
     with pytest.raises(ValueError, match="off"):
         divisor_for(1_000, 180)  # 5.56 -> 6 cycles per bit: 7 % fast
+    assert divisor_for(12_000_000, 1_190_000) == 10  # 1,200,000 baud: 0.8 % off
+    with pytest.raises(ValueError, match=r"the UART cannot run 1218000 baud at .* 1\.5% off"):
+        divisor_for(12_000_000, 1_218_000)  # 1,200,000 baud: 1.5 % off, more than 1 %
     with pytest.raises(ValueError):
         divisor_for(0, 9600)
 
@@ -144,6 +147,44 @@ def test_rx_bytes_with_baud_mismatch(divisor: int, mismatch: float) -> None:
         lead=rng.randrange(1, 2 * divisor),
         name=f"uart_rx_{divisor}_{mismatch}",
     )
+
+
+def receive_in_real_time(divisor: int, data: list[int], error: float, *, phase: float) -> None:
+    """Send ``data`` back to back from a host whose bit time is ``divisor / (1 + error)`` clock
+    periods, with every edge at its exact time (not rounded to a clock edge, unlike
+    :func:`drive_levels`), so the start bits fall at every phase of the clock, as a real
+    host's do; ``phase`` (in clock periods) places the first edge."""
+    dut = UARTRx(divisor)
+    events: list[tuple[str, int]] = []
+    period = 1 / CLOCK_HZ
+    bit = divisor * period / (1 + error)
+
+    async def driver(ctx: Any) -> None:
+        ctx.set(dut.rx, 1)
+        await ctx.delay((3 + phase) * period)
+        for byte in data:
+            for level in character(byte):
+                ctx.set(dut.rx, level)
+                await ctx.delay(bit)
+        await ctx.delay(3 * divisor * period)
+
+    def check() -> None:
+        assert events == [("byte", b) for b in data], f"host {error:+.1%} off"
+
+    name = f"uart_rx_real_time_{divisor}_{error}"
+    simulate(dut, [driver], name=name, background=[rx_monitor(dut, events)], check=check)
+
+
+@pytest.mark.parametrize("divisor", [4, 5, 6, 8])
+@pytest.mark.parametrize("error", [-0.03, 0.03])
+def test_rx_samples_mid_bit_with_the_host_3_percent_off(divisor: int, error: float) -> None:
+    """The margin the link promises (+-3 %) at the smallest divisors, where one clock cycle is a
+    large part of a bit: every byte value, back to back, so the start edges drift through every
+    phase of the clock. A receiver sampling even half a cycle late misses a fast host's last
+    bits (a host 3 % fast failed at divisor 4 before the sample point moved)."""
+    data = list(range(256))
+    random.Random(divisor).shuffle(data)
+    receive_in_real_time(divisor, data, error, phase=0.37)
 
 
 def test_rx_115200_at_48mhz() -> None:
