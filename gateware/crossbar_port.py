@@ -276,7 +276,9 @@ class CrossbarRelay(wiring.Component):
                     reply.ready.eq(body.ready),
                 ]
                 with m.If(sent):
-                    m.d.sync += k.eq(k + 1)
+                    # counted only as far as the bytes kept: an MVM's reply is longer than a bank
+                    with m.If(k <= STORED_BYTES):
+                        m.d.sync += k.eq(k + 1)
                     with m.If(k == 0):
                         m.d.sync += status.eq(reply.payload.byte)
                     with m.Elif(k <= STORED_BYTES):

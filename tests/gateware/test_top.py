@@ -363,3 +363,21 @@ def test_crossbar_port_with_a_slow_driver_and_programming_circuit() -> None:
 def test_a_unit_without_the_port_refuses_the_crossbar_ops() -> None:
     frames = replies(exchange(TINY, [encode_frame(Op.XBAR_INFO, 1)], "top-no-crossbar"))
     assert frames[0].status == Status.OPCODE
+
+
+def test_crossbar_reply_longer_than_a_receive_bank() -> None:
+    """A 1T1R tile of 128 columns answers one input with 1,024 bytes of currents: relayed as
+    they come, although a receive bank holds 512."""
+    layout = Layout(Contract(), 64, max_block=16)
+    w = [(-1) ** i * 1000 * (i % 5) for i in range(64)]
+    steps = [
+        encode_frame(Op.WRITE_HIDDEN, 1, layout.write_hidden(0, w[:16])),
+        encode_frame(Op.WRITE_HIDDEN, 2, layout.write_hidden(16, w[16:32])),
+        encode_frame(Op.WRITE_HIDDEN, 3, layout.write_hidden(32, w[32:48])),
+        encode_frame(Op.WRITE_HIDDEN, 4, layout.write_hidden(48, w[48:])),
+        encode_frame(Op.XBAR_MAP, 5, xbar_map(0, 0, (64, 1), 11)),
+        encode_frame(Op.XBAR_LATCH, 6, xbar_layer(0)),
+        encode_frame(Op.XBAR_MVM, 7, xbar_mvm(0, False, (0, 0), [12345])),
+    ]
+    frames = replies(exchange(layout, steps, "top-crossbar-long", array="hfox-1t1r"))
+    assert frames[-1].status == Status.OK and len(frames[-1].payload) == 1 + 8 * 128
