@@ -78,10 +78,12 @@ def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Pa
     assert_boards_train_alike("rtl", TINY_RTL, 1, board_args, data_dir, tmp_path)
 
 
-# the smallest session that exercises every crossbar op of a training run: the RTL board moves
-# a few hundred bytes per second, and one input vector on the 784 x 2 layer is seven XBAR_MVM
-# frames of a 128-row tile (about 2 kB with their replies)
+# the smallest session that exercises the crossbar ops of a training run: the RTL board moves
+# about 150 bytes per second, one input vector on the 784 x 2 layer is seven XBAR_MVM frames
+# of a 128-row tile (about 2 kB with their replies), and each evaluation batch reads the
+# array (12.5 kB): one test batch of all 10,000 images
 TINY_ARRAY = {
+    "test_batch_size": 10_000,
     "tasks": ("mnist",),
     "epochs": (1,),
     "pretrain_epochs": 0,

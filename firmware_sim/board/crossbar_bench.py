@@ -18,13 +18,15 @@ __all__ = ["PortBench"]
 
 
 class PortBench:
-    """Serves ``port`` (a unit's ``xbar`` command channel) with ``commands``.
+    """Serves ``unit``'s crossbar port (a :class:`~metaplast.gateware.top.DigitalUnitTop` built
+    with ``crossbar``) with ``commands``.
 
     ``delay``: idle cycles before each byte the driver takes or gives (a slow driver).
     """
 
-    def __init__(self, port: Any, commands: PortCommands, *, delay: int = 0) -> None:
-        self.port = port
+    def __init__(self, unit: Any, commands: PortCommands, *, delay: int = 0) -> None:
+        self.unit = unit
+        self.port = unit.xbar
         self.commands = commands
         self.delay = delay
         self.requests: list[tuple[Op, bytes]] = []
@@ -33,10 +35,22 @@ class PortBench:
         """One strobe of the programming port: to the array."""
         self.commands.driver.device_operation(address, device, level)
 
+    async def strobes(self, ctx: Any) -> None:
+        """A programming circuit that is never busy: each strobe of the unit's programming
+        port is one operation on the array (a background testbench that sleeps between
+        strobes, which are never in consecutive cycles)."""
+        u = self.unit
+        while True:
+            await ctx.posedge(u.prog_strobe)
+            self.operation(ctx.get(u.prog_addr), ctx.get(u.prog_device), ctx.get(u.prog_level))
+
     async def serve(self, ctx: Any) -> None:
-        """The driver's side of the command channel (a background testbench)."""
+        """The driver's side of the command channel (a background testbench). It sleeps until
+        a request starts, so that the simulation pays for it only while it works."""
         request, reply = self.port.request, self.port.reply
         while True:
+            if not ctx.get(request.valid):
+                await ctx.posedge(request.valid)
             received = bytearray()
             last = False
             while not last:

@@ -96,19 +96,9 @@ def serve_rtl_pty(
     sim.add_testbench(pins.receive, background=True)
     if array is not None:
         commands = PortCommands(array, synapses=layout.synapses, max_block=layout.max_block)
-        bench = PortBench(top.xbar, commands)
-
-        async def programming(ctx: Any) -> None:
-            # the programming circuit: every strobe is one device operation on the array
-            while True:
-                _, _, strobe, *op = await ctx.tick().sample(
-                    top.prog_strobe, top.prog_addr, top.prog_device, top.prog_level
-                )
-                if strobe:
-                    bench.operation(*op)
-
+        bench = PortBench(top, commands)
         sim.add_testbench(bench.serve, background=True)
-        sim.add_testbench(programming, background=True)
+        sim.add_testbench(bench.strobes, background=True)
     master, slave = open_pty(announce)
     threading.Thread(target=reader, daemon=True).start()
     try:

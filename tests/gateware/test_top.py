@@ -77,7 +77,7 @@ def exchange(
         )
     dut = DigitalUnitTop(layout, baud_divisor=DIVISOR, prog_depth=prog_depth, crossbar=tile)
     if array is not None:
-        bench = PortBench(dut.xbar, commands, delay=xbar_delay)
+        bench = PortBench(dut, commands, delay=xbar_delay)
         if benches is not None:
             benches.append(bench)
     pins = UartPins(dut.uart_rx, dut.uart_tx, DIVISOR)
