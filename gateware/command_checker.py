@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth import Cat, Module, Mux, Signal, Value
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -99,12 +99,18 @@ class CommandChecker(wiring.Component):
     op that carries an array, reads the array once through ``payload`` checking every element;
     the verdict follows the model's order: LENGTH, then RANGE, then VALUE.
 
+    With ``crossbar``, the crossbar ops are known too: the unit does not check their
+    payloads (the driver behind the crossbar port does), so a valid frame of one is answered
+    at once with ``forward``.
+
     Parameters
     ----------
     layout : Layout
         The unit's payload sizes.
     bank_size : int
         Bytes of one bank of the frame buffer.
+    crossbar : bool
+        The unit has a crossbar port.
 
     Members
     -------
@@ -121,18 +127,21 @@ class CommandChecker(wiring.Component):
     status : ``Out(range(max(Status) + 1))``
     apply : ``Out(1)``
         The request is valid and changes state: it is to be applied (not set for a retry).
+    forward : ``Out(1)``
+        A crossbar request (not a retry): to be forwarded to the driver.
     header : ``Out(Header)``
         The payload's fixed fields, from ``done`` until the next ``start`` (not read for a frame
         answered at once).
     """
 
-    def __init__(self, layout: Layout, *, bank_size: int) -> None:
+    def __init__(self, layout: Layout, *, bank_size: int, crossbar: bool = False) -> None:
         if bank_size < layout.max_request:
             raise ValueError(
                 f"bank_size {bank_size} cannot hold requests of {layout.max_request} bytes"
             )
         self.layout = layout
         self.bank_size = bank_size
+        self.crossbar = crossbar
         super().__init__(
             {
                 "frame": In(descriptor_layout(bank_size)),
@@ -142,6 +151,7 @@ class CommandChecker(wiring.Component):
                 "done": Out(1),
                 "status": Out(range(max(Status) + 1)),
                 "apply": Out(1),
+                "forward": Out(1),
                 "header": Out(Header),
             }
         )
@@ -151,7 +161,9 @@ class CommandChecker(wiring.Component):
         c = L.contract
         m = Module()
         frame, payload, header = self.frame, self.payload, self.header
-        op_is = {op: frame.op == op for op in _OPS}
+        xbar_ops = tuple(op for op in Op if op.name.startswith("XBAR_")) if self.crossbar else ()
+        op_is = {op: frame.op == op for op in (*_OPS, *xbar_ops)}
+        is_xbar = Cat(op_is[op] for op in xbar_ops).any() if xbar_ops else Const(0)
         plen = Signal(range(self.bank_size + 1))
         m.d.comb += plen.eq(frame.length - PAYLOAD)
         first = read_array(m, L, frame, payload)
@@ -185,6 +197,8 @@ class CommandChecker(wiring.Component):
                         m.d.comb += [self.done.eq(1), self.status.eq(Status.OPCODE)]
                     with m.Elif(self.retry):
                         m.d.comb += self.done.eq(1)
+                    with m.Elif(is_xbar):
+                        m.d.comb += [self.done.eq(1), self.forward.eq(1)]
                     with m.Else():
                         m.d.comb += [payload.seek.eq(1), payload.seek_to.eq(PAYLOAD)]
                         m.next = "HEADER"

@@ -20,14 +20,15 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
-from amaranth import Const, Module, Mux, Signal, Value
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from metaplast.protocol import RETRY_DEPTH, Info, Layout, Status
+from metaplast.protocol import RETRY_DEPTH, Capability, Info, Layout, Status
 
 from .command_applier import CommandApplier
 from .command_checker import CommandChecker, element_bytes
+from .crossbar_port import XBAR_OPS, CrossbarPort, CrossbarRelay
 from .framing import BodyByte, descriptor_layout
 from .meta_lut import LoadSignature
 from .payload_reader import PayloadReader
@@ -53,20 +54,44 @@ def _share(m: Module, port: Any, second_owns: Value, first: Any, second: Any) ->
 
 class CommandEngine(wiring.Component):
     """Parameters: the unit's :class:`~metaplast.protocol.Layout`, the receive buffer's bank
-    size, and the clock and baud divisor that INFO reports."""
+    size, the clock and baud divisor that INFO reports, and ``crossbar``: whether the unit has
+    a crossbar port (``xbar``, with ``prog_idle``, ``sweep`` and INFO's capability; see
+    :mod:`.crossbar_port`)."""
 
-    def __init__(self, layout: Layout, *, bank_size: int, clock_hz: int, baud_divisor: int) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        bank_size: int,
+        clock_hz: int,
+        baud_divisor: int,
+        crossbar: bool = False,
+    ) -> None:
         if bank_size < layout.max_request:
             raise ValueError(
                 f"receive banks of {bank_size} bytes cannot hold requests of {layout.max_request}"
             )
         self.layout = layout
         self.bank_size = bank_size
-        self.info = Info.from_layout(layout, clock_hz=clock_hz, baud_divisor=baud_divisor)
+        self.crossbar = crossbar
+        self.info = Info.from_layout(
+            layout,
+            clock_hz=clock_hz,
+            baud_divisor=baud_divisor,
+            capabilities=Capability.CROSSBAR if crossbar else None,
+        )
         c = layout.contract
         self.addr_bits = layout.addr_bits
+        port = {}
+        if crossbar:
+            port = {
+                "xbar": Out(CrossbarPort.Signature()),
+                "prog_idle": In(1),
+                "sweep": Out(stream.Signature(EventLayout(c, self.addr_bits))),
+            }
         super().__init__(
             {
+                **port,
                 "frame": In(stream.Signature(descriptor_layout(bank_size))),
                 "read_addr": Out(range(2 * bank_size)),
                 "read_data": In(8),
@@ -91,7 +116,9 @@ class CommandEngine(wiring.Component):
         m.submodules.reader = reader = PayloadReader(
             bank_size=self.bank_size, max_bytes=element_bytes(L)
         )
-        m.submodules.checker = checker = CommandChecker(L, bank_size=self.bank_size)
+        m.submodules.checker = checker = CommandChecker(
+            L, bank_size=self.bank_size, crossbar=self.crossbar
+        )
         m.submodules.applier = applier = CommandApplier(L, bank_size=self.bank_size)
         m.submodules.retry = retry = RetryMemory(depth=RETRY_DEPTH, max_block=L.max_block)
         m.submodules.replies = replies = ReplyBuilder(L, info=self.info, depth=RETRY_DEPTH)
@@ -118,7 +145,11 @@ class CommandEngine(wiring.Component):
             replies.lut_mstar.eq(self.lut_mstar),
             replies.lut_crc.eq(self.lut_crc),
         ]
-        wiring.connect(m, applier.record, retry.record)
+        m.d.comb += [
+            retry.record.begin.eq(applier.record.begin),
+            retry.record.event.valid.eq(applier.record.event.valid),
+            retry.record.event.payload.eq(applier.record.event.payload),
+        ]
         wiring.connect(m, replies.events, retry.replay)
         wiring.connect(m, wiring.flipped(self.update), applier.update)
         wiring.connect(m, wiring.flipped(self.lut), applier.lut)
@@ -131,7 +162,57 @@ class CommandEngine(wiring.Component):
         _share(m, reader.payload, applying, checker.payload, applier.payload)
         _share(m, wiring.flipped(self.access), replying, applier.access, replies.access)
 
+        relaying = Signal()
+        relay = None
+        if self.crossbar:
+            m.submodules.relay = relay = CrossbarRelay(
+                L, bank_size=self.bank_size, depth=RETRY_DEPTH
+            )
+            m.d.comb += [
+                relay.op.eq(frame.op),
+                relay.seq.eq(frame.seq),
+                relay.length.eq(frame.length),
+                relay.bank.eq(frame.bank),
+                relay.read_data.eq(self.read_data),
+                relay.prog_idle.eq(self.prog_idle),
+                relay.recorded_bank.eq(retry.recorded.bank),
+                relay.stored_bank.eq(retry.stored.bank),
+                relay.access_rdata.eq(self.access.rdata),
+                retry.record.begin.eq(applier.record.begin | relay.begin),
+            ]
+            wiring.connect(m, wiring.flipped(self.xbar), relay.port)
+            wiring.connect(m, wiring.flipped(self.sweep), relay.events)
+            with m.If(relaying):
+                m.d.comb += self.read_addr.eq(relay.read_addr)
+            with m.If(relay.sweeping):
+                m.d.comb += [
+                    self.access.addr.eq(relay.access_addr),
+                    self.access.we.eq(0),
+                    self.access.clear.eq(0),
+                ]
+            with m.If(relaying):
+                m.d.comb += [
+                    self.body.valid.eq(relay.body.valid),
+                    self.body.payload.eq(relay.body.payload),
+                    relay.body.ready.eq(self.body.ready),
+                    replies.body.ready.eq(0),
+                ]
+
         def after_check() -> None:
+            if relay is None:
+                answer()
+                return
+            # a crossbar request goes to the driver; a retry of one is answered from its
+            # stored reply
+            is_xbar = Cat(frame.op == op for op in XBAR_OPS).any()
+            replayed = retry.hit & (checker.status == Status.OK) & is_xbar
+            with m.If(checker.done & (checker.forward | replayed)):
+                m.d.comb += [relay.start.eq(1), relay.replay.eq(~checker.forward)]
+                m.next = "XBAR"
+            with m.Else():
+                answer()
+
+        def answer() -> None:
             with m.If(checker.done & checker.apply):
                 m.d.comb += applier.start.eq(1)
                 m.next = "APPLY"
@@ -177,6 +258,13 @@ class CommandEngine(wiring.Component):
                 m.d.comb += replying.eq(1)
                 with m.If(replies.done):
                     m.next = "DONE"
+
+            if relay is not None:
+                with m.State("XBAR"):
+                    m.d.comb += relaying.eq(1)
+                    m.d.comb += retry.push.eq(relay.push)
+                    with m.If(relay.done):
+                        m.next = "DONE"
 
             with m.State("DONE"):
                 m.d.comb += self.release.eq(1)

@@ -13,6 +13,9 @@ Pins toward the programming circuit (documented in ``docs/protocol.md``)::
     prog_strobe   one-cycle pulse: the three fields above are valid
     prog_busy     the circuit holds it high from the cycle after a strobe until it is done
 
+``idle`` tells the command engine that every operation so far has been carried out (it
+forwards a crossbar request to the array's driver only then).
+
 Operations wait in a FIFO; when it is full, the update pipeline stalls (no event is dropped).
 With ``prog_busy`` tied low, one operation leaves every two cycles.
 """
@@ -47,6 +50,7 @@ class ProgrammingPort(wiring.Component):
                 "prog_level": Out(range(contract.device_level_count)),
                 "prog_strobe": Out(1),
                 "prog_busy": In(1),
+                "idle": Out(1),
             }
         )
 
@@ -89,6 +93,10 @@ class ProgrammingPort(wiring.Component):
             fifo.r_en.eq(go & (second | ~both)),
         ]
         m.d.sync += strobed.eq(go)
+        # nothing waiting, nothing strobed and not answered yet, the circuit done
+        m.d.comb += self.idle.eq(
+            (fifo.level == 0) & ~self.events.valid & ~strobed & ~self.prog_busy
+        )
         with m.If(go):
             m.d.sync += second.eq(both & ~second)
         return m

@@ -14,7 +14,7 @@ Verilog that :func:`verilog` writes can be driven by any simulator or board.
 
 from __future__ import annotations
 
-from amaranth import Module, Shape
+from amaranth import Module, Mux, Shape
 from amaranth.back import verilog as amaranth_verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -24,6 +24,7 @@ from metaplast.protocol import Layout
 from metaplast.vocabulary import UNIT_CLOCK_HZ
 
 from .command_engine import CommandEngine
+from .crossbar_port import CrossbarPort, request_bytes
 from .framing import BodyByte, FrameReceiver, FrameSender
 from .programming_port import ProgrammingPort
 from .skid_buffer import SkidBuffer
@@ -37,6 +38,10 @@ class DigitalUnitTop(wiring.Component):
     """The whole unit for ``layout`` (contract, synapse count, block size, counter width).
 
     ``clock_hz`` is reported by INFO; ``baud_divisor`` is the UART's clock cycles per bit.
+    ``crossbar``: the largest tile dimension (rows or columns) of the array behind the unit,
+    or None for a unit without an array. With it the unit has the crossbar port's command
+    channel ``xbar`` (:class:`~.crossbar_port.CrossbarPort.Signature`), INFO reports the
+    ``crossbar`` capability, and the receive banks hold an XBAR_MVM of a whole tile.
     """
 
     def __init__(
@@ -46,7 +51,11 @@ class DigitalUnitTop(wiring.Component):
         clock_hz: int = UNIT_CLOCK_HZ,
         baud_divisor: int = 16,
         prog_depth: int = 16,
+        crossbar: int | None = None,
     ) -> None:
+        if crossbar is not None and crossbar < 1:
+            raise ValueError(f"crossbar must be a tile dimension >= 1 or None, not {crossbar}")
+        self.crossbar = crossbar
         self.layout = layout
         self.clock_hz = clock_hz
         self.baud_divisor = baud_divisor
@@ -63,12 +72,16 @@ class DigitalUnitTop(wiring.Component):
                 "prog_level": Out(level_bits),
                 "prog_strobe": Out(1),
                 "prog_busy": In(1),
+                **({"xbar": Out(CrossbarPort.Signature())} if crossbar else {}),
             }
         )
         # the parts are built here so that tests and reports can reach their parameters
         self.rx = UARTRx(baud_divisor)
         self.tx = UARTTx(baud_divisor)
-        self.receiver = FrameReceiver(layout.receive_buffer)
+        longest = layout.receive_buffer
+        if crossbar is not None:
+            longest = max(longest, request_bytes(crossbar))
+        self.receiver = FrameReceiver(longest)
         self.sender = FrameSender()
         # the reply bytes reach the sender through registers both ways: the sender's ready
         # (CRC and escaping) and the engine's reply control were one combinational path
@@ -78,6 +91,7 @@ class DigitalUnitTop(wiring.Component):
             bank_size=self.receiver.bank_size,
             clock_hz=clock_hz,
             baud_divisor=baud_divisor,
+            crossbar=crossbar is not None,
         )
         self.core = SynapseCore(c, layout.synapses, counter_width=layout.counter_width)
         self.programming = ProgrammingPort(c, addr_bits, depth=prog_depth)
@@ -130,7 +144,20 @@ class DigitalUnitTop(wiring.Component):
         wiring.connect(m, engine.update, core.update)
         wiring.connect(m, engine.access, core.access)
         wiring.connect(m, engine.lut, core.load)
-        wiring.connect(m, core.events, prog.events)
+        if self.crossbar is None:
+            wiring.connect(m, core.events, prog.events)
+        else:
+            # the map sweep's level changes take the programming port while the pipeline is
+            # idle (the engine runs one frame at a time)
+            sweep = engine.sweep
+            m.d.comb += [
+                prog.events.valid.eq(core.events.valid | sweep.valid),
+                prog.events.payload.eq(Mux(sweep.valid, sweep.payload, core.events.payload)),
+                core.events.ready.eq(prog.events.ready & ~sweep.valid),
+                sweep.ready.eq(prog.events.ready),
+                engine.prog_idle.eq(prog.idle),
+            ]
+            wiring.connect(m, engine.xbar, wiring.flipped(self.xbar))
         return m
 
 

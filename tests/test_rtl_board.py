@@ -6,13 +6,16 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from test_link import CLI, Board
 from test_session import epochs_without_time
 
+from metaplast.cli import main
 from metaplast.host.config import SessionConfig
 from metaplast.host.link import Link
 from metaplast.host.session import train
+from metaplast.protocol import Capability
 
 # small enough for a board that moves about a hundred bytes per second
 TINY_RTL = {
@@ -73,3 +76,71 @@ def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Pa
     """The last layer on the RTL board, on the model board, and in process: one session."""
     board_args = ["--synapses", str(LAST_LAYER), "--max-block", "64"]
     assert_boards_train_alike("rtl", TINY_RTL, 1, board_args, data_dir, tmp_path)
+
+
+# the smallest session that exercises the crossbar ops of a training run: the RTL board moves
+# about 150 bytes per second, one input vector on the 784 x 2 layer is seven XBAR_MVM frames
+# of a 128-row tile (about 2 kB with their replies), and each evaluation batch reads the
+# array (12.5 kB): one test batch of all 10,000 images
+TINY_ARRAY = {
+    "test_batch_size": 10_000,
+    "tasks": ("mnist",),
+    "epochs": (1,),
+    "pretrain_epochs": 0,
+    "hidden": (2,),
+    "train_limit": 10,
+    "batch_size": 10,
+    "seed": 3,
+}
+
+
+@pytest.mark.slow
+def test_a_session_on_the_rtl_boards_array_ends_as_on_the_model_board_and_in_process(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """``--crossbar board`` on the RTL board's 1T1R array (the gateware's crossbar port, the
+    device models behind it), on the model board's, and ``--crossbar hfox-1t1r --periphery
+    board`` in process: every accuracy, level change and hidden weight alike."""
+    torch.set_num_threads(1)
+    runs = {}
+    unit = ["--synapses", "1600", "--max-block", "256", "--crossbar", "hfox-1t1r"]
+    config = SessionConfig.of(**TINY_ARRAY, crossbar="board")
+    for backend, extra in (("rtl", []), ("model", ["--baud", "0"])):
+        board = Board("--backend", backend, *unit, *extra)
+        try:
+            with Link.open(board.port, timeout=30.0) as link:
+                runs[backend] = train(
+                    config, tmp_path / backend, data_dir, progress=False, link=link
+                )
+        finally:
+            board.stop()
+    local = train(SessionConfig.of(**TINY_ARRAY, crossbar="hfox-1t1r", periphery="board"),
+                  tmp_path / "local", data_dir, progress=False)  # fmt: skip
+    expected = epochs_without_time(local)
+    for epoch in expected:
+        assert epoch.pop("worn_out_devices") == 0
+    assert runs["rtl"]["level_changes"]["total"] > 0
+    for backend in ("rtl", "model"):
+        assert epochs_without_time(runs[backend]) == expected, backend
+        assert runs[backend]["level_changes"] == local["level_changes"], backend
+    b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"]
+    a = torch.load(tmp_path / "rtl" / "checkpoint.pt", weights_only=False)["synapses"]
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
+
+
+def test_rtl_board_reports_its_array(tmp_path: Path) -> None:
+    board = Board("--backend", "rtl", "--synapses", "64", "--max-block", "16",
+                  "--crossbar", "tio2-passive")  # fmt: skip
+    try:
+        with Link.open(board.port, timeout=10.0) as link:
+            link.require(Capability.CROSSBAR, "--crossbar board")
+            array = link.xbar_info()
+    finally:
+        board.stop()
+    assert (array.tile_rows, array.tile_cols, array.model) == (8, 8, "tio2-passive")
+
+
+def test_the_verilog_board_refuses_an_array(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["board-sim", "--backend", "verilog", "--crossbar", "hfox-1t1r"]) == 2
+    assert "the verilog backend's C++ harness has no array driver" in capsys.readouterr().err

@@ -20,10 +20,13 @@ from typing import Any
 
 from amaranth.sim import Simulator
 
+from metaplast.firmware_sim.crossbar.driver import ArrayDriver
+from metaplast.firmware_sim.crossbar.port_commands import PortCommands
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import Layout
 from metaplast.vocabulary import UNIT_BAUD
 
+from .crossbar_bench import PortBench
 from .serial_port import open_pty
 from .uart_pins import UartPins
 
@@ -34,14 +37,23 @@ DIVISOR = 4
 
 
 def serve_rtl_pty(
-    layout: Layout, announce: Callable[[str], None], *, baud: int = UNIT_BAUD
+    layout: Layout,
+    announce: Callable[[str], None],
+    *,
+    baud: int = UNIT_BAUD,
+    array: ArrayDriver | None = None,
 ) -> None:
     """Serve the gateware on a new pty until the process is stopped.
 
-    INFO reports a clock of ``baud * DIVISOR`` so that its baud rate is ``baud``.
+    INFO reports a clock of ``baud * DIVISOR`` so that its baud rate is ``baud``. ``array``:
+    the array behind the unit's crossbar port (a :class:`PortBench` serves its command channel
+    and takes the programming port's strobes), or None for a unit without the port.
     """
     clock_hz = max(1, baud) * DIVISOR
-    top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR)
+    tile = (
+        None if array is None else max(array.device.array.tile_rows, array.device.array.tile_cols)
+    )
+    top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile)
     inbox: collections.deque[int] = collections.deque()
     wake = threading.Event()
 
@@ -82,6 +94,11 @@ def serve_rtl_pty(
     sim.add_clock(1 / clock_hz)
     sim.add_testbench(host_side)
     sim.add_testbench(pins.receive, background=True)
+    if array is not None:
+        commands = PortCommands(array, synapses=layout.synapses, max_block=layout.max_block)
+        bench = PortBench(top, commands)
+        sim.add_testbench(bench.serve, background=True)
+        sim.add_testbench(bench.strobes, background=True)
     master, slave = open_pty(announce)
     threading.Thread(target=reader, daemon=True).start()
     try:

@@ -1,14 +1,18 @@
 """The array behind a digital unit's crossbar port, in simulation: what a lab's DAC, ADC and
 pulse hardware does for the unit, made of the project's device models.
 
-The unit maps a span of its synapses onto the array as a layer (``XBAR_MAP``); from then on
-every level change of those synapses is programmed onto the layer's pairs. Programming is
-collected per layer and done in one pass (every G+ that must change, then every G-) before
-the layer's next read: the host's step boundary, since a training step reads each layer
-before the next step's updates. So a layer on a board's array programs, reads and multiplies
-exactly as :class:`~metaplast.firmware_sim.crossbar.layer.ArrayLayer` does in process, draw
-for draw. Reads are latched (``XBAR_LATCH``): one read of the layer's conductances serves every
-tile MVM of a pass, as one read serves a whole batch in process.
+The unit maps a span of its synapses onto the array as a layer (``XBAR_MAP``), at the
+contract's zero level; from then on every device operation of the unit's programming port
+(``address, device, level``) that falls on those synapses is programmed onto the layer's
+pairs, the unit's sweep of the layer's present levels right after the map included. The
+driver sees operations, not the unit's memory: an RTL unit and the model unit drive it alike.
+Programming is collected per layer and done in one pass (every G+ that must change, in
+address order, then every G-) before the layer's next read: the host's step boundary, since
+a training step reads each layer before the next step's updates. So a layer on a board's
+array programs, reads and multiplies exactly as
+:class:`~metaplast.firmware_sim.crossbar.layer.ArrayLayer` does in process, draw for draw.
+Reads are latched (``XBAR_LATCH``): one read of the layer's conductances serves every tile
+MVM of a pass, as one read serves a whole batch in process.
 
 Inputs and results are integers (``firmware_sim/crossbar/periphery.py``, the ``board``
 converters): 16-bit input codes in, products with conductance codes out, exact.
@@ -48,7 +52,8 @@ class DriverError(Exception):
 class _Mapped:
     base: int
     layer: ArrayLayer
-    pending: dict[int, int] = field(default_factory=dict)  # index in layer -> new level
+    # (device, index in layer) -> device level, the operations waiting for the layer's pass
+    pending: dict[tuple[int, int], int] = field(default_factory=dict)
     latched: Tensor | None = None  # conductance codes of the last read, float64
 
     @property
@@ -69,11 +74,10 @@ class ArrayDriver:
 
     # configuration ----------------------------------------------------------------------------
 
-    def map_layer(
-        self, index: int, base: int, shape: tuple[int, int], seed: int, levels: Tensor
-    ) -> int:
-        """Map synapses ``base ..`` (an ``out x in`` layer at weight levels ``levels``) onto
-        fresh pairs of the array, reset and programmed; the tiles it takes."""
+    def map_layer(self, index: int, base: int, shape: tuple[int, int], seed: int) -> int:
+        """Map synapses ``base ..`` (an ``out x in`` layer) onto fresh pairs of the array,
+        reset to the zero level; the tiles it takes. The unit then sends the device
+        operations that bring them to its synapses' levels (:meth:`device_operation`)."""
         n_out, n_in = shape
         if not 0 <= index < MAX_LAYERS:
             raise DriverError("range", f"layer {index} is not in 0 .. {MAX_LAYERS - 1}")
@@ -92,7 +96,8 @@ class ArrayDriver:
                 "range",
                 f"the array has {geo.tiles} tiles; {taken} are taken and the layer needs {needed}",
             )
-        layer = ArrayLayer(shape, self.contract, self.device, seed, levels, self.periphery)
+        zero = torch.full((n_out * n_in,), self.contract.zero_level, dtype=torch.int64)
+        layer = ArrayLayer(shape, self.contract, self.device, seed, zero, self.periphery)
         self.layers[index] = _Mapped(base, layer)
         return layer.crossbar.tiles
 
@@ -104,26 +109,26 @@ class ArrayDriver:
 
     # programming --------------------------------------------------------------------------------
 
-    def level_changes(self, address: Tensor, new_level: Tensor) -> None:
-        """The unit's level-change events; those of mapped synapses wait for their pass."""
+    def device_operation(self, address: int, device: int, level: int) -> None:
+        """One operation of the unit's programming port: device ``device`` (0: G+, 1: G-) of
+        synapse ``address`` to device level ``level``. One on a mapped synapse waits for its
+        layer's pass; a device that already has one waiting has that one programmed first
+        (a pass programs each device once)."""
         for m in self.layers.values():
-            inside = (address >= m.base) & (address < m.base + m.size)
-            if not bool(inside.any()):
-                continue
-            for i, level in zip(
-                (address[inside] - m.base).tolist(), new_level[inside].tolist(), strict=True
-            ):
-                if i in m.pending:  # a second change before a read: program the first now
+            if m.base <= address < m.base + m.size:
+                key = (device, address - m.base)
+                if key in m.pending:
                     self._flush(m)
-                m.pending[i] = level
+                m.pending[key] = level
+                return
 
     def _flush(self, m: _Mapped) -> None:
         if not m.pending:
             return
-        changed = torch.tensor(sorted(m.pending), dtype=torch.int64)
-        new = torch.tensor([m.pending[i] for i in changed.tolist()], dtype=torch.int64)
+        ops = [sorted((i, v) for (d, i), v in m.pending.items() if d == side) for side in (0, 1)]
         m.pending.clear()
-        m.layer.program(changed, new)
+        plus, minus = (torch.tensor(o, dtype=torch.int64).reshape(-1, 2) for o in ops)
+        m.layer.program_devices(plus[:, 0], plus[:, 1], minus[:, 0], minus[:, 1])
         m.latched = None
 
     def _layer(self, index: int) -> _Mapped:

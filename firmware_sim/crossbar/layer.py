@@ -54,6 +54,19 @@ class ArrayLayer:
         self.crossbar.program(index, targets)
         self.level[changed] = new.to(torch.int64)
 
+    def program_devices(
+        self, plus: Tensor, plus_level: Tensor, minus: Tensor, minus_level: Tensor
+    ) -> None:
+        """Program the G+ of synapses ``plus`` (increasing) to device levels ``plus_level``,
+        then the G- of synapses ``minus`` (increasing) to ``minus_level``, in one pass: what
+        :meth:`program` does, given as the programming port's device operations."""
+        index = torch.cat([self.pairs.plus[plus], self.pairs.minus[minus]])
+        targets = torch.cat([self.targets[plus_level], self.targets[minus_level]])
+        self.crossbar.program(index, targets)
+        p, n = self.contract.device_levels_of(self.level)
+        p[plus], n[minus] = plus_level, minus_level
+        self.level = p - n + self.contract.zero_level
+
     def device_levels(self) -> Tensor:
         """Device level each device was last programmed to, ``rows x cols`` like the array."""
         return self.pairs.place(*self.contract.device_levels_of(self.level))

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from metaplast.firmware_sim.crossbar.driver import ArrayDriver, DriverError
-from metaplast.firmware_sim.crossbar.periphery import G_LSB
+from metaplast.firmware_sim.crossbar.driver import ArrayDriver
+from metaplast.firmware_sim.crossbar.port_commands import MapRequest, PortCommands
 from metaplast.protocol import (
     MUTATING,
     RETRY_DEPTH,
@@ -25,7 +25,6 @@ from metaplast.protocol import (
     Layout,
     Op,
     Status,
-    XbarInfo,
     encode_response,
     mstar_code,
     signed_bytes,
@@ -64,6 +63,11 @@ class CommandModel:
         self.clock_hz = clock_hz
         self.baud_divisor = baud_divisor
         self.unit = DigitalUnit(layout.contract, layout.synapses)
+        self.port = (
+            PortCommands(array, synapses=layout.synapses, max_block=layout.max_block)
+            if array is not None
+            else None
+        )
         # a unit with an array takes an XBAR_MVM of a whole tile in one receive bank
         longest = max(layout.max_request, array.max_request if array else 0)
         self.decoder = FrameDecoder(max_frame=1 << (longest - 1).bit_length())
@@ -100,11 +104,12 @@ class CommandModel:
         if op.name.startswith("XBAR_") and self.array is None:
             return encode_response(frame.op, frame.seq, Status.OPCODE)
         try:
-            payload = getattr(self, f"_{op.name.lower()}")(frame.payload)
+            if op.name.startswith("XBAR_"):
+                payload = self._xbar(op, frame.payload)
+            else:
+                payload = getattr(self, f"_{op.name.lower()}")(frame.payload)
         except _Reject as reject:
             return encode_response(frame.op, frame.seq, reject.status)
-        except DriverError as error:
-            return encode_response(frame.op, frame.seq, _DRIVER_STATUS[error.kind])
         reply = encode_response(frame.op, frame.seq, Status.OK, payload)
         if op in MUTATING:
             self._last = [(key, reply), *self._last][:RETRY_DEPTH]
@@ -193,12 +198,9 @@ class CommandModel:
         bad = bool(((values < -limit) | (values >= limit)).any())
         self._block(start, values, len(body) % size, bad, origin_after_start=origin > start)
         changes = self.unit.update(torch.from_numpy(values), start=start, seed=seed, origin=origin)
-        if self.array is not None:
-            self.array.level_changes(changes.address, changes.new_level)
-        if self.program is not None:
-            for addr, old, new in zip(*(t.tolist() for t in changes), strict=True):
-                for device, level in c.device_operations(old, new):
-                    self.program(addr, device, level)
+        for addr, old, new in zip(*(t.tolist() for t in changes), strict=True):
+            for device, level in c.device_operations(old, new):
+                self._emit(addr, device, level)
         events = zip(
             (changes.address - start).tolist(),
             changes.old_level.tolist(),
@@ -228,74 +230,26 @@ class CommandModel:
 
     # the crossbar port ------------------------------------------------------------------------
 
-    def _xbar_info(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        if payload:
-            raise _Reject(Status.LENGTH)
-        device = self.array.device
-        geo = device.array
-        info = XbarInfo(geo.tile_rows, geo.tile_cols, geo.tiles or 0, self.array.g_unit_code,
-                        device.kind)  # fmt: skip
-        return info.pack()
+    def _emit(self, address: int, device: int, level: int) -> None:
+        """One operation of the programming port: to the board's wiring and to its array."""
+        if self.program is not None:
+            self.program(address, device, level)
+        if self.array is not None:
+            self.array.device_operation(address, device, level)
 
-    def _xbar_map(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        if len(payload) != 13:
-            raise _Reject(Status.LENGTH)
-        layer, base, n_out, n_in, seed = struct.unpack("<BIHHI", payload)
-        if base + n_out * n_in > self.layout.synapses:
-            raise _Reject(Status.RANGE)
-        levels = self.unit.levels()[base : base + n_out * n_in]
-        return struct.pack("<H", self.array.map_layer(layer, base, (n_out, n_in), seed, levels))
-
-    def _xbar_latch(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        if len(payload) != 1:
-            raise _Reject(Status.LENGTH)
-        self.array.latch(payload[0])
-        return b""
-
-    def _xbar_mvm(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        if len(payload) < 6 or len(payload) % 2:
-            raise _Reject(Status.LENGTH)
-        layer, transposed, tile_row, tile_col = struct.unpack_from("<BBHH", payload)
-        if transposed > 1:
-            raise _Reject(Status.VALUE)
-        codes = torch.from_numpy(unpack_signed(payload[6:], 2))
-        out = self.array.mvm(layer, bool(transposed), (tile_row, tile_col), codes)
-        return struct.pack(f"<{out.numel()}q", *out.tolist())
-
-    def _xbar_span(self, payload: bytes) -> tuple[int, int, int]:
-        if len(payload) != 7:
-            raise _Reject(Status.LENGTH)
-        layer, start, count = struct.unpack("<BIH", payload)
-        if not 1 <= count <= self.layout.max_block:
-            raise _Reject(Status.LENGTH)
-        return layer, start, count
-
-    def _xbar_read(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        codes = self.array.read(*self._xbar_span(payload))
-        return struct.pack(f"<{codes.numel()}I", *codes.tolist())
-
-    def _xbar_counters(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        counts = self.array.counters(*self._xbar_span(payload))
-        return struct.pack(f"<{counts.numel()}I", *counts.tolist())
-
-    def _xbar_verify(self, payload: bytes) -> bytes:
-        assert self.array is not None
-        if len(payload) != 6:
-            raise _Reject(Status.LENGTH)
-        layer, tolerance, iterations = struct.unpack("<BIB", payload)
-        remaining, operations = self.array.verify(layer, tolerance * G_LSB, iterations)
-        return struct.pack("<II", remaining, operations)
-
-
-_DRIVER_STATUS = {
-    "range": Status.RANGE,
-    "length": Status.LENGTH,
-    "value": Status.VALUE,
-    "stale": Status.STALE,
-}
+    def _xbar(self, op: Op, payload: bytes) -> bytes:
+        """The command channel's answer. After an OK XBAR_MAP the unit sweeps the layer and
+        sends, for every synapse off the zero level, the operations from that level to its own
+        (the driver maps a layer at the zero level: it cannot see the hidden weights)."""
+        assert self.port is not None
+        status, answer = self.port.answer(op, payload)
+        if status != Status.OK:
+            raise _Reject(status)
+        if op == Op.XBAR_MAP:
+            c = self.layout.contract
+            span = MapRequest(payload).span
+            levels = self.unit.levels()[span.start : span.stop].tolist()
+            for addr, level in zip(span, levels, strict=True):
+                for device, target in c.device_operations(c.zero_level, level):
+                    self._emit(addr, device, target)
+        return answer

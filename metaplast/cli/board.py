@@ -128,7 +128,7 @@ def run_board_sim(args: argparse.Namespace) -> int:
 
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")
-            serve_rtl_pty(layout, announce, baud=args.baud)
+            serve_rtl_pty(layout, announce, baud=args.baud, array=array)
         elif args.backend == "verilog":
             from metaplast.firmware_sim.board.verilog_board import serve_verilog_pty
 

@@ -260,8 +260,8 @@ def add_array_options(p: argparse.ArgumentParser) -> None:
         "--crossbar",
         choices=("none", *DEVICE_MODELS),
         default=None,
-        help="the array behind the crossbar port (default hfox-1t1r on the model backend; "
-        "none on the RTL backends, whose gateware has no crossbar port yet)",
+        help="the array behind the crossbar port (default hfox-1t1r on the model backend, "
+        "none on the rtl and verilog backends; the verilog backend's harness has no driver)",
     )
     for field in _ARRAY_OPTIONS:
         p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
@@ -281,10 +281,10 @@ def array_from(args: argparse.Namespace, contract: Any) -> Any:
         if overrides:
             raise ConfigError(f"{', '.join(map(flag, overrides))}: --crossbar none has no devices")
         return None
-    if args.backend != "model":
+    if args.backend == "verilog":
         raise ConfigError(
-            f"--crossbar {model}: the {args.backend} backend's gateware has no crossbar port "
-            "yet; use --backend model, or --crossbar none"
+            f"--crossbar {model}: the verilog backend's C++ harness has no array driver behind "
+            "the crossbar port; use --backend rtl or model, or --crossbar none"
         )
     spec = DeviceSpec(crossbar=model, **overrides)
     try:

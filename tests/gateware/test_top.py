@@ -16,10 +16,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaplast.contract import Contract
+from metaplast.firmware_sim.board.crossbar_bench import PortBench
 from metaplast.firmware_sim.board.uart_pins import UartPins
+from metaplast.firmware_sim.crossbar.devices import load_device
+from metaplast.firmware_sim.crossbar.driver import ArrayDriver
+from metaplast.firmware_sim.crossbar.port_commands import PortCommands
 from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.gateware.top import DigitalUnitTop
-from metaplast.protocol import END, ESC, FrameDecoder, Info, Layout, Op, Status, encode_frame
+from metaplast.protocol import (
+    END,
+    ESC,
+    Capability,
+    FrameDecoder,
+    Info,
+    Layout,
+    Op,
+    Status,
+    encode_frame,
+    xbar_layer,
+    xbar_map,
+    xbar_mvm,
+    xbar_span,
+    xbar_verify,
+)
 
 from .sim import simulate
 
@@ -35,16 +54,40 @@ def exchange(
     *,
     prog_busy_cycles: int = 0,
     prog_depth: int = 16,
+    array: str | None = None,
+    xbar_delay: int = 0,
+    benches: list[PortBench] | None = None,
 ) -> bytes:
     """Send each step's bytes, wait until the model's replies to it are out; return the RTL's.
 
     Asserts that the RTL's reply stream equals the model's, and that the programming port
-    strobed the model's device operations in the model's order.
+    strobed the model's device operations in the model's order. ``array``: a device model
+    behind both units' crossbar ports (the RTL's served by a :class:`PortBench` that takes
+    ``xbar_delay`` idle cycles before each byte).
     """
-    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR, prog_depth=prog_depth)
+    bench, model_array, tile = None, None, None
+    if array is not None:
+        device = load_device(array)
+        tile = max(device.array.tile_rows, device.array.tile_cols)
+        model_array = ArrayDriver(device, layout.contract)
+        commands = PortCommands(
+            ArrayDriver(device, layout.contract),
+            synapses=layout.synapses,
+            max_block=layout.max_block,
+        )
+    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR, prog_depth=prog_depth, crossbar=tile)
+    if array is not None:
+        bench = PortBench(dut, commands, delay=xbar_delay)
+        if benches is not None:
+            benches.append(bench)
     pins = UartPins(dut.uart_rx, dut.uart_tx, DIVISOR)
     expected_ops: list[tuple[int, int, int]] = []
-    model = CommandModel(layout, baud_divisor=DIVISOR, program=lambda *op: expected_ops.append(op))
+    model = CommandModel(
+        layout,
+        baud_divisor=DIVISOR,
+        program=lambda *op: expected_ops.append(op),
+        array=model_array,
+    )
     expected = bytearray()
     ops: list[tuple[int, int, int]] = []
 
@@ -68,6 +111,8 @@ def exchange(
             )
             if strobe:
                 ops.append(tuple(op))
+                if bench is not None:
+                    bench.operation(*op)
             if strobe and prog_busy_cycles:
                 ctx.set(dut.prog_busy, 1)
                 await ctx.tick().repeat(prog_busy_cycles)
@@ -79,7 +124,8 @@ def exchange(
         assert bytes(pins.received) == bytes(expected)
         assert ops == expected_ops
 
-    simulate(dut, [host], background=[pins.receive, programmer], name=name, check=check)
+    background = [pins.receive, programmer] + ([bench.serve] if bench is not None else [])
+    simulate(dut, [host], background=background, name=name, check=check)
     return bytes(pins.received)
 
 
@@ -229,3 +275,109 @@ def test_random_garbage_and_frames(garbage: list[bytes], rng: random.Random) -> 
         steps.append(junk + encode_frame(Op.UPDATE, i, payload))
     steps.append(encode_frame(Op.READ_HIDDEN, 99, L.span(0, 16)))
     exchange(L, steps, "top-garbage")
+
+
+def crossbar_steps(layout: Layout, rng: random.Random) -> list[bytes]:
+    """A crossbar session on a 3 x 10 and a 1 x 8 layer of an 8 x 8-tile array: maps (with
+    their sweeps), latches, MVMs both ways, reads, updates that program, counters, verify,
+    retries of MAP, LATCH and VERIFY, and every status the driver answers."""
+    c = layout.contract
+    w = [rng.randint(c.w_min, c.w_max) if rng.random() < 0.8 else 0 for _ in range(38)]
+    codes = [rng.randint(-32767, 32767) for _ in range(8)]
+    big = 1 << (c.update_width - 3)
+    frames = [
+        (Op.INFO, b""),
+        (Op.XBAR_INFO, b""),
+        (Op.WRITE_HIDDEN, layout.write_hidden(0, w[:16])),
+        (Op.WRITE_HIDDEN, layout.write_hidden(16, w[16:32])),
+        (Op.WRITE_HIDDEN, layout.write_hidden(32, w[32:])),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes)),  # RANGE: no layer yet
+        (Op.XBAR_MAP, xbar_map(0, 0, (3, 10), 7)),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes)),  # STALE: not latched
+        (Op.XBAR_LATCH, xbar_layer(0)),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes)),
+        (Op.XBAR_MVM, xbar_mvm(0, True, (0, 0), codes[:6])),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (1, 0), codes[:2])),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes[:7])),  # LENGTH
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), [-32768, *codes[1:]])),  # VALUE
+        (Op.XBAR_MVM, xbar_mvm(0, False, (2, 0), codes)),  # RANGE
+        (Op.XBAR_READ, xbar_span(0, 0, 16)),
+        (Op.XBAR_READ, xbar_span(0, 55, 6)),  # RANGE
+        (Op.XBAR_MAP, xbar_map(1, 30, (1, 8), 9)),
+        (Op.XBAR_MAP, xbar_map(2, 40, (3, 10), 7)),  # RANGE: past the synapses
+        (Op.XBAR_MAP, xbar_map(2, 20, (1, 4), 7)),  # RANGE: overlaps layer 0
+        (Op.XBAR_MAP, xbar_map(2, 40, (0, 4), 7)),  # VALUE
+        (Op.UPDATE, layout.update(4, 5, [rng.randint(-big, big) for _ in range(16)])),
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes)),  # STALE
+        (Op.XBAR_COUNTERS, xbar_span(0, 0, 16)),
+        (Op.XBAR_COUNTERS, xbar_span(0, 0, 17)),  # LENGTH
+        (Op.XBAR_LATCH, xbar_layer(0)),
+        (Op.XBAR_LATCH, b""),  # LENGTH
+        (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), codes)),
+        (Op.XBAR_VERIFY, xbar_verify(1, 200, 2)),
+        (Op.XBAR_VERIFY, xbar_verify(1, 0, 2)),  # VALUE
+        (Op.XBAR_LATCH, xbar_layer(1)),
+        (Op.XBAR_READ, xbar_span(1, 0, 16)),
+        (Op.INFO, b""),
+    ]
+    steps = [encode_frame(op, seq, payload) for seq, (op, payload) in enumerate(frames)]
+    by_op = {}
+    for step, (op, _) in zip(steps, frames, strict=True):
+        by_op.setdefault(op, []).append(step)
+    # retries: of the map (the newest remembered command), of a latch and of a verify, and
+    # the failed verify again (not remembered: executed again)
+    retries = {
+        steps.index(by_op[Op.XBAR_MAP][0]) + 1: by_op[Op.XBAR_MAP][0],
+        steps.index(by_op[Op.XBAR_LATCH][0]) + 1: by_op[Op.XBAR_LATCH][0],
+        len(steps) - 4: steps[-5],
+        len(steps) - 3: steps[-4],
+    }
+    out = []
+    for i, step in enumerate(steps):
+        if i in retries:
+            out.append(retries[i])
+        out.append(step)
+    return out
+
+
+def test_crossbar_port_matches_the_model() -> None:
+    steps, benches = crossbar_steps(TINY, random.Random(5)), []
+    out = exchange(TINY, steps, "top-crossbar", array="tio2-passive", benches=benches)
+    frames = replies(out)
+    # the retries of MAP, LATCH and VERIFY never reached the driver; the failed VERIFY did
+    sent = [op for op, _ in benches[0].requests]
+    assert sent.count(Op.XBAR_MAP) == 5 and sent.count(Op.XBAR_LATCH) == 4
+    assert sent.count(Op.XBAR_VERIFY) == 3
+    assert len(frames) == len(steps)
+    assert Info.unpack(frames[0].payload[1:]).capabilities == Capability.CROSSBAR
+    statuses = {f.status for f in frames}
+    assert {Status.OK, Status.RANGE, Status.LENGTH, Status.VALUE, Status.STALE} <= statuses
+
+
+def test_crossbar_port_with_a_slow_driver_and_programming_circuit() -> None:
+    steps = crossbar_steps(TINY, random.Random(6))
+    exchange(TINY, steps[:14], "top-crossbar-slow", array="tio2-passive", xbar_delay=7,
+             prog_busy_cycles=9)  # fmt: skip
+
+
+def test_a_unit_without_the_port_refuses_the_crossbar_ops() -> None:
+    frames = replies(exchange(TINY, [encode_frame(Op.XBAR_INFO, 1)], "top-no-crossbar"))
+    assert frames[0].status == Status.OPCODE
+
+
+def test_crossbar_reply_longer_than_a_receive_bank() -> None:
+    """A 1T1R tile of 128 columns answers one input with 1,024 bytes of currents: relayed as
+    they come, although a receive bank holds 512."""
+    layout = Layout(Contract(), 64, max_block=16)
+    w = [(-1) ** i * 1000 * (i % 5) for i in range(64)]
+    steps = [
+        encode_frame(Op.WRITE_HIDDEN, 1, layout.write_hidden(0, w[:16])),
+        encode_frame(Op.WRITE_HIDDEN, 2, layout.write_hidden(16, w[16:32])),
+        encode_frame(Op.WRITE_HIDDEN, 3, layout.write_hidden(32, w[32:48])),
+        encode_frame(Op.WRITE_HIDDEN, 4, layout.write_hidden(48, w[48:])),
+        encode_frame(Op.XBAR_MAP, 5, xbar_map(0, 0, (64, 1), 11)),
+        encode_frame(Op.XBAR_LATCH, 6, xbar_layer(0)),
+        encode_frame(Op.XBAR_MVM, 7, xbar_mvm(0, False, (0, 0), [12345])),
+    ]
+    frames = replies(exchange(layout, steps, "top-crossbar-long", array="hfox-1t1r"))
+    assert frames[-1].status == Status.OK and len(frames[-1].payload) == 1 + 8 * 128
