@@ -30,8 +30,9 @@ TINY_RTL = {
 LAST_LAYER = 4 * 10
 
 
-def test_rtl_board_answers_info(tmp_path: Path) -> None:
-    board = Board("--backend", "rtl", "--synapses", "64", "--max-block", "16")
+def board_info(backend: str) -> dict:
+    """``metaplast info`` of a ``backend`` board of 64 synapses in blocks of 16, checked."""
+    board = Board("--backend", backend, "--synapses", "64", "--max-block", "16")
     try:
         out = subprocess.run(
             [CLI, "info", "--port", board.port, "--timeout", "5"], capture_output=True, text=True
@@ -41,6 +42,11 @@ def test_rtl_board_answers_info(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert (info["synapses"], info["max_block"], info["baud_divisor"]) == (64, 16, 4)
+    return info
+
+
+def test_rtl_board_answers_info() -> None:
+    board_info("rtl")
 
 
 def assert_boards_train_alike(

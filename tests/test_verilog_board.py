@@ -6,7 +6,6 @@ test session pays Verilator's build once per layout used here (two), a few secon
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,8 +14,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from test_link import CLI, Board
-from test_rtl_board import assert_boards_train_alike
+from test_link import CLI
+from test_rtl_board import assert_boards_train_alike, board_info
 
 from metaplast.errors import ConfigError
 
@@ -40,17 +39,7 @@ FIRST_LAYER = 784 * 8
 
 @needs_verilator
 def test_verilog_board_answers_info() -> None:
-    board = Board("--backend", "verilog", "--synapses", "64", "--max-block", "16")
-    try:
-        out = subprocess.run(
-            [CLI, "info", "--port", board.port, "--timeout", "5"], capture_output=True, text=True
-        )
-    finally:
-        board.stop()
-    assert out.returncode == 0, out.stderr
-    info = json.loads(out.stdout)
-    assert (info["synapses"], info["max_block"], info["baud_divisor"]) == (64, 16, 4)
-    assert info["clock_hz"] == 4 * 3_000_000
+    assert board_info("verilog")["clock_hz"] == 4 * 3_000_000
 
 
 @needs_verilator
