@@ -194,12 +194,12 @@ def build(
     ``clock_mhz`` runs the unit from the FPGA's PLL (:mod:`.pll`) instead of the oscillator; the
     unit, its UART divisor and INFO then use the frequency the PLL really makes.
     """
-    baud = baud or board.baud
     pll = None
     clock_hz = board.clock_hz
     if clock_mhz is not None:
         pll = pll_settings(board.family, board.clock_hz, clock_mhz * 1e6)
         clock_hz = round(pll.output_hz)
+    baud = baud or board.baud_at(clock_hz)
     divisor = divisor_for(clock_hz, baud)
     target_mhz = clock_hz / 1e6 if target_mhz is None else target_mhz
     if target_mhz <= 0:

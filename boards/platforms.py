@@ -18,6 +18,8 @@ from amaranth_boards.arty_a7 import ArtyA7_35Platform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
+from metaplast.gateware.uart import MIN_DIVISOR
+
 __all__ = ["BOARDS", "LEVEL_PINS", "PROG_CONTROL", "Board", "HeaderPin", "board_named"]
 
 LEVEL_PINS = 4
@@ -70,8 +72,8 @@ class Board:
     platform: type[Platform]
     family: str
     """``ice40``, ``ecp5`` (open toolchain) or ``xilinx`` (Vivado)."""
-    baud: int
-    """A rate the USB-serial chip makes exactly and a whole divisor of the clock makes to 1 %."""
+    bauds: tuple[int, ...]
+    """The rates the USB-serial chip makes exactly, fastest first (:meth:`baud_at` picks)."""
     usb_serial: str
     control: tuple[HeaderPin, ...]
     """Header pins of :data:`PROG_CONTROL`, in that order."""
@@ -98,6 +100,23 @@ class Board:
     def clock_hz(self) -> int:
         """The oscillator's frequency, as amaranth-boards declares it."""
         return int(self.platform().default_clk_frequency)
+
+    @property
+    def baud(self) -> int:
+        """The unit's rate at the oscillator."""
+        return self.baud_at(self.clock_hz)
+
+    def baud_at(self, clock_hz: int) -> int:
+        """The fastest rate the USB-serial chip makes exactly that ``clock_hz`` divides exactly
+        in at least :data:`~metaplast.gateware.uart.MIN_DIVISOR` cycles a bit (no error on
+        the unit's side: a host's own error keeps the whole margin)."""
+        for baud in self.bauds:
+            if clock_hz % baud == 0 and clock_hz // baud >= MIN_DIVISOR:
+                return baud
+        raise ValueError(
+            f"{self.name}: no rate the {self.usb_serial} makes exactly "
+            f"({', '.join(map(str, self.bauds))}) divides {clock_hz} Hz exactly; give --baud"
+        )
 
     @property
     def open_toolchain(self) -> bool:
@@ -159,6 +178,11 @@ class Board:
 
 _LVCMOS33_ECP5 = {"IO_TYPE": "LVCMOS33"}
 
+FT2232H_BAUDS = (12_000_000, 8_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_000_000)
+"""Rates the FT2232H makes exactly: 12 MHz / n for n = 1, 1.5, 2, 3, 4, 6, 12."""
+FT231X_BAUDS = (3_000_000, 2_000_000, 1_500_000, 1_000_000)
+"""Rates the FT231X makes exactly: 3 MHz / n for n = 1, 1.5, 2, 3."""
+
 BOARDS: dict[str, Board] = {
     b.name: b
     for b in (
@@ -167,7 +191,7 @@ BOARDS: dict[str, Board] = {
             title="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
             platform=ICEBreakerPlatform,
             family="ice40",
-            baud=3_000_000,  # FT2232H makes 3 Mbaud exactly; 12 MHz / 4
+            bauds=FT2232H_BAUDS,  # 3 Mbaud at 12 MHz, 12 Mbaud at 48 MHz
             usb_serial="FTDI FT2232H, channel B (channel A programs the flash)",
             # PMOD2 carries the snap-off LEDs and buttons: keep prog_busy_n (an input) off it
             control=_pmod(0, "PMOD1A")[:7],
@@ -185,8 +209,7 @@ BOARDS: dict[str, Board] = {
             title="Radiona ULX3S with an ECP5 LFE5U-85F (CABGA381)",
             platform=ULX3S_85F_Platform,
             family="ecp5",
-            # FT231X makes 3 MHz / n; 25 MHz divides 3 Mbaud 4 % off, 1 Mbaud exactly
-            baud=1_000_000,
+            bauds=FT231X_BAUDS,  # 1 Mbaud at 25 MHz, 2 Mbaud at 100 MHz
             usb_serial="FTDI FT231X on the US1 USB port",
             control=_ulx3s("GP", range(0, 7)),
             address=_ulx3s("GN", range(0, 14)) + _ulx3s("GP", range(7, 14)),
@@ -206,7 +229,7 @@ BOARDS: dict[str, Board] = {
             title="Digilent Arty A7-35T (XC7A35T, needs Vivado)",
             platform=ArtyA7_35Platform,
             family="xilinx",
-            baud=2_000_000,  # FT2232H makes 2 Mbaud exactly; 100 MHz / 50
+            bauds=FT2232H_BAUDS,  # 4 Mbaud at 100 MHz
             usb_serial="FTDI FT2232H, channel B (channel A is JTAG)",
             control=_pmod(2, "JC")[:7],
             address=_pmod(0, "JA") + _pmod(1, "JB"),

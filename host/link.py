@@ -42,7 +42,7 @@ from metaplast.protocol import (
     xbar_span,
     xbar_verify,
 )
-from metaplast.vocabulary import UNIT_BAUD
+from metaplast.vocabulary import PROBE_BAUDS, UNIT_BAUD
 
 __all__ = ["Link", "LinkError", "LinkStats"]
 
@@ -105,12 +105,59 @@ class Link:
         self.layout: Layout | None = None
 
     @classmethod
-    def open(cls, url: str, *, baudrate: int = UNIT_BAUD, timeout: float = 1.0, **kw: Any) -> Link:
+    def open(
+        cls, url: str, *, baudrate: int | None = UNIT_BAUD, timeout: float = 1.0, **kw: Any
+    ) -> Link:
+        """``baudrate`` None: the rate the board answers at (:meth:`find_baudrate`)."""
         try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+            port = serial.serial_for_url(url, baudrate=baudrate or PROBE_BAUDS[0], timeout=timeout)
         except (serial.SerialException, ValueError) as exc:
             raise LinkError(f"cannot open {url}: {exc}") from exc
-        return cls(port, name=url, **kw)
+        link = cls(port, name=url, **kw)
+        if baudrate is None:
+            try:
+                link.find_baudrate()
+            except BaseException:
+                link.close()
+                raise
+        return link
+
+    def find_baudrate(self, rates: Sequence[int] = PROBE_BAUDS, *, wait: float = 0.25) -> Info:
+        """Try ``rates`` in turn until the unit answers INFO, then keep the rate INFO reports.
+
+        At a wrong rate each side hears garbage, which both frame decoders skip (and the unit
+        remembers nothing of it); a pty or a socket carries any rate, so the unit's own rate,
+        from INFO, is the one kept. ``wait``: seconds of silence that end one attempt. The
+        probes are not part of :attr:`stats`.
+        """
+        timeout, retries = self.port.timeout, self.retries
+        self.port.timeout, self.retries = wait, 1
+        info = None
+        try:
+            for rate in rates:
+                self.port.baudrate = rate
+                self.port.reset_input_buffer()
+                self.decoder, self._frames = FrameDecoder(), deque()
+                try:
+                    info = self.read_info()
+                    break
+                except LinkError:
+                    continue
+        except serial.SerialException as exc:
+            raise LinkError(f"{self.name}: the port failed ({exc})") from exc
+        finally:
+            self.port.timeout, self.retries = timeout, retries
+        if info is None:  # every rate tried
+            raise LinkError(
+                f"{self.name}: no unit answered INFO at any of "
+                f"{', '.join(str(r) for r in rates)} baud; is the board connected and running "
+                "(or at another rate: give it with --baudrate)?"
+            )
+        own = info.clock_hz / info.baud_divisor if info.baud_divisor else 0
+        if own and abs(own - rate) > rate / 100:  # a line that carries any rate: the unit's own
+            self.port.baudrate = round(own)
+        self.stats = LinkStats()
+        return info
 
     def close(self) -> None:
         self.port.close()
@@ -187,7 +234,7 @@ class Link:
                     raise LinkError(
                         f"{self.name}: no valid response to {op.name} after {attempts} "
                         f"attempts ({self.stats.retry_reasons}); is the board connected and "
-                        "running?"
+                        f"running, at {self.port.baudrate} baud?"
                     )
                 # one resend per error, of the oldest frame: the replies to the others may
                 # still be on their way, and resending them all on every error would flood

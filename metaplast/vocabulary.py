@@ -33,4 +33,7 @@ UNIT_COUNTER_WIDTH = 16
 UNIT_CLOCK_HZ = 48_000_000
 """The clock INFO reports for a unit not built for a board's oscillator."""
 UNIT_BAUD = 3_000_000
-"""The UART rate of a host and a board that are not told another (an FT2232H makes it exactly)."""
+"""The UART rate of a board that is not told another (an FT2232H makes it exactly)."""
+PROBE_BAUDS: tuple[int, ...] = (UNIT_BAUD, 12_000_000, 1_000_000, 2_000_000, 4_000_000, 115_200)
+"""The rates a host not told the board's tries, in this order, until INFO answers: every
+board's rate at its oscillator and with its PLL, the FT2232H's fastest, and a classic one."""

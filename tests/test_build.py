@@ -230,3 +230,13 @@ def test_a_board_build_uses_the_default_baud_only_where_it_is_exact() -> None:
     for board in BOARDS.values():
         divisor = round(board.clock_hz / board.baud)
         assert board.clock_hz == divisor * board.baud, board.name
+
+
+def test_the_default_baud_is_the_fastest_exact_rate_the_clock_allows() -> None:
+    ice, ulx3s = BOARDS["icebreaker"], BOARDS["ulx3s-85f"]
+    assert (ice.baud, ulx3s.baud) == (3_000_000, 1_000_000)  # at the oscillators: unchanged
+    assert ice.baud_at(48_000_000) == 12_000_000  # the FT2232H's fastest, divisor 4
+    assert ulx3s.baud_at(100_000_000) == 2_000_000  # 3 Mbaud would need a divisor of 33.3
+    assert ice.baud_at(16_000_000) == 4_000_000  # 12 Mbaud would need a divisor below 4
+    with pytest.raises(ValueError, match="ulx3s-85f: no rate the FTDI FT231X .* 12500000 Hz"):
+        ulx3s.baud_at(12_500_000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import serial
 import torch
 
 from metaplast.contract import Contract
+from metaplast.firmware_sim.board.uart_line import host_baud, misread
 from metaplast.firmware_sim.unit.digital_unit import DigitalUnit
 from metaplast.host.link import Link, LinkError
 from metaplast.protocol import Capability
@@ -162,3 +164,43 @@ def test_info_on_a_missing_port_fails_cleanly() -> None:
     )
     assert out.returncode == 2
     assert "cannot open /dev/does-not-exist" in out.stderr
+
+
+def test_a_line_reads_right_within_a_few_percent_and_garbage_beyond() -> None:
+    data = bytes(range(256))
+    for error in (-0.04, -0.01, 0.0, 0.02, 0.04):
+        assert misread(data, 3_000_000, round(3_000_000 * (1 + error))) == data
+    for rate in (12_000_000, 1_000_000, 3_300_000):
+        assert misread(data, 3_000_000, rate) != data
+        assert misread(data, rate, 3_000_000) != data
+
+
+def test_the_host_finds_the_boards_rate_and_a_wrong_one_fails_naming_it() -> None:
+    b = Board("--synapses", "64", "--baud", "12000000")
+    try:
+        with Link.open(b.port, baudrate=None, timeout=1.0) as link:
+            assert host_baud(link.port.fd) == link.port.baudrate == 12_000_000
+            assert link.stats.commands == 0  # the probes are not the session's
+            info = link.attach(CONTRACT)
+            assert info.clock_hz / info.baud_divisor == 12_000_000
+            link.write_hidden(0, list(range(64)))
+            assert link.read_hidden(0, 64) == list(range(64))
+            assert link.stats.retries == 0
+        with Link.open(b.port, baudrate=3_000_000, timeout=0.2, retries=1) as link:
+            with pytest.raises(LinkError, match="at 3000000 baud"):
+                link.read_info()  # the board hears garbage and says nothing we can read
+        out = subprocess.run([CLI, "info", "--port", b.port], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["baud_divisor"] == 4  # 48 MHz / 12 Mbaud
+    finally:
+        b.stop()
+
+
+def test_no_answer_at_any_rate_is_a_clear_error() -> None:
+    master, slave = os.openpty()  # a port with nothing behind it
+    try:
+        with pytest.raises(LinkError, match="no unit answered INFO at any of 3000000, 12000000"):
+            Link.open(os.ttyname(slave), baudrate=None, timeout=0.1)
+    finally:
+        os.close(master)
+        os.close(slave)

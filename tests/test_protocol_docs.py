@@ -13,6 +13,7 @@ from test_link import Board
 from test_verilog_board import needs_verilator
 
 from metaplast.protocol import END, FrameDecoder, Info, Op, Status
+from metaplast.vocabulary import UNIT_BAUD
 
 DOC = Path(__file__).parent.parent / "docs" / "protocol.md"
 
@@ -56,7 +57,7 @@ def test_the_documented_exchange_is_complete() -> None:
 def test_the_documented_exchange_replays_on_the_board(backend: str) -> None:
     board = Board("--backend", backend, "--synapses", "64", "--max-block", "16")
     try:
-        with serial.Serial(board.port, timeout=0.5) as port:
+        with serial.Serial(board.port, baudrate=UNIT_BAUD, timeout=0.5) as port:
             for request, reply in documented_exchange():
                 port.write(request)
                 got = read_frame(port)

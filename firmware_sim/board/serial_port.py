@@ -17,17 +17,22 @@ from collections.abc import Callable
 
 from metaplast.firmware_sim.unit.command_model import CommandModel
 
+from .uart_line import BoardLine, set_baud
+
 __all__ = ["Pacer", "open_pty", "serve_fd", "serve_pty", "serve_tcp"]
 
 
-def open_pty(announce: Callable[[str], None]) -> tuple[int, int]:
+def open_pty(announce: Callable[[str], None], baud: int = 0) -> tuple[int, int]:
     """A raw pty (no echo, no line editing: a byte pipe like a UART), announced by its path.
 
     The caller keeps the slave descriptor open too, so that a host that closes the port and
-    comes back later finds it still there (and the master never sees end-of-file).
+    comes back later finds it still there (and the master never sees end-of-file). ``baud``:
+    the port's initial rate (a host that sets none speaks the board's).
     """
     master, slave = os.openpty()
     tty.setraw(slave)
+    if baud:
+        set_baud(slave, baud)
     announce(os.ttyname(slave))
     return master, slave
 
@@ -70,8 +75,13 @@ def serve_fd(
     *,
     stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Answer frames arriving on ``fd`` until ``stop()`` or the peer goes away for good."""
+    """Answer frames arriving on ``fd`` until ``stop()`` or the peer goes away for good.
+
+    A host whose port is set to another rate than ``baud`` hears and is heard as garbage
+    (:class:`~.uart_line.BoardLine`), as on a real UART.
+    """
     rx, tx = Pacer(baud), Pacer(baud)
+    line = BoardLine(fd, baud)
     pending = bytearray()
     line_busy = False  # bytes were waiting when we last looked: the line kept delivering
     while not stop():
@@ -95,19 +105,24 @@ def serve_fd(
             if not data:
                 return
             rx.spend(len(data))
-            pending += model.feed(data)
+            pending += model.feed(line.heard(data))
             line_busy = bool(select.select([fd], [], [], 0)[0])
         if writable and pending:
             n = min(len(pending), tx.budget(now))
             if n:
-                written = os.write(fd, bytes(pending[:n]))
-                tx.spend(written)
-                del pending[:written]
+                chunk = bytes(pending[:n])
+                out = line.told(chunk)
+                if out is chunk:
+                    n = os.write(fd, chunk)
+                elif out:
+                    os.write(fd, out)  # garbage for the host: a short write loses a little more
+                tx.spend(n)
+                del pending[:n]
 
 
 def serve_pty(model: CommandModel, baud: int, announce: Callable[[str], None]) -> None:
     """Open a pty, announce its path, serve on it until stopped (a signal)."""
-    master, slave = open_pty(announce)
+    master, slave = open_pty(announce, baud)
     try:
         serve_fd(master, model, baud)
     finally:

@@ -8,7 +8,13 @@ import json
 import sys
 from typing import Any
 
-from metaplast.cli.options import add_array_options, add_unit_options, array_from, layout_from
+from metaplast.cli.options import (
+    add_array_options,
+    add_baudrate_option,
+    add_unit_options,
+    array_from,
+    layout_from,
+)
 from metaplast.vocabulary import UNIT_BAUD
 
 
@@ -34,7 +40,7 @@ def add_board(sub: Any) -> None:
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
     p.add_argument("--port", required=True, help="serial port, pty or socket://host:port")
-    p.add_argument("--baudrate", type=int, default=UNIT_BAUD, help="the UART rate")
+    add_baudrate_option(p)
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt")
 
 

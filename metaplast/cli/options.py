@@ -16,6 +16,7 @@ from metaplast.vocabulary import (
     DEVICE_MODELS,
     INPUTS,
     PERIPHERIES,
+    PROBE_BAUDS,
     ROUNDINGS,
     UNIT_CLOCK_HZ,
     UNIT_COUNTER_WIDTH,
@@ -48,6 +49,24 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_baudrate_option(p: argparse.ArgumentParser, purpose: str = "the UART rate") -> None:
+    """A host's ``--baudrate``: a rate, or ``auto`` (the default) to find the board's."""
+    p.add_argument(
+        "--baudrate",
+        type=_baudrate,
+        default=None,
+        metavar="auto|N",
+        help=f"{purpose}; auto (default) tries {', '.join(map(str, PROBE_BAUDS))} until the "
+        "board answers, then keeps the rate it reports",
+    )
+
+
+def _baudrate(text: str) -> int | None:
+    if text == "auto":
+        return None
+    return positive_int(text)
 
 
 def _levels(text: str) -> tuple[float, ...] | str:

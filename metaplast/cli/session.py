@@ -8,12 +8,12 @@ from typing import Any
 
 from metaplast.cli.options import (
     SESSION_OPTIONS,
+    add_baudrate_option,
     add_session_options,
     int_list,
     positive_int,
     session_config,
 )
-from metaplast.vocabulary import UNIT_BAUD
 
 
 def add_train(sub: Any) -> None:
@@ -38,7 +38,7 @@ def add_train(sub: Any) -> None:
         help="with --port: the layers whose synapses live on the board, e.g. 0 or 0,2 "
         "(default all; the others stay in the in-process model, same arithmetic)",
     )
-    p.add_argument("--baudrate", type=int, default=UNIT_BAUD, help="with --port: the UART rate")
+    add_baudrate_option(p, "with --port: the UART rate")
     p.add_argument("--link-timeout", type=float, default=2.0, help="seconds per attempt")
 
 

@@ -93,7 +93,13 @@ def add_build(sub: Any) -> None:
         help="run the unit from the FPGA's PLL at this clock (default: the oscillator, no PLL); "
         "refused before any tool runs if the PLL cannot make it to within 0.1 %%",
     )
-    p.add_argument("--baud", type=int, default=None, help="UART rate (default the board's)")
+    p.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        help="UART rate (default: the fastest the board's USB-serial chip makes that the "
+        "clock divides exactly: 12 Mbaud on the iCEBreaker at 48 MHz)",
+    )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
 
 
