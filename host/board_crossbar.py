@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.pair import PairLayout
 from metaplast.firmware_sim.crossbar.periphery import G_LSB, currents, input_codes, product
 from metaplast.firmware_sim.unit.digital_unit import LevelChanges
@@ -97,11 +96,6 @@ class BoardCrossbarSynapses:
     """``inner``'s hidden weights on the board, mapped onto the board's array as layer
     ``index`` (the devices' variability drawn from ``seed``, as in process)."""
 
-    NO_RESUME = (
-        "a `crossbar` board session cannot resume: its devices' state is the board's, and a "
-        "restarted board has fresh ones; start the run again"
-    )
-
     def __init__(
         self,
         inner: LinkSynapses,
@@ -112,10 +106,18 @@ class BoardCrossbarSynapses:
         training: Callable[[], bool],
     ) -> None:
         self.inner = inner
+        self.link = link
+        self.index = index
+        self.seed = seed
         self.shape = inner.shape
         self.level_values = inner.level_values
-        self.tiles = link.xbar_map(index, inner.base, self.shape, seed)  # type: ignore[arg-type]
+        self.tiles = self._map()
         self.layer = BoardArrayLayer(link, index, self.shape, info, training)  # type: ignore[arg-type]
+
+    def _map(self) -> int:
+        """Map the layer: the board resets its devices and programs them to the levels of the
+        hidden weights it holds."""
+        return self.link.xbar_map(self.index, self.inner.base, self.shape, self.seed)  # type: ignore[arg-type]
 
     def levels(self) -> Tensor:
         return self.inner.levels()
@@ -134,7 +136,14 @@ class BoardCrossbarSynapses:
         return {"inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise ConfigError(self.NO_RESUME)
+        """Resume: the checkpoint's hidden weights onto the board, then the layer mapped again,
+        so that every device is programmed from its reset state to the checkpoint's level
+        (whether the board kept running or was restarted). The devices are the same ones (the
+        map's seed), but their programming draws are new: a resumed session goes on from the
+        checkpoint's digital state, not bit for bit like an uninterrupted one, as a physical
+        array could not either."""
+        self.inner.load_state_dict(state["inner"])
+        self.tiles = self._map()
 
     def mvm(self, x: Tensor, w: Tensor) -> Tensor:
         return crossbar_mvm(x, w, self.layer)

@@ -492,8 +492,6 @@ def train(
     data = load_tasks(config, data_dir)
     run = RunDir.open(out, config, resume, fresh_on_resume)
     state = run.checkpoint() if resume else None
-    if state is not None and config.device.crossbar == "board":  # before the board is touched
-        raise ConfigError(BoardCrossbarSynapses.NO_RESUME)
     session = Session(config, link, link_layers)
     if state is not None:
         session.load_state_dict(state)

@@ -13,7 +13,6 @@ from test_session import epochs_without_time
 
 from metaplast.cli import main
 from metaplast.contract import Contract
-from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import load_device
 from metaplast.firmware_sim.crossbar.driver import ArrayDriver
 from metaplast.firmware_sim.crossbar.layer import ArrayLayer
@@ -179,10 +178,35 @@ def test_a_session_on_the_boards_array_ends_as_in_process(data_dir: Path, tmp_pa
     b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"]
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
-    # the devices' state is the board's: resuming is refused before any board is touched
-    with pytest.raises(ConfigError, match="`crossbar` board session cannot resume"):
-        train(SessionConfig.of(**tiny, crossbar="board"), tmp_path / "board", data_dir,
-              progress=False, resume=True)  # fmt: skip
+    # killed after its first epoch, resumed on a restarted board: the hidden weights are
+    # written back and every layer mapped again (the devices programmed to the checkpoint's
+    # levels), so the run ends; the devices' programming draws are new, so its second epoch
+    # is not bit for bit the uninterrupted one's
+    class Stop(Exception):
+        pass
+
+    def stop(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise Stop
+
+    config, part = SessionConfig.of(**tiny, crossbar="board"), tmp_path / "part"
+    for resume in (False, True):
+        board = Board("--synapses", "8000", "--baud", "0")
+        try:
+            with Link.open(board.port, timeout=5.0) as link:
+                if resume:
+                    resumed = train(config, part, data_dir, progress=False, link=link,
+                                    resume=True)  # fmt: skip
+                else:
+                    with pytest.raises(Stop):
+                        train(config, part, data_dir, progress=False, link=link, on_epoch=stop)
+        finally:
+            board.stop()
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert epochs_without_time(resumed)[0] == epochs_without_time(remote)[0]
+    again, whole = resumed["epochs"][1], remote["epochs"][1]
+    assert abs(again["level_changes"] - whole["level_changes"]) < 0.1 * whole["level_changes"]
+    assert abs(again["test_acc"]["fashion-mnist"] - whole["test_acc"]["fashion-mnist"]) < 0.05
 
 
 def test_crossbar_board_needs_a_board_with_an_array(
