@@ -69,7 +69,7 @@ class BoardArrayLayer:
                     out[b, o0 : o0 + tile_out] += next(replies)
         return currents(torch.from_numpy(out).to(torch.float64), exponents)
 
-    def _read(self) -> Tensor:
+    def read_codes(self) -> Tensor:
         """One read of the layer's conductances, as codes (float64, ``rows x cols``)."""
         self.link.xbar_latch(self.index)
         codes = self.link.xbar_read(self.index, 0, self.pairs.rows * self.pairs.cols)
@@ -79,7 +79,7 @@ class BoardArrayLayer:
         """Inputs on the rows; G+ minus G- column currents, in weight units. Training: the
         board's products, vector by vector. Evaluation, as in paper 003: the conductances
         read from the array once, the products computed from them (the same integers)."""
-        out = self._products(x, False) if self.training() else product(x, self._read())
+        out = self._products(x, False) if self.training() else product(x, self.read_codes())
         return self.pairs.difference(out) / self.g_unit
 
     def backward(self, delta: Tensor) -> Tensor:
@@ -88,7 +88,7 @@ class BoardArrayLayer:
 
     def weights(self) -> Tensor:
         """The weights one read of the board's array gives (``(G+ - G-) / g_unit``)."""
-        g = (self._read() * G_LSB).to(torch.float32)
+        g = (self.read_codes() * G_LSB).to(torch.float32)
         return self.pairs.difference(g).t() / self.g_unit
 
 
@@ -118,6 +118,19 @@ class BoardCrossbarSynapses:
         """Map the layer: the board resets its devices and programs them to the levels of the
         hidden weights it holds."""
         return self.link.xbar_map(self.index, self.inner.base, self.shape, self.seed)  # type: ignore[arg-type]
+
+    def array_state(self) -> dict[str, Tensor]:
+        """The layer's devices as the board reports them, ``rows x cols``: conductances (S,
+        one read), the device levels they were programmed to, and operations per device
+        (``XBAR_COUNTERS``). Stuck and worn-out devices are the array's to know."""
+        pairs = self.layer.pairs
+        levels = self.inner.levels().flatten().to(torch.int64)
+        counts = self.link.xbar_counters(self.index, 0, pairs.rows * pairs.cols)
+        return {
+            "g": self.layer.read_codes() * G_LSB,
+            "level": pairs.place(*self.inner.contract.device_levels_of(levels)),
+            "counts": torch.from_numpy(counts.astype(np.int64)).reshape(pairs.rows, pairs.cols),
+        }
 
     def levels(self) -> Tensor:
         return self.inner.levels()

@@ -65,9 +65,18 @@ class CrossbarSynapses:
     def crossbar(self) -> Crossbar:
         return self.layer.crossbar
 
-    def device_levels(self) -> Tensor:
-        """Device level each device was last programmed to, ``rows x cols`` like the array."""
-        return self.layer.device_levels()
+    def array_state(self) -> dict[str, Tensor]:
+        """The devices' state, each ``rows x cols`` like the array: conductances (S), the
+        device level each was last programmed to, operations, stuck and worn-out maps."""
+        x = self.crossbar
+        grid = {
+            "g": x.g,
+            "level": self.layer.device_levels(),
+            "counts": x.counts,
+            "stuck": x.stuck,
+            "worn_out": x.failed,
+        }
+        return {name: t.reshape(x.rows, x.cols) for name, t in grid.items()}
 
     # SynapseArray ---------------------------------------------------------------------------
 

@@ -119,31 +119,24 @@ class RunDir:
         write_json(self.path / METRICS, metrics_document(session))
 
     def save_conductances(self, session: Session) -> None:
-        """The crossbar models' final state (``conductances.npz``: per layer the conductances,
-        device levels, operation counts, stuck and worn-out maps, all ``rows x cols``) and
-        the conductance distribution per device level (``conductances.png``, Fig. 4b)."""
+        """The arrays' final state (``conductances.npz``: per layer the conductances, device
+        levels and operation counts, with an in-process model also its stuck and worn-out
+        maps, all ``rows x cols``) and the conductance distribution per device level
+        (``conductances.png``, Fig. 4b)."""
         from metaplast.host import plots
 
-        bars = session.crossbars
-        if not bars:
+        layers = session.arrays
+        if not layers:
             return
-        arrays = {}
-        for i, s in enumerate(bars):
-            x = s.crossbar
-            grid = {
-                "g": x.g,
-                "level": s.device_levels(),
-                "counts": x.counts,
-                "stuck": x.stuck,
-                "worn_out": x.failed,
-            }
-            for name, t in grid.items():
-                arrays[f"layer{i}_{name}"] = t.reshape(x.rows, x.cols).numpy()
+        arrays = {
+            f"layer{i}_{name}": t.numpy()
+            for i, s in enumerate(layers)
+            for name, t in s.array_state().items()
+        }
         atomic_write(self.path / "conductances.npz", lambda f: np.savez_compressed(f, **arrays))
-        layers = range(len(bars))
         plots.conductance_cdf(
-            np.concatenate([arrays[f"layer{i}_g"].ravel() for i in layers]),
-            np.concatenate([arrays[f"layer{i}_level"].ravel() for i in layers]),
+            np.concatenate([arrays[f"layer{i}_g"].ravel() for i in range(len(layers))]),
+            np.concatenate([arrays[f"layer{i}_level"].ravel() for i in range(len(layers))]),
             self.path / "conductances.png",
         )
 

@@ -360,6 +360,11 @@ class Session:
         """The layers on a crossbar model (none on the ideal crossbar)."""
         return [s for s in self.synapses if isinstance(s, CrossbarSynapses)]
 
+    @property
+    def arrays(self) -> list[CrossbarSynapses | BoardCrossbarSynapses]:
+        """The layers on an array: a crossbar model's, or the board's."""
+        return [s for s in self.synapses if isinstance(s, CrossbarSynapses | BoardCrossbarSynapses)]
+
     def worn_out_devices(self) -> int:
         """Devices of the crossbar models that have used up their endurance."""
         return sum(int(s.crossbar.failed.sum()) for s in self.crossbars)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_link import Board
@@ -178,6 +179,17 @@ def test_a_session_on_the_boards_array_ends_as_in_process(data_dir: Path, tmp_pa
     b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"]
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
+    # the array's final state as the board reports it: the same devices, levels and operations
+    on_board = np.load(tmp_path / "board" / "conductances.npz")
+    in_process = np.load(tmp_path / "local" / "conductances.npz")
+    assert sorted(on_board) == ["layer0_counts", "layer0_g", "layer0_level",
+                                "layer1_counts", "layer1_g", "layer1_level"]  # fmt: skip
+    for key in on_board:
+        if key.endswith("_g"):  # read through the board's ADC: codes of 2**-30 S
+            assert np.abs(on_board[key] - in_process[key]).max() <= G_LSB / 2
+        else:
+            assert np.array_equal(on_board[key], in_process[key]), key
+    assert (tmp_path / "board" / "conductances.png").stat().st_size > 0
     # killed after its first epoch, resumed on a restarted board: the hidden weights are
     # written back and every layer mapped again (the devices programmed to the checkpoint's
     # levels), so the run ends; the devices' programming draws are new, so its second epoch
