@@ -191,7 +191,8 @@ def test_the_host_finds_the_boards_rate_and_a_wrong_one_fails_naming_it() -> Non
                 link.read_info()  # the board hears garbage and says nothing we can read
         out = subprocess.run([CLI, "info", "--port", b.port], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["baud_divisor"] == 4  # 48 MHz / 12 Mbaud
+        info = json.loads(out.stdout)
+        assert (info["baudrate"], info["baud_divisor"]) == (12_000_000, 4)  # 48 MHz / 12 Mbaud
     finally:
         b.stop()
 

@@ -158,8 +158,9 @@ def run_info(args: argparse.Namespace) -> int:
     try:
         with Link.open(args.port, baudrate=args.baudrate, timeout=args.timeout) as link:
             info = link.read_info()
+            baudrate = link.port.baudrate
     except LinkError as exc:
         print(f"metaplast info: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"port": args.port, **info.to_dict()}))
+    print(json.dumps({"port": args.port, "baudrate": baudrate, **info.to_dict()}))
     return 0
