@@ -34,3 +34,5 @@ UNIT_CLOCK_HZ = 48_000_000
 """The clock INFO reports for a unit not built for a board's oscillator."""
 UNIT_BAUD = 3_000_000
 """The UART rate of a host and a board that are not told another (an FT2232H makes it exactly)."""
+UNIT_MAX_TILE = 0xFFFF
+"""The largest tile dimension a unit's crossbar port serves (XBAR_INFO's u16 tile fields)."""

@@ -20,6 +20,7 @@ from metaplast.vocabulary import (
     UNIT_CLOCK_HZ,
     UNIT_COUNTER_WIDTH,
     UNIT_MAX_BLOCK,
+    UNIT_MAX_TILE,
     UNIT_SYNAPSES,
 )
 
@@ -47,6 +48,20 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def crossbar_tile(text: str) -> int:
+    """``--crossbar-tile``: the largest tile dimension of the array behind the port."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= UNIT_MAX_TILE:
+        raise argparse.ArgumentTypeError(
+            f"the largest tile dimension of the array (rows or columns), an integer "
+            f"1 .. {UNIT_MAX_TILE}, not {text!r}"
+        )
     return value
 
 
@@ -234,6 +249,19 @@ def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
         )
     for field in _CONTRACT_OPTIONS:
         p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
+
+
+def add_crossbar_tile(p: argparse.ArgumentParser, where: str) -> None:
+    """``--crossbar-tile`` of the unit's Verilog and of a board build (``where``: what the
+    port's command channel becomes)."""
+    p.add_argument(
+        "--crossbar-tile",
+        type=crossbar_tile,
+        default=None,
+        metavar="T",
+        help="give the unit the crossbar port, for an array whose tiles have at most T rows "
+        f"and T columns, its command channel {where} (default: no port)",
+    )
 
 
 def layout_from(args: argparse.Namespace) -> Any:

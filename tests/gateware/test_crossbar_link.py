@@ -6,15 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from amaranth import Module
+from amaranth.lib import wiring
+
 from metaplast.contract import Contract
 from metaplast.firmware_sim.board.crossbar_bench import SerialDriver
+from metaplast.firmware_sim.board.uart_pins import UartPins
 from metaplast.firmware_sim.crossbar.devices import load_device
 from metaplast.firmware_sim.crossbar.driver import ArrayDriver
 from metaplast.firmware_sim.crossbar.port_commands import PortCommands
+from metaplast.firmware_sim.unit.command_model import CommandModel
 from metaplast.gateware.crossbar_link import CrossbarLink, longest_reply
+from metaplast.gateware.top import DigitalUnitTop
 from metaplast.protocol import (
+    FrameDecoder,
+    Layout,
     Op,
     Status,
+    encode_frame,
     encode_response,
     xbar_layer,
     xbar_map,
@@ -84,40 +93,23 @@ def run_link(
     driver = SerialDriver(commands())
     replies: list[bytes] = []
 
-    async def serial_byte(ctx: Any) -> int:
-        """One 8N1 character from the link's ``tx``, sampled at the middle of each bit."""
-        while ctx.get(dut.tx):
-            await ctx.tick()
-        await ctx.tick().repeat(DIVISOR // 2)
-        assert ctx.get(dut.tx) == 0, "a glitch, not a start bit"
-        value = 0
-        for bit in range(8):
-            await ctx.tick().repeat(DIVISOR)
-            value |= ctx.get(dut.tx) << bit
-        await ctx.tick().repeat(DIVISOR)
-        assert ctx.get(dut.tx) == 1, "no stop bit"
-        return value
-
-    async def send(ctx: Any, data: bytes) -> None:
-        for byte in data:
-            for level in (0, *((byte >> i) & 1 for i in range(8)), 1):
-                ctx.set(dut.rx, level)
-                await ctx.tick().repeat(DIVISOR)
+    wires: list[bytes] = []
+    pins = UartPins(
+        dut.rx, dut.tx, DIVISOR, on_byte=lambda b: wires.append(driver.feed(bytes((b,))))
+    )
 
     async def far_end(ctx: Any) -> None:
+        """The driver's serial output: each reply as it is produced (tampered with)."""
         count = 0
         while True:
-            wire = await driver_reply(ctx)
-            if tamper is not None:
-                wire = tamper(count, wire)
-            count += 1
-            await send(ctx, wire)
-
-    async def driver_reply(ctx: Any) -> bytes:
-        while True:
-            answer = driver.feed(bytes((await serial_byte(ctx),)))
-            if answer:
-                return answer
+            while not wires:
+                await ctx.tick()  # plain ticks: a background testbench is closed mid-wait
+            wire = wires.pop(0)
+            if wire:
+                if tamper is not None:
+                    wire = tamper(count, wire)
+                count += 1
+                await pins.send(ctx, wire)
 
     async def unit(ctx: Any) -> None:
         request, reply = dut.port.request, dut.port.reply
@@ -141,7 +133,7 @@ def run_link(
             ctx.set(reply.ready, 0)
             replies.append(bytes(got))
 
-    simulate(dut, [unit], background=[far_end], name=name)
+    simulate(dut, [unit], background=[far_end, pins.receive], name=name)
     return replies, driver
 
 
@@ -218,3 +210,68 @@ def test_the_longest_reply_is_the_longest_op() -> None:
     assert longest_reply(128, 256) == 1 + 8 * 128
     assert longest_reply(8, 256) == 1 + 4 * 256
     assert longest_reply(8, 16) == 1 + 13 + 255
+
+
+def test_a_unit_behind_the_link_answers_the_host_as_the_model_board() -> None:
+    """The whole chain in simulation, every wire a UART: host frames into the unit, its
+    crossbar requests over the link to a SerialDriver, its programming strobes to the same
+    array. The host gets the model board's replies byte for byte (a retry included)."""
+    layout = Layout(Contract(), SYNAPSES, max_block=MAX_BLOCK)
+    unit = DigitalUnitTop(layout, clock_hz=48_000_000, baud_divisor=DIVISOR, crossbar=TILE)
+    link = CrossbarLink(divisor=DIVISOR, max_reply=longest_reply(TILE, MAX_BLOCK), timeout=50_000)
+    m = Module()
+    m.submodules.unit, m.submodules.link = unit, link
+    wiring.connect(m, unit.xbar, link.port)
+
+    driver = SerialDriver(commands())
+    model = CommandModel(layout, clock_hz=48_000_000, baud_divisor=DIVISOR,
+                         array=ArrayDriver(load_device("tio2-passive"), Contract()))  # fmt: skip
+    weights = [(i * 7919) % 49153 - 24576 for i in range(48)]  # levels far off zero
+    frames = [
+        *(encode_frame(Op.WRITE_HIDDEN, i, layout.write_hidden(a, weights[a : a + MAX_BLOCK]))
+          for i, a in enumerate(range(0, 48, MAX_BLOCK))),
+        *(encode_frame(op, 3 + i, payload) for i, (op, payload) in enumerate(REQUESTS[1:8])),
+    ]  # fmt: skip
+    frames.append(frames[-1])  # XBAR_VERIFY again, byte for byte: a retry
+    expected = [model.feed(frame) for frame in frames]
+    received: list[bytes] = []
+    decoder = FrameDecoder()
+
+    def heard(byte: int) -> None:
+        received.extend(f.payload for f in decoder.feed(bytes((byte,))))
+
+    host = UartPins(unit.uart_rx, unit.uart_tx, DIVISOR, on_byte=heard)
+    wires: list[bytes] = []
+    far = UartPins(link.rx, link.tx, DIVISOR,
+                   on_byte=lambda b: wires.append(driver.feed(bytes((b,)))))  # fmt: skip
+
+    async def host_side(ctx: Any) -> None:
+        for i, frame in enumerate(frames):
+            await host.send(ctx, frame)
+            while len(received) <= i:
+                await ctx.tick()
+
+    async def far_end(ctx: Any) -> None:
+        while True:
+            while not wires:
+                await ctx.tick()
+            await far.send(ctx, wires.pop(0))
+
+    async def strobes(ctx: Any) -> None:
+        while True:
+            await ctx.tick()
+            if ctx.get(unit.prog_strobe):
+                driver.commands.driver.device_operation(
+                    ctx.get(unit.prog_addr), ctx.get(unit.prog_device), ctx.get(unit.prog_level)
+                )
+
+    def check() -> None:
+        want = [f.payload for e in expected for f in FrameDecoder().feed(e)]
+        assert received == want
+        statuses = [Status(r[0]).name for r in received]
+        assert statuses == ["OK"] * len(frames)
+        assert len(driver.requests) == len(frames) - 4  # WRITE_HIDDEN and the retry stay home
+        assert driver.commands.driver.counters(0, 0, 48).sum() > 0  # the map's sweep programmed
+
+    simulate(m, [host_side], background=[host.receive, far.receive, far_end, strobes],
+             check=check, name="crossbar_link_chain")  # fmt: skip
