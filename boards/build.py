@@ -15,9 +15,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from amaranth.build import Resource
+from amaranth.lib import wiring
 
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
@@ -184,6 +188,8 @@ def build(
     baud: int | None = None,
     prog_depth: int = 16,
     crossbar_tile: int | None = None,
+    driver: wiring.Component | None = None,
+    resources: Sequence[Resource] = (),
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -196,8 +202,12 @@ def build(
     unit, its UART divisor and INFO then use the frequency the PLL really makes.
 
     ``crossbar_tile`` builds the unit with the crossbar port for an array of tiles of at most
-    that many rows or columns, its command channel on the board's crossbar link pins.
+    that many rows or columns, its command channel on the board's crossbar link pins, or on
+    ``driver``, a lab's driver inside the FPGA (:class:`.BoardTop`), whose own pins are
+    ``resources`` (added to the platform for it to request).
     """
+    if driver is not None and crossbar_tile is None:
+        raise ValueError("a crossbar driver needs a unit with the crossbar port (crossbar_tile)")
     baud = baud or board.baud
     pll = None
     clock_hz = board.clock_hz
@@ -213,7 +223,9 @@ def build(
     addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
     platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
     platform.add_resources(list(board.extra_resources))
-    if crossbar_tile is not None:
+    platform.add_resources(list(resources))
+    link = crossbar_tile is not None and driver is None
+    if link:
         platform.add_resources([board.xbar_resource(platform, addr_bits)])
     unit = DigitalUnitTop(
         layout,
@@ -222,9 +234,8 @@ def build(
         prog_depth=prog_depth,
         crossbar=crossbar_tile,
     )
-    top = BoardTop(
-        board, unit, clock_hz=clock_hz, pll=None if pll is None else PLL(pll, board.clock)
-    )
+    clocking = None if pll is None else PLL(pll, board.clock)
+    top = BoardTop(board, unit, clock_hz=clock_hz, pll=clocking, driver=driver)
 
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()  # the report's paths hold from any working directory
@@ -256,8 +267,9 @@ def build(
         "prog_addr_bits": addr_bits,
         "prog_level_bits": level_bits,
         "crossbar_tile": crossbar_tile,
+        "xbar_driver": None if driver is None else type(driver).__qualname__,
         "xbar_link": None
-        if crossbar_tile is None
+        if not link
         else {
             "pins": {signal: f"{label} ({fpga})" for signal, label, fpga in board.xbar_pinout()},
             "baud": clock_hz / divisor,

@@ -10,11 +10,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from amaranth.build import Attrs, Pins, Resource
 from amaranth.hdl import Module, UnusedElaboratable
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In
 
 from metaplast.boards.board_top import BoardTop
+from metaplast.boards.build import build
 from metaplast.boards.pinout import xbar_pinout_markdown
 from metaplast.boards.platforms import BOARDS, Board
 from metaplast.cli import main
@@ -73,13 +75,13 @@ def _resource_pins(board: Board, name: str, number: int) -> set[str]:
     pins: set[str] = set()
 
     def walk(ios: object) -> None:
-        for io in ios:
-            if hasattr(io, "names"):
-                pins.update(io.names)
-            elif hasattr(io, "p"):
-                pins.update(io.p.names + io.n.names)
+        for pin in ios:
+            if hasattr(pin, "names"):
+                pins.update(pin.names)
+            elif hasattr(pin, "p"):
+                pins.update(pin.p.names + pin.n.names)
             else:
-                walk(io.ios)
+                walk(pin.ios)
 
     walk(resource.ios)
     return pins
@@ -183,6 +185,36 @@ def test_a_labs_own_driver_takes_the_port_inside_the_fpga(name: str) -> None:
     assert "xbar_0__tx__io" not in "".join(files.values())  # no link, no link pins used
     netlist = files.get("top.il") or files["top.v"]
     assert "crossbar_driver" in netlist
+
+
+class PinnedDriver(LabDriver):
+    """A lab's driver with pins of its own (a DAC's data bus, say): it requests them."""
+
+    def elaborate(self, platform: object) -> Module:
+        m = super().elaborate(platform)
+        dac = platform.request("lab_dac", 0, dir="-")
+        m.submodules.dac = dac_buffer = io.Buffer("o", dac)
+        m.d.comb += dac_buffer.o.eq(self.port.request.payload.byte[:4])
+        return m
+
+
+def test_a_build_takes_a_labs_driver_and_its_pins(tmp_path: Path) -> None:
+    """The Arty's build writes the Vivado project (no tool runs): the driver's pins are
+    constrained, the link's are not; the report names the driver."""
+    dac = Resource("lab_dac", 0, Pins("1 2 3 4", dir="o", conn=("pmod", 3)),
+                   Attrs(IOSTANDARD="LVCMOS33"))  # fmt: skip
+    report = build(BOARDS["arty-a7"], LAYOUT, tmp_path, crossbar_tile=TILE,
+                   driver=PinnedDriver(), resources=[dac])  # fmt: skip
+    assert report["xbar_driver"] == "PinnedDriver" and report["xbar_link"] is None
+    xdc = (tmp_path / "build" / "metaplast.xdc").read_text()
+    assert re.findall(r"set_property LOC (\S+) \[get_ports \"lab_dac_0__io", xdc) == [
+        "D4", "D3", "F4", "F3"]  # fmt: skip
+    assert "xbar_0" not in xdc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match="needs a unit with the crossbar port"):
+            build(BOARDS["arty-a7"], LAYOUT, tmp_path, driver=LabDriver())
+        gc.collect()
 
 
 def test_a_driver_needs_the_port_and_the_port_signature() -> None:
