@@ -89,15 +89,15 @@ def _resource_pins(board: Board, name: str, number: int) -> set[str]:
 
 @pytest.mark.parametrize("name", list(BOARDS))
 def test_the_link_shares_no_pin_with_the_boards_other_resources(name: str) -> None:
-    """Not the USB UART, the LEDs the top level drives, the board's extra pins or the
-    programming header; on the iCEBreaker the link's output takes the header's prog_addr[15],
+    """Not the USB UART, the LEDs, any other resource of the platform, the board's extra pins
+    or the programming header; on the iCEBreaker the link's output takes the header's prog_addr[15],
     which the UP5K's memory never reaches (refused below)."""
     board = BOARDS[name]
     link = {fpga for _, _, fpga in board.xbar_pinout()}
     assert len(link) == 2
-    used = _resource_pins(board, "uart", 0)
-    used |= _resource_pins(board, "led", board.heartbeat_led)
-    used |= _resource_pins(board, "led", board.activity_led)
+    used: set[str] = set()  # every resource amaranth-boards declares (uart, LEDs, flash, ...)
+    for res_name, number in board.platform().resources:
+        used |= _resource_pins(board, res_name, number)
     for res in board.extra_resources:
         used |= {n for io in res.ios for n in io.names}
     platform = board.platform()
