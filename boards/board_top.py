@@ -1,22 +1,33 @@
 """The digital unit on a board: its UART on the board's USB serial, its programming port on a
-header, a heartbeat LED (the clock runs, the design is loaded) and an activity LED.
+header, a heartbeat LED (the clock runs, the design is loaded) and an activity LED; a unit
+with the crossbar port has its command channel on the board's ``xbar`` pins (a
+:class:`~metaplast.gateware.crossbar_link.CrossbarLink` to a driver off the FPGA) or on a
+lab's own driver inside the FPGA.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Elaboratable, Module, Signal
-from amaranth.lib import io
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In
 
+from metaplast.gateware.crossbar_link import CrossbarLink, longest_reply
+from metaplast.gateware.crossbar_port import CrossbarPort
 from metaplast.gateware.top import DigitalUnitTop
 
 from .platforms import Board
 from .pll import PLL
 
-__all__ = ["BoardTop"]
+__all__ = ["LINK_TIMEOUT_S", "BoardTop"]
 
 ACTIVITY_SECONDS = 0.05
 """The activity LED stays lit this long after a byte arrives or a device is programmed."""
+
+LINK_TIMEOUT_S = 0.5
+"""How long the crossbar link waits for a driver's whole reply before it answers CRC: under the
+host's one-second silence, so the host hears a transient error and resends rather than time
+out; a driver whose slowest op (a program-and-verify) takes longer needs a longer one."""
 
 
 class BoardTop(Elaboratable):
@@ -24,6 +35,13 @@ class BoardTop(Elaboratable):
 
     ``clock_hz`` is the unit's clock (the LEDs' timing): the oscillator's, or with ``pll`` the
     PLL's, which then makes the ``sync`` domain.
+
+    A unit built with ``crossbar`` needs a driver behind its command channel: ``driver``, a
+    lab's component inside the FPGA with a member ``port`` of signature
+    ``In(CrossbarPort.Signature())`` (it may request its own pins from the platform), or by
+    default a :class:`~metaplast.gateware.crossbar_link.CrossbarLink` on the platform's
+    ``xbar`` resource (:meth:`.Board.xbar_resource`) at the unit's baud divisor, waiting
+    ``link_timeout_s`` for each reply.
     """
 
     def __init__(
@@ -33,11 +51,32 @@ class BoardTop(Elaboratable):
         *,
         clock_hz: int | None = None,
         pll: PLL | None = None,
+        driver: wiring.Component | None = None,
+        link_timeout_s: float = LINK_TIMEOUT_S,
     ) -> None:
         self.board = board
         self.unit = unit
         self.clock_hz = clock_hz or board.clock_hz
         self.pll = pll
+        if driver is not None:
+            if unit.crossbar is None:
+                raise ValueError("a crossbar driver needs a unit built with crossbar=TILE")
+            members = driver.signature.members
+            port = members["port"] if "port" in members else None
+            if port != In(CrossbarPort.Signature()):
+                raise TypeError(
+                    f"the crossbar driver {driver!r} needs a member port: "
+                    f"In(CrossbarPort.Signature()), not {port!r}"
+                )
+        elif unit.crossbar is not None:
+            if link_timeout_s <= 0:
+                raise ValueError(f"the link timeout must be positive, not {link_timeout_s} s")
+            driver = CrossbarLink(
+                divisor=unit.baud_divisor,
+                max_reply=longest_reply(unit.crossbar, unit.layout.max_block),
+                timeout=max(1, round(link_timeout_s * self.clock_hz)),
+            )
+        self.driver = driver
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -63,6 +102,15 @@ class BoardTop(Elaboratable):
         ]
         # the programming circuit runs on its own clock
         m.submodules.busy_sync = FFSynchronizer(pin("i", prog.busy).i, unit.prog_busy)
+        if self.driver is not None:
+            m.submodules.crossbar_driver = self.driver
+            wiring.connect(m, unit.xbar, self.driver.port)
+            if isinstance(self.driver, CrossbarLink):
+                xbar = platform.request("xbar", 0, dir="-")
+                m.d.comb += [
+                    pin("o", xbar.tx).o.eq(self.driver.tx),
+                    self.driver.rx.eq(pin("i", xbar.rx).i),
+                ]
         for res in board.extra_resources:
             m.d.comb += pin("o", platform.request(res.name, res.number, dir="-")).o.eq(1)
 

@@ -15,9 +15,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from amaranth.build import Resource
+from amaranth.lib import wiring
 
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
@@ -183,6 +187,9 @@ def build(
     clock_mhz: float | None = None,
     baud: int | None = None,
     prog_depth: int = 16,
+    crossbar_tile: int | None = None,
+    driver: wiring.Component | None = None,
+    resources: Sequence[Resource] = (),
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -193,7 +200,14 @@ def build(
 
     ``clock_mhz`` runs the unit from the FPGA's PLL (:mod:`.pll`) instead of the oscillator; the
     unit, its UART divisor and INFO then use the frequency the PLL really makes.
+
+    ``crossbar_tile`` builds the unit with the crossbar port for an array of tiles of at most
+    that many rows or columns, its command channel on the board's crossbar link pins, or on
+    ``driver``, a lab's driver inside the FPGA (:class:`.BoardTop`), whose own pins are
+    ``resources`` (added to the platform for it to request).
     """
+    if driver is not None and crossbar_tile is None:
+        raise ValueError("a crossbar driver needs a unit with the crossbar port (crossbar_tile)")
     pll = None
     clock_hz = board.clock_hz
     if clock_mhz is not None:
@@ -209,7 +223,19 @@ def build(
     addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
     platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
     platform.add_resources(list(board.extra_resources))
-    unit = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=divisor, prog_depth=prog_depth)
+    platform.add_resources(list(resources))
+    link = crossbar_tile is not None and driver is None
+    if link:
+        platform.add_resources([board.xbar_resource(platform, addr_bits)])
+    unit = DigitalUnitTop(
+        layout,
+        clock_hz=clock_hz,
+        baud_divisor=divisor,
+        prog_depth=prog_depth,
+        crossbar=crossbar_tile,
+    )
+    clocking = None if pll is None else PLL(pll, board.clock)
+    top = BoardTop(board, unit, clock_hz=clock_hz, pll=clocking, driver=driver)
 
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()  # the report's paths hold from any working directory
@@ -240,6 +266,16 @@ def build(
         "usb_serial": board.usb_serial,
         "prog_addr_bits": addr_bits,
         "prog_level_bits": level_bits,
+        "crossbar_tile": crossbar_tile,
+        "xbar_driver": None if driver is None else type(driver).__qualname__,
+        "xbar_link": None
+        if not link
+        else {
+            "pins": {signal: f"{label} ({fpga})" for signal, label, fpga in board.xbar_pinout()},
+            "baud": clock_hz / divisor,
+            "max_reply": top.driver.max_reply,
+            "timeout_s": top.driver.timeout / clock_hz,
+        },
         "info": unit.engine.info.to_dict(),
     }
 
@@ -252,8 +288,6 @@ def build(
             "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {SEED}",
         }
     t0 = time.perf_counter()
-    clocking = None if pll is None else PLL(pll, board.clock)
-    top = BoardTop(board, unit, clock_hz=clock_hz, pll=clocking)
     plan = platform.prepare(top, name=NAME, **overrides)
     plan.extract(str(workdir))
     if not board.open_toolchain:
@@ -282,7 +316,7 @@ def build(
         reason = _not_fit(text)
         if reason:
             raise BuildError(
-                f"{layout.synapses} synapses do not fit the {board.name} ({reason}); "
+                f"{_what(layout, crossbar_tile)} do not fit the {board.name} ({reason}); "
                 f"logs in {workdir}"
             )
         raise BuildError(
@@ -313,7 +347,7 @@ def build(
     )
     if pr.fmax_mhz < target_mhz:
         raise BuildError(
-            f"{layout.synapses} synapses on the {board.name} fail timing: the router reaches "
+            f"{_what(layout, crossbar_tile)} on the {board.name} fail timing: the router reaches "
             f"{pr.fmax_mhz:.2f} MHz, the target is {target_mhz:g} MHz; logs in {workdir}"
         )
     shutil.copyfile(workdir / f"{NAME}.{board.bitstream_suffix}", bitstream)
@@ -321,6 +355,12 @@ def build(
     report["program"] = f"{board.programmer} {bitstream}"
     _write_json(report_path, report)
     return report
+
+
+def _what(layout: Layout, crossbar_tile: int | None) -> str:
+    """The unit in an error message: its synapses, and its crossbar tile if it has the port."""
+    tile = "" if crossbar_tile is None else f" with a crossbar port for tiles of {crossbar_tile}"
+    return f"{layout.synapses} synapses{tile}"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,13 +1,14 @@
-"""The programming header's pin-out of every board, as the markdown tables in docs/bench.md.
+"""The programming header's pin-out of every board, as the markdown tables in docs/bench.md,
+and the crossbar link's, as the table in docs/board.md.
 
-.venv/bin/python -m metaplast.boards.pinout      # prints the tables (the doc has them)
+.venv/bin/python -m metaplast.boards.pinout      # prints the tables (the docs have them)
 """
 
 from __future__ import annotations
 
 from .platforms import BOARDS, Board
 
-__all__ = ["pinout_markdown"]
+__all__ = ["pinout_markdown", "xbar_pinout_markdown"]
 
 
 def pinout_markdown(board: Board) -> str:
@@ -24,5 +25,18 @@ def pinout_markdown(board: Board) -> str:
     return "\n".join(lines) + "\n"
 
 
+def xbar_pinout_markdown() -> str:
+    """The crossbar link's pins on every board: one row per board."""
+    lines = [
+        "| board | `xbar_tx` (out) | `xbar_rx` (in, pull-up) |",
+        "| --- | --- | --- |",
+    ]
+    for board in BOARDS.values():
+        tx, rx = (f"{label} ({fpga_pin})" for _, label, fpga_pin in board.xbar_pinout())
+        lines.append(f"| `{board.name}` | {tx} | {rx} |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print("\n".join(pinout_markdown(b) for b in BOARDS.values()), end="")
+    print("\n".join(pinout_markdown(b) for b in BOARDS.values()))
+    print(xbar_pinout_markdown(), end="")

@@ -20,7 +20,15 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from metaplast.gateware.uart import MIN_DIVISOR
 
-__all__ = ["BOARDS", "LEVEL_PINS", "PROG_CONTROL", "Board", "HeaderPin", "board_named"]
+__all__ = [
+    "BOARDS",
+    "LEVEL_PINS",
+    "PROG_CONTROL",
+    "XBAR_LINK",
+    "Board",
+    "HeaderPin",
+    "board_named",
+]
 
 LEVEL_PINS = 4
 """Header pins reserved for ``prog_level``: up to 16 device levels (17 weight levels use 9)."""
@@ -36,6 +44,11 @@ PROG_CONTROL: tuple[str, ...] = (
 ``prog_busy_n`` is the unit's ``prog_busy`` inverted, with the FPGA's pull-up: a header with
 nothing attached reads "not busy", and a programming circuit pulls it low while it works.
 """
+
+XBAR_LINK: tuple[str, ...] = ("xbar_tx", "xbar_rx")
+"""The crossbar link's pins (:class:`~metaplast.gateware.crossbar_link.CrossbarLink`), in the
+order a board's ``xbar`` lists them: the unit's serial output to the array's driver, and the
+driver's serial output to the unit (with the FPGA's pull-up: idle high when unwired)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,10 @@ class Board:
     pullup_attrs: dict[str, Any]
     heartbeat_led: int
     activity_led: int
+    xbar: tuple[HeaderPin, ...]
+    """Header pins of :data:`XBAR_LINK`, in that order: free of every other resource, unless a
+    programming-header address pin the board's memory can never reach (then the link refuses
+    a unit whose addresses need it)."""
     programmer: str
     """The command that loads a bitstream onto the board, the file name to follow."""
     bitstream_suffix: str
@@ -168,6 +185,32 @@ class Board:
             Attrs(**self.io_attrs),
         )
 
+    def xbar_resource(self, platform: Platform, addr_bits: int) -> Resource:
+        """The crossbar link as an ``xbar`` resource (``tx``, ``rx``) on this board's pins."""
+        shared = [p for p in self.xbar if p in self.address[:addr_bits]]
+        if shared:
+            bits = self.address.index(shared[0])
+            raise ValueError(
+                f"{self.name}: the crossbar link takes {shared[0].label} "
+                f"(prog_addr[{bits}]); a unit with the link carries {bits} address bits "
+                f"(up to {1 << bits} synapses), this one needs {addr_bits}"
+            )
+        tx, rx = (p.fpga_pin(platform) for p in self.xbar)
+        return Resource(
+            "xbar",
+            0,
+            Subsignal("tx", Pins(tx, dir="o")),
+            Subsignal("rx", Pins(rx, dir="i"), Attrs(**self.pullup_attrs)),
+            Attrs(**self.io_attrs),
+        )
+
+    def xbar_pinout(self) -> list[tuple[str, str, str]]:
+        """``(signal, header pin, FPGA pin)`` of the crossbar link's pins."""
+        platform = self.platform()
+        return [
+            (s, p.label, p.fpga_pin(platform)) for s, p in zip(XBAR_LINK, self.xbar, strict=True)
+        ]
+
     def pinout(self) -> list[tuple[str, str, str]]:
         """``(signal, header pin, FPGA pin)`` for every programming-port pin of the header."""
         platform = self.platform()
@@ -196,6 +239,9 @@ BOARDS: dict[str, Board] = {
             # PMOD2 carries the snap-off LEDs and buttons: keep prog_busy_n (an input) off it
             control=_pmod(0, "PMOD1A")[:7],
             address=_pmod(1, "PMOD1B") + _pmod(2, "PMOD2"),
+            # the one free PMOD pin takes the input; the output takes prog_addr[15], which the
+            # UP5K's block RAM never reaches (2,304 synapses at most, 12 address bits)
+            xbar=(_pmod(2, "PMOD2")[7], _pmod(0, "PMOD1A")[7]),
             io_attrs={"IO_STANDARD": "SB_LVCMOS"},
             pullup_attrs={"PULLUP": 1},
             heartbeat_led=1,  # green
@@ -213,6 +259,7 @@ BOARDS: dict[str, Board] = {
             usb_serial="FTDI FT231X on the US1 USB port",
             control=_ulx3s("GP", range(0, 7)),
             address=_ulx3s("GN", range(0, 14)) + _ulx3s("GP", range(7, 14)),
+            xbar=_ulx3s("GP", range(14, 15)) + _ulx3s("GN", range(14, 15)),
             io_attrs=_LVCMOS33_ECP5,
             pullup_attrs={"PULLMODE": "UP"},
             heartbeat_led=0,
@@ -233,6 +280,8 @@ BOARDS: dict[str, Board] = {
             usb_serial="FTDI FT2232H, channel B (channel A is JTAG)",
             control=_pmod(2, "JC")[:7],
             address=_pmod(0, "JA") + _pmod(1, "JB"),
+            # JD-2 and JD-3: TXD and RXD of Digilent's UART PMOD type (interface type 3)
+            xbar=(_pmod(3, "JD")[1], _pmod(3, "JD")[2]),
             io_attrs={"IOSTANDARD": "LVCMOS33"},
             pullup_attrs={"PULLUP": "TRUE"},
             heartbeat_led=0,

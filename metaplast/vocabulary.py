@@ -37,3 +37,5 @@ UNIT_BAUD = 3_000_000
 PROBE_BAUDS: tuple[int, ...] = (UNIT_BAUD, 12_000_000, 1_000_000, 2_000_000, 4_000_000, 115_200)
 """The rates a host not told the board's tries, in this order, until INFO answers: every
 board's rate at its oscillator and with its PLL, the FT2232H's fastest, and a classic one."""
+UNIT_MAX_TILE = 0xFFFF
+"""The largest tile dimension a unit's crossbar port serves (XBAR_INFO's u16 tile fields)."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from metaplast.firmware_sim.crossbar.port_commands import PortCommands
-from metaplast.protocol import Op
+from metaplast.gateware.crossbar_port import XBAR_OPS
+from metaplast.protocol import FrameDecoder, Op, Status, encode_response
 
-__all__ = ["PortBench"]
+__all__ = ["PortBench", "SerialDriver"]
 
 
 class PortBench:
@@ -81,3 +82,33 @@ class PortBench:
                     if ready:
                         break
             ctx.set(reply.valid, 0)
+
+
+class SerialDriver:
+    """A driver off the FPGA, behind the board's crossbar link (``xbar_tx``/``xbar_rx``,
+    :class:`~metaplast.gateware.crossbar_link.CrossbarLink`): wire bytes in, wire bytes out.
+
+    Each request frame (``op, seq, payload``) is answered with ``commands`` as one response
+    frame (``op | 0x80, seq, status, payload``); a damaged request is dropped (the unit's
+    timeout answers it). What a lab's microcontroller firmware does around its own hardware.
+    """
+
+    def __init__(self, commands: PortCommands) -> None:
+        self.commands = commands
+        self.decoder = FrameDecoder()
+        self.requests: list[tuple[Op, bytes]] = []
+
+    def feed(self, data: bytes) -> bytes:
+        """The reply frames to the request frames that ``data`` completes."""
+        out = bytearray()
+        for frame in self.decoder.feed(data):
+            if frame.error is not None or frame.is_response:
+                continue
+            if frame.op not in XBAR_OPS:
+                out += encode_response(frame.op, frame.seq, Status.OPCODE)
+                continue
+            op = Op(frame.op)
+            self.requests.append((op, frame.payload))
+            status, answer = self.commands.answer(op, frame.payload)
+            out += encode_response(op, frame.seq, status, answer)
+        return bytes(out)

@@ -21,6 +21,7 @@ from metaplast.vocabulary import (
     UNIT_CLOCK_HZ,
     UNIT_COUNTER_WIDTH,
     UNIT_MAX_BLOCK,
+    UNIT_MAX_TILE,
     UNIT_SYNAPSES,
 )
 
@@ -67,6 +68,20 @@ def _baudrate(text: str) -> int | None:
     if text == "auto":
         return None
     return positive_int(text)
+
+
+def crossbar_tile(text: str) -> int:
+    """``--crossbar-tile``: the largest tile dimension of the array behind the port."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= UNIT_MAX_TILE:
+        raise argparse.ArgumentTypeError(
+            f"the largest tile dimension of the array (rows or columns), an integer "
+            f"1 .. {UNIT_MAX_TILE}, not {text!r}"
+        )
+    return value
 
 
 def _levels(text: str) -> tuple[float, ...] | str:
@@ -253,6 +268,19 @@ def add_unit_options(p: argparse.ArgumentParser, *, clock: bool = True) -> None:
         )
     for field in _CONTRACT_OPTIONS:
         p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
+
+
+def add_crossbar_tile(p: argparse.ArgumentParser, where: str) -> None:
+    """``--crossbar-tile`` of the unit's Verilog and of a board build (``where``: what the
+    port's command channel becomes)."""
+    p.add_argument(
+        "--crossbar-tile",
+        type=crossbar_tile,
+        default=None,
+        metavar="T",
+        help="give the unit the crossbar port, for an array whose tiles have at most T rows "
+        f"and T columns, its command channel {where} (default: no port)",
+    )
 
 
 def layout_from(args: argparse.Namespace) -> Any:

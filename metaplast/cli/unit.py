@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from metaplast.cli.options import add_unit_options, layout_from
+from metaplast.cli.options import add_crossbar_tile, add_unit_options, layout_from
 from metaplast.vocabulary import UNIT_BAUD
 
 
@@ -15,11 +15,13 @@ def add_gateware(sub: Any) -> None:
         "gateware",
         help="write the digital unit's Verilog",
         description="Write the Verilog of the digital unit's top level (ports clk, rst, uart_rx, "
-        "uart_tx, prog_addr, prog_device, prog_level, prog_strobe, prog_busy) for any simulator "
-        "or synthesis flow, with a JSON of its parameters beside it.",
+        "uart_tx, prog_addr, prog_device, prog_level, prog_strobe, prog_busy, and with "
+        "--crossbar-tile the command channel xbar__*) for any simulator or synthesis flow, with "
+        "a JSON of its parameters beside it.",
     )
     p.add_argument("--out", required=True, help="Verilog file to write (FILE.v)")
     add_unit_options(p)
+    add_crossbar_tile(p, "as the ports xbar__* (docs/gateware.md)")
     baud = p.add_mutually_exclusive_group()
     baud.add_argument("--baud-divisor", type=int, default=None, help="clocks per UART bit")
     baud.add_argument(
@@ -40,7 +42,11 @@ def run_gateware(args: argparse.Namespace) -> int:
         layout = layout_from(args)
         divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or UNIT_BAUD)
         top = DigitalUnitTop(
-            layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
+            layout,
+            clock_hz=args.clock_hz,
+            baud_divisor=divisor,
+            prog_depth=args.prog_depth,
+            crossbar=args.crossbar_tile,
         )
         text = verilog(top, name=args.name)
     except ValueError as exc:
@@ -52,13 +58,17 @@ def run_gateware(args: argparse.Namespace) -> int:
         "module": args.name,
         "ports": ["clk", "rst", *top.signature.members],
         "prog_addr_bits": top.addr_bits,
-        "receive_buffer": layout.receive_buffer,
+        "receive_buffer": top.receiver.bank_size,
+        "crossbar_tile": args.crossbar_tile,
         "info": top.engine.info.to_dict(),
         "contract": layout.contract.describe(),
     }
     out.with_suffix(".json").write_text(json.dumps(params, indent=2) + "\n")
+    port = (
+        "" if args.crossbar_tile is None else f", crossbar port for tiles of {args.crossbar_tile}"
+    )
     print(
-        f"{out}: {args.synapses} synapses, UART divisor {divisor} "
+        f"{out}: {args.synapses} synapses{port}, UART divisor {divisor} "
         f"({args.clock_hz / divisor:.0f} baud at {args.clock_hz / 1e6:g} MHz)"
     )
     return 0
@@ -79,6 +89,7 @@ def add_build(sub: Any) -> None:
     p.add_argument("--board", required=True, choices=tuple(BOARDS), help="the board")
     p.add_argument("--out", default=None, help="output folder (default build/<board>)")
     add_unit_options(p, clock=False)
+    add_crossbar_tile(p, "on the board's crossbar link pins (docs/bench.md, 5b)")
     p.add_argument(
         "--target-mhz",
         type=float,
@@ -120,6 +131,7 @@ def run_build(args: argparse.Namespace) -> int:
             clock_mhz=args.clock_mhz,
             baud=args.baud,
             prog_depth=args.prog_depth,
+            crossbar_tile=args.crossbar_tile,
         )
     except (ValueError, BuildError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -129,8 +141,10 @@ def run_build(args: argparse.Namespace) -> int:
             f"Vivado is needed to finish it: {report['finish']}"
         )
         return 0
+    link = report["xbar_link"]
+    port = "" if link is None else f", crossbar link on {', '.join(link['pins'].values())}"
     print(
-        f"{report['bitstream']}: {layout.synapses} synapses, {report['luts']} LUTs, "
+        f"{report['bitstream']}: {layout.synapses} synapses{port}, {report['luts']} LUTs, "
         f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM, "
         f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
         f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
