@@ -190,6 +190,7 @@ def test_a_session_on_the_boards_array_ends_as_in_process(data_dir: Path, tmp_pa
         else:
             assert np.array_equal(on_board[key], in_process[key]), key
     assert (tmp_path / "board" / "conductances.png").stat().st_size > 0
+
     # killed after its first epoch, resumed on a restarted board: the hidden weights are
     # written back and every layer mapped again (the devices programmed to the checkpoint's
     # levels), so the run ends; the devices' programming draws are new, so its second epoch
