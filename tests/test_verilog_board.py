@@ -24,6 +24,7 @@ from gateware.test_top import crossbar_steps
 from test_link import CLI, Board
 from test_rtl_board import assert_array_sessions_alike, assert_boards_train_alike, board_info
 
+from metaplast.cli.options import flag
 from metaplast.contract import Contract
 from metaplast.errors import ConfigError
 from metaplast.firmware_sim.crossbar.devices import load_device
@@ -86,8 +87,8 @@ def test_the_verilog_boards_array_answers_every_crossbar_op_as_the_model_board()
     """``tests/gateware/test_top.py``'s crossbar session (maps and their sweeps, latches, MVMs
     both ways, reads, updates that program the array, counters, verify, retries and every
     status the driver answers) on the Verilog board's 8 x 8-tile TiO2 array, byte for byte
-    against the model board with the same array; then a tile of the 1T1R array, whose reply
-    (1,025 bytes) is longer than a receive bank."""
+    against the model board with the same array; then a tile of the 1T1R array (with stuck
+    devices), whose reply (1,025 bytes) is longer than a receive bank."""
     layout = Layout(Contract(), 64, max_block=16)
     w = [(-1) ** i * 1000 * (i % 5) for i in range(64)]
     long_reply = [
@@ -96,15 +97,22 @@ def test_the_verilog_boards_array_answers_every_crossbar_op_as_the_model_board()
         (Op.XBAR_LATCH, xbar_layer(0)),
         (Op.XBAR_MVM, xbar_mvm(0, False, (0, 0), [12345])),
     ]
+    # the device options reach the driver as on the other backends: a third of the 1T1R
+    # devices stuck in LRS changes the currents
     sessions = {
-        "tio2-passive": crossbar_steps(layout, random.Random(5)),
-        "hfox-1t1r": [encode_frame(op, seq, p) for seq, (op, p) in enumerate(long_reply)],
+        "tio2-passive": ({}, crossbar_steps(layout, random.Random(5))),
+        "hfox-1t1r": (
+            {"stuck_lrs": 0.3},
+            [encode_frame(op, seq, p) for seq, (op, p) in enumerate(long_reply)],
+        ),
     }
-    for array, steps in sessions.items():
+    for array, (options, steps) in sessions.items():
+        device = load_device(array).with_overrides(**options)
         model = CommandModel(layout, clock_hz=4 * 3_000_000, baud_divisor=4,
-                             array=ArrayDriver(load_device(array), layout.contract))  # fmt: skip
+                             array=ArrayDriver(device, layout.contract))  # fmt: skip
+        flags = [a for k, v in options.items() for a in (flag(k), str(v))]
         board = Board("--backend", "verilog", "--synapses", "64", "--max-block", "16",
-                      "--crossbar", array)  # fmt: skip
+                      "--crossbar", array, *flags)  # fmt: skip
         try:
             with serial.Serial(board.port, timeout=0.5) as port:
                 for step in steps:
