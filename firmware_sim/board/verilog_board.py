@@ -138,6 +138,9 @@ def serve_array(sock: socket.socket, commands: PortCommands) -> None:
                 driver.device_operation(*operation)
         elif tag == XBAR_REQUEST:
             status, answer = commands.answer(Op(body[0]), body[1:])
-            sock.send(bytes((status,)) + answer)
+            try:
+                sock.send(bytes((status,)) + answer)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the harness ended while we answered
         else:
             raise ConfigError(f"the verilog board's harness sent an unknown message {tag:#x}")
