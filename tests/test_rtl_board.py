@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,6 @@ import torch
 from test_link import CLI, Board
 from test_session import epochs_without_time
 
-from metaplast.cli import main
 from metaplast.host.config import SessionConfig
 from metaplast.host.link import Link
 from metaplast.host.session import train
@@ -30,9 +30,11 @@ TINY_RTL = {
 LAST_LAYER = 4 * 10
 
 
-def board_info(backend: str) -> dict:
-    """``metaplast info`` of a ``backend`` board of 64 synapses in blocks of 16, checked."""
-    board = Board("--backend", backend, "--synapses", "64", "--max-block", "16")
+def board_info(backend: str, *args: str) -> dict:
+    """``metaplast info`` of a ``backend`` board of 64 synapses in blocks of 16 (and ``args``),
+    checked: its parameters, and a capability word that says whether it has an array (the
+    default ``--crossbar hfox-1t1r``, or ``--crossbar none``)."""
+    board = Board("--backend", backend, "--synapses", "64", "--max-block", "16", *args)
     try:
         out = subprocess.run(
             [CLI, "info", "--port", board.port, "--timeout", "5"], capture_output=True, text=True
@@ -42,11 +44,14 @@ def board_info(backend: str) -> dict:
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert (info["synapses"], info["max_block"], info["baud_divisor"]) == (64, 16, 4)
+    plain = args[-2:] == ("--crossbar", "none")
+    assert info["capabilities"] == ([] if plain else ["crossbar"])
     return info
 
 
 def test_rtl_board_answers_info() -> None:
     board_info("rtl")
+    board_info("rtl", "--crossbar", "none")
 
 
 def assert_boards_train_alike(
@@ -80,7 +85,7 @@ def assert_boards_train_alike(
 
 def test_rtl_and_model_boards_train_bit_identically(data_dir: Path, tmp_path: Path) -> None:
     """The last layer on the RTL board, on the model board, and in process: one session."""
-    board_args = ["--synapses", str(LAST_LAYER), "--max-block", "64"]
+    board_args = ["--synapses", str(LAST_LAYER), "--max-block", "64", "--crossbar", "none"]
     assert_boards_train_alike("rtl", TINY_RTL, 1, board_args, data_dir, tmp_path)
 
 
@@ -100,39 +105,47 @@ TINY_ARRAY = {
 }
 
 
+ARRAY_UNIT = ["--synapses", "1600", "--max-block", "256", "--crossbar", "hfox-1t1r"]
+
+
+def assert_array_sessions_alike(backend: str, data_dir: Path, tmp: Path) -> float:
+    """``--crossbar board`` (:data:`TINY_ARRAY`) on the ``backend`` board's 1T1R array (the
+    gateware's crossbar port, the device models behind it), on the model board's, and
+    ``--crossbar hfox-1t1r --periphery board`` in process: every accuracy, level change and
+    hidden weight alike. Returns the ``backend`` session's wall time (s)."""
+    torch.set_num_threads(1)
+    runs, seconds = {}, {}
+    config = SessionConfig.of(**TINY_ARRAY, crossbar="board")
+    for b, extra in ((backend, []), ("model", ["--baud", "0"])):
+        board = Board("--backend", b, *ARRAY_UNIT, *extra)
+        try:
+            with Link.open(board.port, timeout=30.0) as link:
+                t = time.perf_counter()
+                runs[b] = train(config, tmp / b, data_dir, progress=False, link=link)
+                seconds[b] = time.perf_counter() - t
+        finally:
+            board.stop()
+    local = train(SessionConfig.of(**TINY_ARRAY, crossbar="hfox-1t1r", periphery="board"),
+                  tmp / "local", data_dir, progress=False)  # fmt: skip
+    expected = epochs_without_time(local)
+    for epoch in expected:
+        assert epoch.pop("worn_out_devices") == 0
+    assert runs[backend]["level_changes"]["total"] > 0
+    for b in (backend, "model"):
+        assert epochs_without_time(runs[b]) == expected, b
+        assert runs[b]["level_changes"] == local["level_changes"], b
+    want = torch.load(tmp / "local" / "checkpoint.pt", weights_only=False)["synapses"]
+    got = torch.load(tmp / backend / "checkpoint.pt", weights_only=False)["synapses"]
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
+    return seconds[backend]
+
+
 @pytest.mark.slow
 def test_a_session_on_the_rtl_boards_array_ends_as_on_the_model_board_and_in_process(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    """``--crossbar board`` on the RTL board's 1T1R array (the gateware's crossbar port, the
-    device models behind it), on the model board's, and ``--crossbar hfox-1t1r --periphery
-    board`` in process: every accuracy, level change and hidden weight alike."""
-    torch.set_num_threads(1)
-    runs = {}
-    unit = ["--synapses", "1600", "--max-block", "256", "--crossbar", "hfox-1t1r"]
-    config = SessionConfig.of(**TINY_ARRAY, crossbar="board")
-    for backend, extra in (("rtl", []), ("model", ["--baud", "0"])):
-        board = Board("--backend", backend, *unit, *extra)
-        try:
-            with Link.open(board.port, timeout=30.0) as link:
-                runs[backend] = train(
-                    config, tmp_path / backend, data_dir, progress=False, link=link
-                )
-        finally:
-            board.stop()
-    local = train(SessionConfig.of(**TINY_ARRAY, crossbar="hfox-1t1r", periphery="board"),
-                  tmp_path / "local", data_dir, progress=False)  # fmt: skip
-    expected = epochs_without_time(local)
-    for epoch in expected:
-        assert epoch.pop("worn_out_devices") == 0
-    assert runs["rtl"]["level_changes"]["total"] > 0
-    for backend in ("rtl", "model"):
-        assert epochs_without_time(runs[backend]) == expected, backend
-        assert runs[backend]["level_changes"] == local["level_changes"], backend
-    b = torch.load(tmp_path / "local" / "checkpoint.pt", weights_only=False)["synapses"]
-    a = torch.load(tmp_path / "rtl" / "checkpoint.pt", weights_only=False)["synapses"]
-    for x, y in zip(a, b, strict=True):
-        assert torch.equal(x["inner"]["hidden_int"], y["inner"]["hidden_int"])
+    assert_array_sessions_alike("rtl", data_dir, tmp_path)
 
 
 def test_rtl_board_reports_its_array(tmp_path: Path) -> None:
@@ -145,8 +158,3 @@ def test_rtl_board_reports_its_array(tmp_path: Path) -> None:
     finally:
         board.stop()
     assert (array.tile_rows, array.tile_cols, array.model) == (8, 8, "tio2-passive")
-
-
-def test_the_verilog_board_refuses_an_array(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["board-sim", "--backend", "verilog", "--crossbar", "hfox-1t1r"]) == 2
-    assert "the verilog backend's C++ harness has no array driver" in capsys.readouterr().err

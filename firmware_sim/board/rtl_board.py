@@ -50,9 +50,7 @@ def serve_rtl_pty(
     and takes the programming port's strobes), or None for a unit without the port.
     """
     clock_hz = max(1, baud) * DIVISOR
-    tile = (
-        None if array is None else max(array.device.array.tile_rows, array.device.array.tile_cols)
-    )
+    tile = None if array is None else array.tile
     top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile)
     inbox: collections.deque[int] = collections.deque()
     wake = threading.Event()

@@ -1,10 +1,11 @@
 """Verilog and a C++ harness compiled by Verilator into one executable, built once and cached.
 
-The cache key is a hash of the Verilog, the harness, the flags and Verilator's version, so a
-changed gateware, layout or harness builds anew and an unchanged one starts at once. Builds
-live in ``$XDG_CACHE_HOME/metaplast/verilator/<hash>/`` (``~/.cache`` without it); a build is
-made in a scratch folder and renamed into place, so two processes building the same unit at
-once do not see each other's half-made files.
+The cache key is a hash of the Verilog, the harness, the flags (the harness's C++ defines
+included) and Verilator's version, so a changed gateware, layout, tile or harness builds anew
+and an unchanged one starts at once. Builds live in ``$XDG_CACHE_HOME/metaplast/verilator/
+<hash>/`` (``~/.cache`` without it); a build is made in a scratch folder and renamed into
+place, so two processes building the same unit at once do not see each other's half-made
+files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from metaplast.errors import ConfigError
@@ -72,15 +74,17 @@ def verilator_version() -> str:
     return out.stdout.strip()
 
 
-def compile_harness(verilog: str, harness: str, *, top: str) -> Path:
+def compile_harness(verilog: str, harness: str, *, top: str, defines: Sequence[str] = ()) -> Path:
     """The executable of ``harness`` (C++ source) driving ``verilog``'s module ``top``.
 
-    Compiled on the first call for this Verilog and harness (tens of seconds), then found in
-    the cache. A failed build is a ConfigError naming Verilator and the end of its log.
+    ``defines``: C++ macros for the harness (``NAME`` or ``NAME=VALUE``). Compiled on the
+    first call for this Verilog, harness and defines (tens of seconds), then found in the
+    cache. A failed build is a ConfigError naming Verilator and the end of its log.
     """
     version = verilator_version()
+    cflags = [arg for d in defines for arg in ("-CFLAGS", f"-D{d}")]
     key = hashlib.sha256()
-    for part in (version, top, " ".join(FLAGS), harness, verilog):
+    for part in (version, top, " ".join((*FLAGS, *cflags)), harness, verilog):
         key.update(part.encode())
         key.update(b"\0")
     final = cache_root() / key.hexdigest()[:24]
@@ -93,7 +97,7 @@ def compile_harness(verilog: str, harness: str, *, top: str) -> Path:
         (scratch / "unit.v").write_text(verilog)
         (scratch / "harness.cpp").write_text(harness)
         jobs = str(min(4, os.cpu_count() or 1))
-        cmd = ["verilator", *FLAGS, "-j", jobs, "--top-module", top, "--prefix", PREFIX]
+        cmd = ["verilator", *FLAGS, *cflags, "-j", jobs, "--top-module", top, "--prefix", PREFIX]
         cmd += ["-Mdir", "obj", "-o", f"../{BINARY}", "harness.cpp", "unit.v"]
         out = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True)
         (scratch / "build.log").write_text(out.stdout + out.stderr)

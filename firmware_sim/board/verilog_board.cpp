@@ -9,6 +9,16 @@
 // board). When nothing is on the line and the design's whole state no longer changes from one
 // clock to the next, the harness sleeps in poll() until the host writes again: an idle board
 // costs no CPU. It exits when the peer closes a socket (end of file).
+//
+// Built with METAPLAST_XBAR (a unit with the crossbar port, DigitalUnitTop(..., crossbar=T))
+// it runs as   harness --fd N --divisor D --port M
+// where M is a SOCK_SEQPACKET socket to the array's driver (the Python process that started
+// the harness). Each programming strobe becomes an operation (prog_addr u32 LE, prog_device u8,
+// prog_level u8) in an XBAR_PROGRAM message; each request on the command channel, op and
+// payload up to its last byte, an XBAR_REQUEST message (the operations before it are sent
+// first, so the driver has them). The harness then waits for the reply message (status and
+// payload) and streams it into the port, valid/ready. The message tags come as macros from
+// verilog_board.py. The harness exits when the driver's socket closes, and with its parent.
 
 #include <cerrno>
 #include <cstdio>
@@ -23,6 +33,12 @@
 #include <poll.h>
 #include <unistd.h>
 
+#ifdef METAPLAST_XBAR
+#include <csignal>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#endif
+
 #include "Vunit.h"
 #include "Vunit___024root.h"
 #include "verilated.h"
@@ -31,6 +47,72 @@ namespace {
 
 constexpr long QUIET_BITS = 200;   // bit times with no byte either way before idling is checked
 constexpr long POLL_EVERY = 256;   // clocks between looks at the descriptor while busy
+
+#ifdef METAPLAST_XBAR
+// the command channel's ports: Verilator spells the double underscores of Amaranth's names
+// ("xbar__request__ready") as "___05F"
+#define REQUEST_VALID xbar___05Frequest___05Fvalid
+#define REQUEST_READY xbar___05Frequest___05Fready
+#define REQUEST_PAYLOAD xbar___05Frequest___05Fpayload
+#define REPLY_VALID xbar___05Freply___05Fvalid
+#define REPLY_READY xbar___05Freply___05Fready
+#define REPLY_PAYLOAD xbar___05Freply___05Fpayload
+
+constexpr std::size_t OPERATION_BYTES = 6;      // prog_addr u32, prog_device u8, prog_level u8
+constexpr std::size_t OPERATIONS_PER_MESSAGE = 4096;
+
+// The array's driver at the other end of a socket: the crossbar port's two halves.
+struct Driver {
+    int fd = -1;
+    std::vector<unsigned char> operations{XBAR_PROGRAM};  // strobes not yet sent
+    std::vector<unsigned char> request;                   // op and payload so far
+    bool complete = false;                                // the request's last byte is in
+    std::deque<unsigned char> reply;                      // status and payload still to give
+    std::vector<unsigned char> buffer = std::vector<unsigned char>(1 << 20);
+
+    [[noreturn]] static void gone() {
+        std::fprintf(stderr, "verilog board: the array driver closed its socket\n");
+        std::exit(1);
+    }
+
+    void send(const std::vector<unsigned char>& message) const {
+        ssize_t n;
+        while ((n = ::send(fd, message.data(), message.size(), MSG_NOSIGNAL)) < 0 &&
+               errno == EINTR) {
+        }
+        if (n != static_cast<ssize_t>(message.size())) gone();
+    }
+
+    void operation(unsigned addr, unsigned device, unsigned level) {
+        for (int i = 0; i < 4; ++i) operations.push_back((addr >> (8 * i)) & 0xffu);
+        operations.push_back(device & 0xffu);
+        operations.push_back(level & 0xffu);
+        if (operations.size() > OPERATIONS_PER_MESSAGE * OPERATION_BYTES) flush();
+    }
+
+    void flush() {
+        if (operations.size() == 1) return;
+        send(operations);
+        operations.resize(1);
+    }
+
+    // Hand the complete request to the driver and wait for its reply.
+    void serve() {
+        flush();
+        request.insert(request.begin(), XBAR_REQUEST);
+        send(request);
+        request.clear();
+        complete = false;
+        ssize_t n;
+        while ((n = ::recv(fd, buffer.data(), buffer.size(), 0)) < 0 && errno == EINTR) {
+        }
+        if (n <= 0) gone();
+        reply.assign(buffer.begin(), buffer.begin() + n);
+    }
+
+    bool idle() const { return request.empty() && !complete && reply.empty(); }
+};
+#endif
 
 struct Board {
     std::unique_ptr<VerilatedContext> context{new VerilatedContext};
@@ -50,19 +132,56 @@ struct Board {
     unsigned rx_byte = 0;
     long quiet = 0;  // clocks since the last byte in either direction
     bool closed = false;
+#ifdef METAPLAST_XBAR
+    Driver driver;
+#endif
 
     Board(int fd_, int divisor_) : fd(fd_), divisor(divisor_) {}
 
     void tick() {
         unit->clk = 0;
         unit->eval();
+#ifdef METAPLAST_XBAR
+        edge();
+#endif
         unit->clk = 1;
         unit->eval();
     }
 
+#ifdef METAPLAST_XBAR
+    // The port's inputs for the next clock: ready for a request while no reply is due, the
+    // reply's next byte (``last`` on its final one).
+    void drive_port() {
+        if (driver.complete) driver.serve();
+        unit->REQUEST_READY = driver.reply.empty();
+        unit->REPLY_VALID = !driver.reply.empty();
+        unit->REPLY_PAYLOAD =
+            driver.reply.empty()
+                ? 0u
+                : driver.reply.front() | (driver.reply.size() == 1 ? 0x100u : 0u);
+    }
+
+    // What crosses at this rising edge: a strobe, a request byte, a reply byte.
+    void edge() {
+        if (unit->prog_strobe) driver.operation(unit->prog_addr, unit->prog_device,
+                                                unit->prog_level);
+        if (unit->REQUEST_VALID && unit->REQUEST_READY) {
+            unsigned payload = unit->REQUEST_PAYLOAD;  // byte 0..7, first 8, last 9
+            driver.request.push_back(payload & 0xffu);
+            if (payload & 0x200u) driver.complete = true;
+        }
+        if (unit->REPLY_VALID && unit->REPLY_READY) driver.reply.pop_front();
+    }
+#endif
+
     void reset() {
         unit->uart_rx = 1;
         unit->prog_busy = 0;
+#ifdef METAPLAST_XBAR
+        unit->REQUEST_READY = 0;
+        unit->REPLY_VALID = 0;
+        unit->REPLY_PAYLOAD = 0;
+#endif
         unit->rst = 1;
         for (int i = 0; i < 4; ++i) tick();
         unit->rst = 0;
@@ -79,6 +198,9 @@ struct Board {
             quiet = 0;
         }
         unit->uart_rx = bits_left ? (shift & 1u) : 1u;
+#ifdef METAPLAST_XBAR
+        drive_port();
+#endif
         tick();
         if (bits_left && --bit_clocks == 0) {
             shift >>= 1;
@@ -135,6 +257,9 @@ struct Board {
     }
 
     bool line_quiet() const {
+#ifdef METAPLAST_XBAR
+        if (!driver.idle()) return false;
+#endif
         return inbox.empty() && outbox.empty() && bits_left == 0 && rx_state == 0 &&
                quiet > QUIET_BITS * divisor;
     }
@@ -149,9 +274,18 @@ struct Board {
     }
 
     void wait_for_host() {
+#ifdef METAPLAST_XBAR
+        driver.flush();
+        // the driver sends nothing unasked: anything on its socket is its end (hang-up)
+        pollfd p[2] = {{fd, POLLIN, 0}, {driver.fd, POLLIN, 0}};
+        while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+        }
+        if (p[1].revents) Driver::gone();
+#else
         pollfd p{fd, POLLIN, 0};
         while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
         }
+#endif
     }
 
     void run() {
@@ -181,20 +315,34 @@ struct Board {
 int main(int argc, char** argv) {
     int fd = -1;
     int divisor = 4;
+    int port = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string flag = argv[i];
         if (flag == "--fd") {
             fd = std::atoi(argv[i + 1]);
         } else if (flag == "--divisor") {
             divisor = std::atoi(argv[i + 1]);
+        } else if (flag == "--port") {
+            port = std::atoi(argv[i + 1]);
         }
     }
-    if (fd < 0 || divisor < 2) {
-        std::fprintf(stderr, "usage: %s --fd N [--divisor D]\n", argv[0]);
+#ifdef METAPLAST_XBAR
+    const bool usage = fd < 0 || divisor < 2 || port < 0;
+    const char* flags = "--fd N [--divisor D] --port M";
+#else
+    const bool usage = fd < 0 || divisor < 2 || port >= 0;
+    const char* flags = "--fd N [--divisor D]";
+#endif
+    if (usage) {
+        std::fprintf(stderr, "usage: %s %s\n", argv[0], flags);
         return 2;
     }
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     Board board(fd, divisor);
+#ifdef METAPLAST_XBAR
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the driver's process gone: so is the board
+    board.driver.fd = port;
+#endif
     board.run();
     board.unit->final();
     return 0;

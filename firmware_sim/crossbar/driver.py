@@ -102,10 +102,16 @@ class ArrayDriver:
         return layer.crossbar.tiles
 
     @property
+    def tile(self) -> int:
+        """The largest tile dimension (rows or columns): what the unit in front of this array
+        is built for (``DigitalUnitTop(..., crossbar=tile)``)."""
+        geo = self.device.array
+        return max(geo.tile_rows, geo.tile_cols)
+
+    @property
     def max_request(self) -> int:
         """The longest crossbar request (op to CRC): an XBAR_MVM of a whole tile."""
-        geo = self.device.array
-        return 2 + 6 + 2 * max(geo.tile_rows, geo.tile_cols) + 2
+        return 2 + 6 + 2 * self.tile + 2
 
     # programming --------------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ def run_board_sim(args: argparse.Namespace) -> int:
 
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")
-            serve_verilog_pty(layout, announce, baud=args.baud)
+            serve_verilog_pty(layout, announce, baud=args.baud, array=array)
         elif args.listen:
             host, _, port = args.listen.rpartition(":")
             serve_tcp(model, args.baud, host or "127.0.0.1", int(port), announce)

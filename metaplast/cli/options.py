@@ -306,9 +306,9 @@ def add_array_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--crossbar",
         choices=("none", *DEVICE_MODELS),
-        default=None,
-        help="the array behind the crossbar port (default hfox-1t1r on the model backend, "
-        "none on the rtl and verilog backends; the verilog backend's harness has no driver)",
+        default=DEVICE_MODELS[0],
+        help=f"the array behind the crossbar port (default {DEVICE_MODELS[0]}, on every "
+        "backend; none: a unit without the port, whose INFO lacks the crossbar capability)",
     )
     for field in _ARRAY_OPTIONS:
         p.add_argument(flag(field), default=None, **SESSION_OPTIONS[field])
@@ -322,17 +322,12 @@ def array_from(args: argparse.Namespace, contract: Any) -> Any:
     from metaplast.firmware_sim.crossbar.driver import ArrayDriver
     from metaplast.host.config import DeviceSpec
 
-    model = args.crossbar or ("hfox-1t1r" if args.backend == "model" else "none")
+    model = args.crossbar
     overrides = {f: getattr(args, f) for f in _ARRAY_OPTIONS if getattr(args, f) is not None}
     if model == "none":
         if overrides:
             raise ConfigError(f"{', '.join(map(flag, overrides))}: --crossbar none has no devices")
         return None
-    if args.backend == "verilog":
-        raise ConfigError(
-            f"--crossbar {model}: the verilog backend's C++ harness has no array driver behind "
-            "the crossbar port; use --backend rtl or model, or --crossbar none"
-        )
     spec = DeviceSpec(crossbar=model, **overrides)
     try:
         device = load_device(model, spec.device_file).with_overrides(
