@@ -60,7 +60,8 @@ class PayloadReader(wiring.Component):
             Strobe: restart at byte ``seek_to``, with no element begun and ``count`` at zero.
         seek_to : ``In(range(bank_size))``
         end : ``In(range(bank_size + 1))``
-            Index just past the last byte to read (a frame's length, or the end of fixed fields).
+            Index just past the last byte to read (a frame's length, or the end of fixed fields);
+            taken at ``seek``.
         size : ``In(range(max_bytes + 1))``
             Bytes per element, 1 or more.
         signed : ``In(1)``
@@ -129,27 +130,42 @@ class PayloadReader(wiring.Component):
         m = Module()
         port = self.payload
         index = Signal(range(self.bank_size + 1))  # of the byte that read_data holds
+        succ = Signal.like(index)  # index + 1, kept so that the next address needs no adder
+        last = Signal.like(index)  # the index of the last byte to read (end - 1), from the seek
+        at_end = Signal()  # index == end: every byte read
         lane = Signal(range(self.max_bytes))  # where it goes in the element
         held = Signal(8 * self.max_bytes)
         full = Signal()  # a whole element waits in `held`
         primed = Signal()  # read_data holds the byte at `index`
 
+        # whether a byte is taken depends only on registers and the users' `run` and `ready`:
+        # the comparison with `end` is made a cycle early (it was a carry chain on the address)
         take = Signal()
         last_lane = lane == port.size - 1
-        m.d.comb += take.eq(primed & port.run & (index < port.end) & (~full | port.elements.ready))
-        next_index = Mux(take, index + 1, index)
+        m.d.comb += take.eq(primed & port.run & ~at_end & (~full | port.elements.ready))
+        next_index = Mux(take, succ, index)
         m.d.comb += self.read_addr.eq(
             Cat(next_index[: (self.bank_size - 1).bit_length()], self.bank)
         )
 
         m.d.sync += primed.eq(~port.seek)
         with m.If(port.seek):
-            m.d.sync += [index.eq(port.seek_to), lane.eq(0), full.eq(0), port.count.eq(0)]
+            m.d.sync += [
+                index.eq(port.seek_to),
+                succ.eq(port.seek_to + 1),
+                last.eq(port.end - 1),
+                at_end.eq(port.seek_to >= port.end),
+                lane.eq(0),
+                full.eq(0),
+                port.count.eq(0),
+            ]
         with m.Else():
             with m.If(take):
                 m.d.sync += [
                     held.word_select(lane, 8).eq(self.read_data),
-                    index.eq(index + 1),
+                    index.eq(succ),
+                    succ.eq(succ + 1),
+                    at_end.eq(index == last),
                     lane.eq(Mux(last_lane, 0, lane + 1)),
                 ]
             with m.If(port.elements.valid & port.elements.ready):
@@ -172,7 +188,7 @@ class PayloadReader(wiring.Component):
             port.raw.valid.eq(take),
             port.raw.payload.data.eq(self.read_data),
             port.raw.payload.index.eq(index),
-            port.done.eq(primed & (index == port.end) & ~full),
+            port.done.eq(primed & at_end & ~full),
             port.partial.eq(lane != 0),
         ]
         return m
