@@ -5,9 +5,9 @@ router reports nothing about the paths behind them. This probe copies the source
 temporary directory, replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by
 stand-ins (registers after the memory read and before the level detection, the top bits in
 place of the level comparators, XOR in place of the two multipliers, no read-after-write hazard
-check), and builds it with ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
-of everything else: the link, the command engine, the memories' ports, the handshakes. The
-repository's files are not changed.
+check), and builds it with ``metaplast build``. The bitstream computes nonsense; its Fmax and
+critical path are those of everything else: the link, the command engine, the memories'
+ports, the handshakes. The repository's files are not changed.
 
     .venv/bin/python experiments/timing_probe.py --board icebreaker --synapses 1024
         [--out build/probe-icebreaker]
