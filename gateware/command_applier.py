@@ -97,6 +97,15 @@ class CommandApplier(wiring.Component):
         m = Module()
         frame, payload, header = self.frame, self.payload, self.header
         read_array(m, L, frame, payload)
+        # the op decoded into registers, read from the state after `start` on (the frame is
+        # held): decoded in place, it was in series with the reader's and the pipeline's control
+        is_write, is_lut, is_update, is_layer = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [
+            is_write.eq(frame.op == Op.WRITE_HIDDEN),
+            is_lut.eq(frame.op == Op.LOAD_LUT),
+            is_update.eq((frame.op == Op.UPDATE) | (frame.op == Op.UPDATE_LAYER)),
+            is_layer.eq(frame.op == Op.UPDATE_LAYER),
+        ]
         element = payload.elements.payload
         addr = (header.block.start + payload.count)[: L.addr_bits]
 
@@ -132,33 +141,32 @@ class CommandApplier(wiring.Component):
 
             with m.State("APPLY"):
                 m.d.comb += [payload.run.eq(1), recording.eq(1)]
-                with m.Switch(frame.op):
-                    with m.Case(Op.WRITE_HIDDEN):
-                        m.d.comb += [
-                            payload.elements.ready.eq(1),
-                            self.access.addr.eq(addr),
-                            self.access.wdata.eq(element[: 8 * L.hidden_bytes].as_signed()),
-                            self.access.we.eq(payload.elements.valid),
-                        ]
-                    with m.Case(Op.LOAD_LUT):
-                        m.d.comb += [
-                            payload.elements.ready.eq(1),
-                            self.lut.index.eq(payload.count),
-                            self.lut.value.eq(element[: 8 * L.lut_bytes]),
-                            self.lut.en.eq(payload.elements.valid),
-                            lut_crc.valid.eq(payload.raw.valid),
-                            lut_crc.data.eq(payload.raw.payload.data),
-                        ]
-                    with m.Case(Op.UPDATE, Op.UPDATE_LAYER):
-                        origin = Mux(frame.op == Op.UPDATE_LAYER, header.layer.origin, 0)
-                        m.d.comb += [
-                            self.update.payload.origin.eq(origin[: L.addr_bits]),
-                            payload.elements.ready.eq(self.update.ready),
-                            self.update.valid.eq(payload.elements.valid),
-                            self.update.payload.addr.eq(addr),
-                            self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
-                            self.update.payload.seed.eq(header.block.seed),
-                        ]
+                with m.If(is_write):
+                    m.d.comb += [
+                        payload.elements.ready.eq(1),
+                        self.access.addr.eq(addr),
+                        self.access.wdata.eq(element[: 8 * L.hidden_bytes].as_signed()),
+                        self.access.we.eq(payload.elements.valid),
+                    ]
+                with m.Elif(is_lut):
+                    m.d.comb += [
+                        payload.elements.ready.eq(1),
+                        self.lut.index.eq(payload.count),
+                        self.lut.value.eq(element[: 8 * L.lut_bytes]),
+                        self.lut.en.eq(payload.elements.valid),
+                        lut_crc.valid.eq(payload.raw.valid),
+                        lut_crc.data.eq(payload.raw.payload.data),
+                    ]
+                with m.Elif(is_update):
+                    origin = Mux(is_layer, header.layer.origin, 0)
+                    m.d.comb += [
+                        self.update.payload.origin.eq(origin[: L.addr_bits]),
+                        payload.elements.ready.eq(self.update.ready),
+                        self.update.valid.eq(payload.elements.valid),
+                        self.update.payload.addr.eq(addr),
+                        self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
+                        self.update.payload.seed.eq(header.block.seed),
+                    ]
                 with m.If(payload.done):
                     m.next = "FINISH"
 
@@ -166,7 +174,7 @@ class CommandApplier(wiring.Component):
                 m.d.comb += recording.eq(1)
                 with m.If(~self.pipeline_busy):
                     m.d.comb += [
-                        self.lut.commit.eq(frame.op == Op.LOAD_LUT),
+                        self.lut.commit.eq(is_lut),
                         self.lut.mstar.eq(header.lut.mstar),
                         self.lut.crc.eq(lut_crc.crc),
                         self.done.eq(1),

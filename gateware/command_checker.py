@@ -93,15 +93,16 @@ def read_array(m: Module, layout: Layout, frame: Any, payload: Any) -> Value:
 class CommandChecker(wiring.Component):
     """The verdict on one request: a :class:`~metaplast.protocol.Status`, and whether to apply it.
 
-    Started on a frame, it answers at once for a frame the receiver rejected, an unknown op or a
-    retry (``retry``: a repetition of a remembered command, checked when it first ran). Otherwise
-    it reads the payload's fixed fields into ``header``, checks the length and range and, for an
-    op that carries an array, reads the array once through ``payload`` checking every element;
-    the verdict follows the model's order: LENGTH, then RANGE, then VALUE.
+    Started on a frame, it answers two cycles later for a frame the receiver rejected, an
+    unknown op or a retry (``retry``: a repetition of a remembered command, checked when it
+    first ran). Otherwise it reads the payload's fixed fields into ``header``, checks the
+    length and range and, for an op that carries an array, reads the array once through
+    ``payload`` checking every element; the verdict follows the model's order: LENGTH, then
+    RANGE, then VALUE. ``frame`` and ``retry`` are read from the cycle after ``start``.
 
     With ``crossbar``, the crossbar ops are known too: the unit does not check their
     payloads (the driver behind the crossbar port does), so a valid frame of one is answered
-    at once with ``forward``.
+    two cycles later with ``forward``.
 
     Parameters
     ----------
@@ -123,7 +124,8 @@ class CommandChecker(wiring.Component):
     payload : ``In(PayloadReader.Signature(bank_size, element_bytes(layout)))``
         The frame's payload.
     done : ``Out(1)``
-        Strobe: the verdict is on ``status`` and ``apply``.
+        Strobe: the verdict is on ``status`` and ``apply`` (registers, set a cycle after the
+        verdict is reached).
     status : ``Out(range(max(Status) + 1))``
     apply : ``Out(1)``
         The request is valid and changes state: it is to be applied (not set for a retry).
@@ -162,11 +164,24 @@ class CommandChecker(wiring.Component):
         m = Module()
         frame, payload, header = self.frame, self.payload, self.header
         xbar_ops = tuple(op for op in Op if op.name.startswith("XBAR_")) if self.crossbar else ()
-        op_is = {op: frame.op == op for op in (*_OPS, *xbar_ops)}
-        is_xbar = Cat(op_is[op] for op in xbar_ops).any() if xbar_ops else Const(0)
+        op_now = {op: frame.op == op for op in (*_OPS, *xbar_ops)}
         plen = Signal(range(self.bank_size + 1))
         m.d.comb += plen.eq(frame.length - PAYLOAD)
         first = read_array(m, L, frame, payload)
+
+        # what depends on the frame alone is registered: the frame is held from `start`, and
+        # these are read from the next state on (the op's decoding and the length checks were
+        # in series with the reader's control and the verdict)
+        op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in op_now}
+        m.d.sync += [op_is[op].eq(op_now[op]) for op in op_now]
+        is_xbar = Cat(op_is[op] for op in xbar_ops).any() if xbar_ops else Const(0)
+        lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
+        plen_zero, plen_span, too_short = Signal(), Signal(), Signal()
+        m.d.sync += [
+            plen_zero.eq(plen == 0),
+            plen_span.eq(plen == 6),
+            too_short.eq(Mux(op_now[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
+        ]
 
         # each op's values narrowed to its element width (the reader extends from exactly it)
         element = payload.elements.payload
@@ -185,31 +200,51 @@ class CommandChecker(wiring.Component):
 
         read_end = Signal(34)
         m.d.comb += read_end.eq(header.span.start + header.span.count)
-        range_end = Signal(34)
-        m.d.comb += range_end.eq(header.block.start + payload.count)
+        range_end = Signal(34)  # of the count a cycle before: the final one in VERDICT
+        m.d.sync += range_end.eq(header.block.start + payload.count)
+
+        # the verdict leaves through registers, a cycle after it is reached: the range
+        # comparisons and the retry lookup were one combinational path with the engine's
+        # dispatch and the payload reader's control
+        verdict = Signal(
+            data.StructLayout({"done": 1, "status": self.status.shape(), "apply": 1, "forward": 1})
+        )
+        m.d.sync += [
+            self.done.eq(verdict.done),
+            self.status.eq(verdict.status),
+            self.apply.eq(verdict.apply),
+            self.forward.eq(verdict.forward),
+        ]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    with m.If(frame.status != Status.OK):
-                        m.d.comb += [self.done.eq(1), self.status.eq(frame.status)]
-                    with m.Elif(~Cat(op_is.values()).any()):
-                        m.d.comb += [self.done.eq(1), self.status.eq(Status.OPCODE)]
-                    with m.Elif(self.retry):
-                        m.d.comb += self.done.eq(1)
-                    with m.Elif(is_xbar):
-                        m.d.comb += [self.done.eq(1), self.forward.eq(1)]
-                    with m.Else():
-                        m.d.comb += [payload.seek.eq(1), payload.seek_to.eq(PAYLOAD)]
-                        m.next = "HEADER"
+                    # the reader is pointed at the fixed fields whatever the verdict: its
+                    # control then waits for no comparison
+                    m.d.comb += [
+                        payload.seek.eq(1),
+                        payload.seek_to.eq(PAYLOAD),
+                        payload.end.eq(PAYLOAD + _HEADER_BYTES),
+                    ]
+                    m.next = "CLASSIFY"
+
+            with m.State("CLASSIFY"):
+                # from the registered decoding of the op
+                m.next = "IDLE"
+                with m.If(frame.status != Status.OK):
+                    m.d.comb += [verdict.done.eq(1), verdict.status.eq(frame.status)]
+                with m.Elif(~Cat(op_is.values()).any()):
+                    m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.OPCODE)]
+                with m.Elif(self.retry):
+                    m.d.comb += verdict.done.eq(1)
+                with m.Elif(is_xbar):
+                    m.d.comb += [verdict.done.eq(1), verdict.forward.eq(1)]
+                with m.Else():
+                    m.next = "HEADER"
 
             with m.State("HEADER"):
                 # whatever the length: the checks below use only the fields the op has
-                m.d.comb += [
-                    payload.run.eq(1),
-                    payload.end.eq(PAYLOAD + _HEADER_BYTES),
-                    payload.elements.ready.eq(1),
-                ]
+                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
                 with m.If(payload.raw.valid):
                     m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
                     with m.If(payload.raw.payload.index == PAYLOAD + _HEADER_BYTES - 1):
@@ -218,34 +253,29 @@ class CommandChecker(wiring.Component):
             with m.State("CHECK"):
                 m.d.sync += bad_value.eq(0)
                 m.next = "IDLE"
-                with m.Switch(frame.op):
-                    with m.Case(Op.INFO):
-                        m.d.comb += self.done.eq(1)
-                        with m.If(plen != 0):
-                            m.d.comb += self.status.eq(Status.LENGTH)
-                    with m.Case(Op.READ_HIDDEN, Op.READ_COUNTERS):
-                        m.d.comb += self.done.eq(1)
-                        count = header.span.count
-                        with m.If((plen != 6) | (count == 0) | (count > L.max_block)):
-                            m.d.comb += self.status.eq(Status.LENGTH)
-                        with m.Elif(read_end > L.synapses):
-                            m.d.comb += self.status.eq(Status.RANGE)
-                    with m.Case(*_ARRAY_HEAD):
-                        lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
-                        too_short = Mux(
-                            op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD
-                        )
-                        m.d.comb += payload.seek.eq(1)
-                        m.next = "VALIDATE"
-                        with m.If(too_short):
-                            m.d.comb += [self.done.eq(1), self.status.eq(Status.LENGTH)]
-                            m.next = "IDLE"
-                    with m.Case(Op.RESET):
-                        m.d.comb += self.done.eq(1)
-                        with m.If(plen != 0):
-                            m.d.comb += self.status.eq(Status.LENGTH)
-                        with m.Else():
-                            m.d.comb += self.apply.eq(1)
+                with m.If(op_is[Op.INFO]):
+                    m.d.comb += verdict.done.eq(1)
+                    with m.If(~plen_zero):
+                        m.d.comb += verdict.status.eq(Status.LENGTH)
+                with m.Elif(op_is[Op.READ_HIDDEN] | op_is[Op.READ_COUNTERS]):
+                    m.d.comb += verdict.done.eq(1)
+                    count = header.span.count
+                    with m.If(~plen_span | (count == 0) | (count > L.max_block)):
+                        m.d.comb += verdict.status.eq(Status.LENGTH)
+                    with m.Elif(read_end > L.synapses):
+                        m.d.comb += verdict.status.eq(Status.RANGE)
+                with m.Elif(Cat(op_is[op] for op in _ARRAY_HEAD).any()):
+                    m.d.comb += payload.seek.eq(1)
+                    m.next = "VALIDATE"
+                    with m.If(too_short):
+                        m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.LENGTH)]
+                        m.next = "IDLE"
+                with m.Elif(op_is[Op.RESET]):
+                    m.d.comb += verdict.done.eq(1)
+                    with m.If(~plen_zero):
+                        m.d.comb += verdict.status.eq(Status.LENGTH)
+                    with m.Else():
+                        m.d.comb += verdict.apply.eq(1)
 
             with m.State("VALIDATE"):
                 m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
@@ -258,15 +288,15 @@ class CommandChecker(wiring.Component):
                 is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
                 origin_after = op_is[Op.UPDATE_LAYER] & (header.layer.origin > header.layer.start)
                 count = payload.count
-                m.d.comb += self.done.eq(1)
+                m.d.comb += verdict.done.eq(1)
                 m.next = "IDLE"
                 with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
-                    m.d.comb += self.status.eq(Status.LENGTH)
+                    m.d.comb += verdict.status.eq(Status.LENGTH)
                 with m.Elif((is_block & (range_end > L.synapses)) | origin_after):
-                    m.d.comb += self.status.eq(Status.RANGE)
+                    m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(bad_value):
-                    m.d.comb += self.status.eq(Status.VALUE)
+                    m.d.comb += verdict.status.eq(Status.VALUE)
                 with m.Else():
-                    m.d.comb += self.apply.eq(1)
+                    m.d.comb += verdict.apply.eq(1)
 
         return m

@@ -21,7 +21,7 @@ from functools import reduce
 from typing import Any
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from metaplast.protocol import RETRY_DEPTH, Capability, Info, Layout, Status
@@ -124,16 +124,25 @@ class CommandEngine(wiring.Component):
         m.submodules.replies = replies = ReplyBuilder(L, info=self.info, depth=RETRY_DEPTH)
 
         frame = Signal(descriptor_layout(self.bank_size))  # the one in execution
+        # the pipeline's busy a cycle late: the applier then waits a cycle longer, never less
+        # (an update it offered is in the core's inlet, busy, the cycle after)
+        pipeline_busy = Signal()
+        m.d.sync += pipeline_busy.eq(self.pipeline_busy)
+        # the retry lookup (a comparison with every remembered key) is registered: a cycle
+        # after the frame is taken (LOOKUP), it answers for it until the next one
+        hit = Signal()
+        stored = Signal.like(retry.stored)
+        m.d.sync += [hit.eq(retry.hit), stored.eq(retry.stored)]
         header = checker.header
         m.d.comb += [
             self.read_addr.eq(reader.read_addr),
             reader.read_data.eq(self.read_data),
             reader.bank.eq(frame.bank),
             checker.frame.eq(frame),
-            checker.retry.eq(retry.hit),
+            checker.retry.eq(hit),
             applier.frame.eq(frame),
             applier.header.eq(header),
-            applier.pipeline_busy.eq(self.pipeline_busy),
+            applier.pipeline_busy.eq(pipeline_busy),
             applier.events.valid.eq(self.event_valid),
             applier.events.payload.eq(self.event),
             retry.key.op.eq(frame.op),
@@ -155,12 +164,36 @@ class CommandEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.lut), applier.lut)
         wiring.connect(m, wiring.flipped(self.body), replies.body)
 
-        # the payload is read by the checker, then by the applier from the cycle it starts;
-        # the memories are written by the applier, read by the response
+        # the payload is read by the checker, then by the applier from the cycle it starts
+        # (`applying` is a register, set with the START state: the reader's control follows
+        # from flip-flops); the memories are written by the applier, read by the response
         applying, replying = Signal(), Signal()
-        m.d.comb += applying.eq(applier.start | applier.busy)
         _share(m, reader.payload, applying, checker.payload, applier.payload)
-        _share(m, wiring.flipped(self.access), replying, applier.access, replies.access)
+        # the memories' address, enables and data leave through registers (the reads a cycle
+        # later: the reply builder waits for it); the access port's users were one path with
+        # the memories' write enables and address comparisons
+        access = AccessSignature(self.layout.contract, self.addr_bits, L.counter_width).create()
+        _share(m, wiring.flipped(access), replying, applier.access, replies.access)
+        # what the memories see: what the users drove a cycle before
+        held = Signal(
+            data.StructLayout(
+                {"addr": self.addr_bits, "we": 1, "clear": 1, "wdata": len(access.wdata)}
+            )
+        )
+        m.d.sync += [
+            held.addr.eq(access.addr),
+            held.we.eq(access.we),
+            held.clear.eq(access.clear),
+            held.wdata.eq(access.wdata),
+        ]
+        m.d.comb += [
+            self.access.addr.eq(held.addr),
+            self.access.we.eq(held.we),
+            self.access.clear.eq(held.clear),
+            self.access.wdata.eq(held.wdata),
+            access.rdata.eq(self.access.rdata),
+            access.count.eq(self.access.count),
+        ]
 
         relaying = Signal()
         relay = None
@@ -176,7 +209,7 @@ class CommandEngine(wiring.Component):
                 relay.read_data.eq(self.read_data),
                 relay.prog_idle.eq(self.prog_idle),
                 relay.recorded_bank.eq(retry.recorded.bank),
-                relay.stored_bank.eq(retry.stored.bank),
+                relay.stored_bank.eq(stored.bank),
                 relay.access_rdata.eq(self.access.rdata),
                 retry.record.begin.eq(applier.record.begin | relay.begin),
             ]
@@ -205,7 +238,7 @@ class CommandEngine(wiring.Component):
             # a crossbar request goes to the driver; a retry of one is answered from its
             # stored reply
             is_xbar = Cat(frame.op == op for op in XBAR_OPS).any()
-            replayed = retry.hit & (checker.status == Status.OK) & is_xbar
+            replayed = hit & (checker.status == Status.OK) & is_xbar
             with m.If(checker.done & (checker.forward | replayed)):
                 m.d.comb += [relay.start.eq(1), relay.replay.eq(~checker.forward)]
                 m.next = "XBAR"
@@ -214,17 +247,15 @@ class CommandEngine(wiring.Component):
 
         def answer() -> None:
             with m.If(checker.done & checker.apply):
-                m.d.comb += applier.start.eq(1)
-                m.next = "APPLY"
+                m.d.sync += applying.eq(1)
+                m.next = "START"
             with m.Elif(checker.done):
                 # the newest remembered response of a retry, or a READ's span
                 m.d.comb += [
                     replies.start.eq(1),
                     replies.order.status.eq(checker.status),
-                    replies.order.elements.eq(
-                        Mux(retry.hit, retry.stored.events, header.span.count)
-                    ),
-                    replies.order.bank.eq(retry.stored.bank),
+                    replies.order.elements.eq(Mux(hit, stored.events, header.span.count)),
+                    replies.order.bank.eq(stored.bank),
                 ]
                 m.next = "REPLY"
 
@@ -233,18 +264,26 @@ class CommandEngine(wiring.Component):
                 m.d.comb += self.frame.ready.eq(1)
                 with m.If(self.frame.valid):
                     m.d.sync += frame.eq(self.frame.payload)
-                    m.next = "DISPATCH"
+                    m.next = "LOOKUP"
+
+            with m.State("LOOKUP"):
+                m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
+                # the checker's verdict is a register: it comes in CHECK at the earliest
                 m.d.comb += checker.start.eq(1)
                 m.next = "CHECK"
-                after_check()
 
             with m.State("CHECK"):
                 after_check()
 
+            with m.State("START"):
+                m.d.comb += applier.start.eq(1)
+                m.next = "APPLY"
+
             with m.State("APPLY"):
                 with m.If(applier.done):
+                    m.d.sync += applying.eq(0)
                     m.d.comb += [
                         retry.push.eq(1),
                         replies.start.eq(1),

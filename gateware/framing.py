@@ -7,7 +7,9 @@ escapes, CRC, status codes) is :mod:`metaplast.protocol`'s; nothing here restate
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from typing import Any
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import crc, data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -270,9 +272,19 @@ class FrameSender(wiring.Component):
 
         m.submodules.crc = generator = crc.Processor(protocol.CRC(8))
 
+        # the byte due on the wire is a register, taken from the body only when the previous
+        # one is on the wire: `body.ready` is then a flip-flop, not the end of a path through
+        # the stuffing and the UART's ready (one idle cycle between bytes; the UART needs ten
+        # bit times for each)
         current = Signal(8)  # the unstuffed byte due on the wire
+        special = Signal()  # it is END or ESC: sent as two bytes
+        last = Signal()  # it is the body's last byte
+        have = Signal()  # `current` holds a body byte
         escaped = Signal()  # its ESC has been sent, its escape code is due
-        special = (current == END) | (current == ESC)
+
+        def load(byte: Value) -> list[Any]:
+            return [current.eq(byte), special.eq((byte == END) | (byte == ESC))]
+
         m.d.comb += self.tx.payload.eq(
             Mux(escaped, Mux(current == END, ESC_END, ESC_ESC), Mux(special, ESC, current))
         )
@@ -292,20 +304,27 @@ class FrameSender(wiring.Component):
                         m.next = "BODY"
             with m.State("BODY"):
                 m.d.comb += [
-                    current.eq(self.body.payload.byte),
-                    self.tx.valid.eq(self.body.valid),
-                    self.body.ready.eq(done),
+                    self.body.ready.eq(~have),
+                    self.tx.valid.eq(have),
                     generator.data.eq(self.body.payload.byte),
-                    generator.valid.eq(done),
+                    generator.valid.eq(self.body.valid & ~have),
                 ]
-                with m.If(done & self.body.payload.last):
-                    m.next = "CRC_LOW"
-            with m.State("CRC_LOW"):
-                m.d.comb += [current.eq(generator.crc[:8]), self.tx.valid.eq(1)]
+                with m.If(self.body.valid & ~have):
+                    m.d.sync += [*load(self.body.payload.byte), last.eq(self.body.payload.last)]
+                    m.d.sync += have.eq(1)
                 with m.If(done):
+                    m.d.sync += have.eq(0)
+                    with m.If(last):
+                        # the CRC includes the last byte: it was taken at least a cycle ago
+                        m.d.sync += load(generator.crc[:8])
+                        m.next = "CRC_LOW"
+            with m.State("CRC_LOW"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(done):
+                    m.d.sync += load(generator.crc[8:])
                     m.next = "CRC_HIGH"
             with m.State("CRC_HIGH"):
-                m.d.comb += [current.eq(generator.crc[8:]), self.tx.valid.eq(1)]
+                m.d.comb += self.tx.valid.eq(1)
                 with m.If(done):
                     m.next = "END"
             with m.State("END"):

@@ -9,7 +9,7 @@ too (for the fixed fields before the array, and for a CRC over the bytes).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,10 +26,11 @@ def RawByte(bank_size: int) -> data.StructLayout:  # noqa: N802
 class PayloadReader(wiring.Component):
     """Reads bytes ``seek_to`` to ``end - 1`` of a frame and assembles them into elements.
 
-    The buffer answers a cycle after it is addressed, so the reader addresses the next byte
-    while it takes the current one; after a seek it waits one cycle for the first byte. It takes
-    one byte per cycle while ``run`` is set and no complete element is waiting, so a sink that
-    is always ready receives an element every ``size`` cycles.
+    The buffer answers a cycle after it is addressed. The reader's address is a register: it
+    reads ahead, up to three bytes, into a queue, and takes them from there. A seek is done in
+    the cycle after it is asked for; the first byte can be taken four cycles after the seek.
+    It takes one byte per cycle while ``run`` is set and no complete element is waiting, so a
+    sink that is always ready receives an element every ``size`` cycles.
 
     Parameters
     ----------
@@ -57,10 +58,12 @@ class PayloadReader(wiring.Component):
         Members
         -------
         seek : ``In(1)``
-            Strobe: restart at byte ``seek_to``, with no element begun and ``count`` at zero.
+            Strobe: restart at byte ``seek_to``, with no element begun and ``count`` at zero
+            (from the cycle after the next; ``done`` is low in the next).
         seek_to : ``In(range(bank_size))``
         end : ``In(range(bank_size + 1))``
-            Index just past the last byte to read (a frame's length, or the end of fixed fields).
+            Index just past the last byte to read (a frame's length, or the end of fixed fields);
+            taken at ``seek``.
         size : ``In(range(max_bytes + 1))``
             Bytes per element, 1 or more.
         signed : ``In(1)``
@@ -128,28 +131,78 @@ class PayloadReader(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         port = self.payload
-        index = Signal(range(self.bank_size + 1))  # of the byte that read_data holds
+        bits = (self.bank_size - 1).bit_length()
+
+        # producer: the read address is a register (it was the end of a path through the
+        # users' control and the take decision, into the buffer's read-first logic). Bytes are
+        # read ahead into a queue of three, whoever takes them: a byte requested in one cycle
+        # arrives in the next and is queued at the end of it
+        ahead = Signal(range(self.bank_size + 1))  # the next byte to request
+        ahead_last = Signal.like(ahead)  # end - 1, from the seek
+        more = Signal()  # bytes are left to request
+        arriving = Signal()  # read_data holds the byte requested in the previous cycle
+        # a ring of four: where a byte goes and where the head is are registers, whatever
+        # is taken in the same cycle
+        queue = Array(Signal(8, name=f"queue_{i}") for i in range(4))
+        put, get = Signal(2), Signal(2)
+        queued = Signal(range(4))
+        head = queue[get]
+        request = Signal()
+        m.d.comb += [
+            request.eq(more & (queued + arriving <= 2)),
+            self.read_addr.eq(Cat(ahead[:bits], self.bank)),
+        ]
+
+        # consumer: the bytes in order from the head of the queue
+        index = Signal(range(self.bank_size + 1))  # of the byte at the head of the queue
+        last = Signal.like(index)  # the index of the last byte to read (end - 1), from the seek
+        at_end = Signal()  # index == end: every byte taken
         lane = Signal(range(self.max_bytes))  # where it goes in the element
         held = Signal(8 * self.max_bytes)
         full = Signal()  # a whole element waits in `held`
-        primed = Signal()  # read_data holds the byte at `index`
-
+        # the seek itself is registered too, and done in the next cycle (the users' control
+        # reached every register of the reader through it)
+        seeking = Signal()
+        seek_to = Signal.like(port.seek_to)
+        end = Signal.like(port.end)
+        m.d.sync += [seeking.eq(port.seek), seek_to.eq(port.seek_to), end.eq(port.end)]
         take = Signal()
         last_lane = lane == port.size - 1
-        m.d.comb += take.eq(primed & port.run & (index < port.end) & (~full | port.elements.ready))
-        next_index = Mux(take, index + 1, index)
-        m.d.comb += self.read_addr.eq(
-            Cat(next_index[: (self.bank_size - 1).bit_length()], self.bank)
+        m.d.comb += take.eq(
+            (queued != 0) & ~seeking & port.run & ~at_end & (~full | port.elements.ready)
         )
 
-        m.d.sync += primed.eq(~port.seek)
-        with m.If(port.seek):
-            m.d.sync += [index.eq(port.seek_to), lane.eq(0), full.eq(0), port.count.eq(0)]
+        with m.If(seeking):
+            m.d.sync += [
+                ahead.eq(seek_to),
+                ahead_last.eq(end - 1),
+                more.eq(seek_to < end),
+                arriving.eq(0),
+                queued.eq(0),
+                get.eq(put),
+                index.eq(seek_to),
+                last.eq(end - 1),
+                at_end.eq(seek_to >= end),
+                lane.eq(0),
+                full.eq(0),
+                port.count.eq(0),
+            ]
         with m.Else():
+            m.d.sync += arriving.eq(request)
+            with m.If(request):
+                m.d.sync += [ahead.eq(ahead + 1), more.eq(ahead != ahead_last)]
+            # the head leaves with `take`, the arriving byte joins at the end
+            with m.If(arriving):
+                m.d.sync += [queue[put].eq(self.read_data), put.eq(put + 1)]
+            with m.If(take):
+                m.d.sync += get.eq(get + 1)
+            m.d.sync += queued.eq(queued + arriving - take)
+
             with m.If(take):
                 m.d.sync += [
-                    held.word_select(lane, 8).eq(self.read_data),
+                    held.word_select(lane, 8).eq(head),
                     index.eq(index + 1),
+                    at_end.eq(index == last),
                     lane.eq(Mux(last_lane, 0, lane + 1)),
                 ]
             with m.If(port.elements.valid & port.elements.ready):
@@ -170,9 +223,9 @@ class PayloadReader(wiring.Component):
             port.elements.valid.eq(full),
             port.elements.payload.eq(Cat(*value, sign)),
             port.raw.valid.eq(take),
-            port.raw.payload.data.eq(self.read_data),
+            port.raw.payload.data.eq(head),
             port.raw.payload.index.eq(index),
-            port.done.eq(primed & (index == port.end) & ~full),
+            port.done.eq(at_end & ~full & ~seeking),
             port.partial.eq(lane != 0),
         ]
         return m

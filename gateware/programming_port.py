@@ -61,36 +61,52 @@ class ProgrammingPort(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.event_layout.size, depth=self.depth)
-        m.d.comb += [
-            fifo.w_data.eq(self.events.payload),
-            fifo.w_en.eq(self.events.valid),
-            self.events.ready.eq(fifo.w_rdy),
-        ]
-        head = data.View(self.event_layout, fifo.r_data)
-        old_p, old_n = self._pair(head.old)
-        new_p, new_n = self._pair(head.new)
+        level = range(self.contract.device_level_count)
+        # each event is decoded into its device operations before it enters the FIFO: decoded
+        # at the FIFO's output, the level arithmetic and the FIFO's read enable were one path
+        op_layout = data.StructLayout(
+            {
+                "addr": self.addr_bits,
+                "both": 1,  # two operations: the weight crossed zero
+                "first_minus": 1,  # G- goes first (or alone)
+                "new_p": level,
+                "new_n": level,
+            }
+        )
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=op_layout.size, depth=self.depth)
+        event = self.events.payload
+        old_p, old_n = self._pair(event.old)
+        new_p, new_n = self._pair(event.new)
         change_p = Signal()
         change_n = Signal()
         m.d.comb += [change_p.eq(old_p != new_p), change_n.eq(old_n != new_n)]
+        decoded = Signal(op_layout)
+        m.d.comb += [
+            decoded.addr.eq(event.addr),
+            decoded.both.eq(change_p & change_n),
+            # the device going back to 0 first: G+ when the weight was positive
+            decoded.first_minus.eq(change_n & (~change_p | (old_n > 0))),
+            decoded.new_p.eq(new_p),
+            decoded.new_n.eq(new_n),
+            fifo.w_data.eq(decoded),
+            fifo.w_en.eq(self.events.valid),
+            self.events.ready.eq(fifo.w_rdy),
+        ]
+        head = data.View(op_layout, fifo.r_data)
 
-        # the device going back to 0 first: G+ when the weight was positive
-        first_minus = Signal()
-        m.d.comb += first_minus.eq(change_n & (~change_p | (old_n > 0)))
         second = Signal()  # the first of two operations for this event is done
         strobed = Signal()  # the circuit sees busy only from the cycle after a strobe
         go = Signal()
         m.d.comb += go.eq(fifo.r_rdy & ~self.prog_busy & ~strobed)
 
         use_minus = Signal()
-        m.d.comb += use_minus.eq(Mux(second, ~first_minus, first_minus))
-        both = change_p & change_n
+        m.d.comb += use_minus.eq(Mux(second, ~head.first_minus, head.first_minus))
         m.d.comb += [
             self.prog_addr.eq(head.addr),
             self.prog_device.eq(use_minus),
-            self.prog_level.eq(Mux(use_minus, new_n, new_p)),
+            self.prog_level.eq(Mux(use_minus, head.new_n, head.new_p)),
             self.prog_strobe.eq(go),
-            fifo.r_en.eq(go & (second | ~both)),
+            fifo.r_en.eq(go & (second | ~head.both)),
         ]
         m.d.sync += strobed.eq(go)
         # nothing waiting, nothing strobed and not answered yet, the circuit done
@@ -98,5 +114,5 @@ class ProgrammingPort(wiring.Component):
             (fifo.level == 0) & ~self.events.valid & ~strobed & ~self.prog_busy
         )
         with m.If(go):
-            m.d.sync += second.eq(both & ~second)
+            m.d.sync += second.eq(head.both & ~second)
         return m

@@ -96,7 +96,10 @@ class ReplyBuilder(wiring.Component):
         m = Module()
         body = self.body
         order = Signal(self.order.shape())
-        op_is = {op: self.op == op for op in Op}
+        # the op decoded into registers (the op is held from `start`, read from OP on): decoded
+        # in place, it was in series with `last`, `done` and the engine's control
+        op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in Op}
+        m.d.sync += [op_is[op].eq(self.op == op) for op in Op]
         has_payload = Cat(
             op_is[op]
             for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
@@ -106,6 +109,9 @@ class ReplyBuilder(wiring.Component):
         k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
         shifter = Signal(32)  # the element being sent, low byte first
         left = Signal(range(5))  # its bytes not yet sent
+        # elements after the k-th: counted down, so that the last byte is known without
+        # comparing k with the order (a carry chain into `last` and the engine's `done`)
+        rest = Signal.like(order.elements)
         info_byte = Signal(8)
         m.d.comb += info_byte.eq(Array(Const(b, 8) for b in info_bytes)[k])
         for offset, field in (
@@ -116,6 +122,12 @@ class ReplyBuilder(wiring.Component):
                 m.d.comb += info_byte.eq(field[:8])
             with m.If(k == offset + 1):
                 m.d.comb += info_byte.eq(field[8:])
+
+        # INFO's bytes come from a registered ROM read: the byte at k is in `info_q` a cycle
+        # after k is set (the ROM's multiplexer was a path of its own into the reply's outlet)
+        info_q = Signal(8)
+        fresh = Signal()  # info_q holds the byte at k
+        m.d.sync += [info_q.eq(info_byte), fresh.eq(1)]
 
         sent = body.valid & body.ready
         m.d.comb += [
@@ -133,7 +145,7 @@ class ReplyBuilder(wiring.Component):
 
             with m.State("OP"):
                 m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.op | protocol.RESPONSE)]
-                m.d.sync += k.eq(0)
+                m.d.sync += [k.eq(0), rest.eq(order.elements - 1)]
                 with m.If(sent):
                     m.next = "SEQ"
 
@@ -161,12 +173,12 @@ class ReplyBuilder(wiring.Component):
 
             with m.State("INFO"):
                 m.d.comb += [
-                    body.valid.eq(1),
-                    body.payload.byte.eq(info_byte),
+                    body.valid.eq(fresh),
+                    body.payload.byte.eq(info_q),
                     body.payload.last.eq(k == len(info_bytes) - 1),
                 ]
                 with m.If(sent):
-                    m.d.sync += k.eq(k + 1)
+                    m.d.sync += [k.eq(k + 1), fresh.eq(0)]
                     with m.If(k == len(info_bytes) - 1):
                         m.next = "IDLE"
 
@@ -187,8 +199,13 @@ class ReplyBuilder(wiring.Component):
                     with m.If(order.elements == 0):
                         m.next = "IDLE"
 
-            # each element: address it, load it a cycle later, send its bytes
+            # each element: address it, load it two cycles later (the command engine registers
+            # the address on its way to the memories), send its bytes
             with m.State("FETCH"):
+                m.d.comb += self.access.addr.eq(fetch_addr)
+                m.next = "SETTLE"
+
+            with m.State("SETTLE"):
                 m.d.comb += self.access.addr.eq(fetch_addr)
                 m.next = "LOAD"
 
@@ -206,7 +223,7 @@ class ReplyBuilder(wiring.Component):
                 m.next = "EMIT"
 
             with m.State("EMIT"):
-                final = (left == 1) & (k == order.elements - 1)
+                final = (left == 1) & (rest == 0)
                 m.d.comb += [
                     body.valid.eq(1),
                     body.payload.byte.eq(shifter[:8]),
@@ -217,7 +234,7 @@ class ReplyBuilder(wiring.Component):
                     with m.If(final):
                         m.next = "IDLE"
                     with m.Elif(left == 1):
-                        m.d.sync += k.eq(k + 1)
+                        m.d.sync += [k.eq(k + 1), rest.eq(rest - 1)]
                         m.next = "FETCH"
 
         return m

@@ -170,11 +170,12 @@ def test_a_slow_pipeline_and_uneven_widths() -> None:
 def test_updates_leave_at_one_per_element_size() -> None:
     """The pace the engine's throughput rests on: an always-ready pipeline takes an update every
     ``update_bytes`` cycles, the first in the cycle after its last byte is read (the start cycle
-    seeks, the next one waits for the buffer)."""
+    asks for the seek, the next one seeks, the two after request the first byte and queue
+    it)."""
     L = TINY  # noqa: N806
     (effects,) = run(L, [(Op.UPDATE, L.update(0, 1, [2] * L.max_block))], "applier-pace", 1.0)
     cycles = [u[0] for u in effects.updates]
-    assert cycles[0] == 2 + L.update_bytes
+    assert cycles[0] == 4 + L.update_bytes
     assert {b - a for a, b in zip(cycles, cycles[1:], strict=False)} == {L.update_bytes}
 
 

@@ -221,7 +221,7 @@ def test_a_retry_is_not_checked_again_but_a_bad_frame_is_still_bad() -> None:
 
     simulate(h, [bench], name="checker-retry")
     assert [(v.status, v.apply, v.cycles) for v in verdicts] == [
-        (Status.OK, False, 0),  # answered in the cycle it started: nothing read
-        (Status.CRC, False, 0),
-        (Status.OPCODE, False, 0),
+        (Status.OK, False, 2),  # two cycles after it started (registered op and verdict)
+        (Status.CRC, False, 2),
+        (Status.OPCODE, False, 2),
     ]

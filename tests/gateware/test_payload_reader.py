@@ -121,8 +121,9 @@ def test_elements_of_every_size_at_their_boundaries(size: int, signed: bool) -> 
     assert got.counts == list(range(1, len(values) + 1))
     assert got.raw == list(enumerate(payload, start))
     assert not got.partial
-    # a byte per cycle after the cycle that primes the buffer; the last element taken at once
-    assert got.cycles == 1 + len(payload) + 1
+    # a byte per cycle after the three cycles that seek, request and queue the first (the
+    # seek and the address are registers); the last element taken at once
+    assert got.cycles == 3 + len(payload) + 1
 
 
 def test_a_shorter_element_does_not_keep_the_bytes_of_a_longer_one() -> None:
@@ -170,7 +171,7 @@ def test_a_payload_that_is_not_whole_elements_is_partial(extra: int) -> None:
     assert len(partial.raw) == len(payload)  # the leftover bytes are read all the same
     assert whole.elements == values and not whole.partial
     assert empty.elements == [] and not empty.partial and empty.counts == []
-    assert empty.cycles == 1  # nothing to read: done as soon as the buffer is primed
+    assert empty.cycles == 1  # nothing to read: done as soon as the seek is done
 
 
 def test_a_slow_sink_gets_every_element_in_order() -> None:
