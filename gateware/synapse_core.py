@@ -21,9 +21,21 @@ __all__ = ["SynapseCore"]
 
 
 class SynapseCore(wiring.Component):
-    def __init__(self, contract: Contract, synapses: int, *, counter_width: int = 16) -> None:
+    """``single_port``: the memories in single-port stores (the iCE40 UP's SPRAM), one update
+    per two cycles (:class:`.UpdatePipeline`)."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        synapses: int,
+        *,
+        counter_width: int = 16,
+        single_port: bool = False,
+    ) -> None:
         self.contract = contract
-        self.pipeline = UpdatePipeline(contract, synapses, counter_width=counter_width)
+        self.pipeline = UpdatePipeline(
+            contract, synapses, counter_width=counter_width, single_port=single_port
+        )
         self.lut = MetaLUT(contract)
         addr_bits = self.pipeline.addr_bits
         self.addr_bits = addr_bits
