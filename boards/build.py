@@ -19,15 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metaplast.gateware.single_port_store import SPRAM_WORDS, spram_blocks
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
+from metaplast.vocabulary import UNIT_MEMORIES
 
 from .board_top import BoardTop
 from .platforms import Board
 from .pll import PLL, pll_settings
 
-__all__ = ["BuildError", "NAME", "REPORT_KEYS", "build", "parse_nextpnr_report"]
+__all__ = [
+    "BuildError",
+    "NAME",
+    "REPORT_KEYS",
+    "build",
+    "memory_for",
+    "parse_nextpnr_report",
+]
 
 NAME = "metaplast"
 """The top-level name: ``build/metaplast.bin`` and friends."""
@@ -157,6 +166,35 @@ def _not_fit(log: str) -> str | None:
     return None
 
 
+def memory_for(board: Board, layout: Layout, memory: str = "auto") -> str:
+    """``block`` or ``spram``: where ``layout``'s hidden weights and counters go on ``board``.
+
+    ``auto`` takes the SPRAM on a board that has it when the synapses exceed what its block
+    RAM holds. :exc:`ValueError`, before any tool runs, for SPRAM on a board without it and
+    for more synapses than its SPRAM holds.
+    """
+    if memory not in UNIT_MEMORIES:
+        raise ValueError(f"memory must be one of {', '.join(UNIT_MEMORIES)}, not {memory!r}")
+    if memory == "auto":
+        large = board.spram and layout.synapses > board.block_ram_synapses
+        memory = "spram" if large else "block"
+    if memory == "block":
+        return memory
+    if not board.spram:
+        raise ValueError(f"the {board.name} has no SPRAM; use --memory block")
+    n = layout.synapses
+    hidden = spram_blocks(n, layout.contract.hidden_width)
+    counters = spram_blocks(n, layout.counter_width)
+    if hidden + counters > board.spram:
+        most = SPRAM_WORDS * (board.spram // 2)
+        raise ValueError(
+            f"{n} synapses in SPRAM need {hidden + counters} SPRAM ({hidden} for the hidden "
+            f"weights, {counters} for the change counters); the {board.name} has {board.spram} "
+            f"(16,384 words each: at most {most} synapses of 16-bit weights and counters)"
+        )
+    return memory
+
+
 HEARTBEAT_S = 30.0
 
 
@@ -183,6 +221,7 @@ def build(
     clock_mhz: float | None = None,
     baud: int | None = None,
     prog_depth: int = 16,
+    memory: str = "auto",
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -193,7 +232,11 @@ def build(
 
     ``clock_mhz`` runs the unit from the FPGA's PLL (:mod:`.pll`) instead of the oscillator; the
     unit, its UART divisor and INFO then use the frequency the PLL really makes.
+
+    ``memory``: where the hidden weights and counters go (:func:`memory_for`): dual-port block
+    RAM, one update per clock, or the iCE40 UP's single-port SPRAM, one update per two cycles.
     """
+    memory = memory_for(board, layout, memory)
     baud = baud or board.baud
     pll = None
     clock_hz = board.clock_hz
@@ -209,7 +252,13 @@ def build(
     addr_bits, level_bits = DigitalUnitTop.prog_widths(layout)
     platform.add_resources([board.prog_resource(platform, addr_bits, level_bits)])
     platform.add_resources(list(board.extra_resources))
-    unit = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=divisor, prog_depth=prog_depth)
+    unit = DigitalUnitTop(
+        layout,
+        clock_hz=clock_hz,
+        baud_divisor=divisor,
+        prog_depth=prog_depth,
+        single_port=memory == "spram",
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()  # the report's paths hold from any working directory
@@ -224,6 +273,8 @@ def build(
     report: dict[str, Any] = {
         "board": board.name,
         "synapses": layout.synapses,
+        "memory": memory,
+        "cycles_per_update": 2 if memory == "spram" else 1,
         "target_mhz": target_mhz,
         "fmax_mhz": None,
         "luts": None,
@@ -281,8 +332,13 @@ def build(
             text += pnr_log.read_text(errors="replace")
         reason = _not_fit(text)
         if reason:
+            hint = (
+                "; --memory spram keeps them in its SPRAM"
+                if memory == "block" and board.spram
+                else ""
+            )
             raise BuildError(
-                f"{layout.synapses} synapses do not fit the {board.name} ({reason}); "
+                f"{layout.synapses} synapses do not fit the {board.name} ({reason}){hint}; "
                 f"logs in {workdir}"
             )
         raise BuildError(

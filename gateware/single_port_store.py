@@ -42,7 +42,8 @@ class SinglePortStore(wiring.Component):
     At a clock edge, ``we`` writes ``wdata`` at ``addr``; otherwise ``en`` reads ``addr`` into
     ``rdata``, which holds while neither is asserted. After a write ``rdata`` is undefined (the
     SPRAM's model makes it ``x``); the behavioural model then shows the last word read with
-    every bit inverted, so a design that relies on it fails its simulations.
+    every bit inverted, so a design that relies on it fails its simulations. Nor does the
+    bitstream initialise an SPRAM: the behavioural model starts with a non-zero pattern.
     """
 
     def __init__(self, shape: ShapeLike, depth: int) -> None:
@@ -70,7 +71,9 @@ class SinglePortStore(wiring.Component):
         if has_spram(platform):
             return self._spram()
         m = Module()
-        m.submodules.memory = memory = Memory(shape=self.width, depth=self.depth, init=[])
+        mask = (1 << self.width) - 1
+        garbage = [(0xA5A5A5A5 ^ (i * 0x9E3779B1)) & mask for i in range(self.depth)]
+        m.submodules.memory = memory = Memory(shape=self.width, depth=self.depth, init=garbage)
         wr = memory.write_port()
         rd = memory.read_port()
         written = Signal()
@@ -101,8 +104,9 @@ class SinglePortStore(wiring.Component):
         select = self.addr[14:] if banks > 1 else Const(0)
         with m.If(self.en & ~self.we):
             m.d.sync += bank.eq(select)
+        address = Signal(14)
         wdata = Signal(lanes * SPRAM_WIDTH)
-        m.d.comb += wdata.eq(self.wdata)
+        m.d.comb += [address.eq(self.addr[:14]), wdata.eq(self.wdata)]
         outputs = []
         for b in range(banks):
             here = select == b
@@ -111,7 +115,7 @@ class SinglePortStore(wiring.Component):
                 out = Signal(SPRAM_WIDTH, name=f"dataout_{b}_{lane}")
                 m.submodules[f"spram_{b}_{lane}"] = Instance(
                     "SB_SPRAM256KA",
-                    i_ADDRESS=self.addr[:14],
+                    i_ADDRESS=address,
                     i_DATAIN=wdata[lane * SPRAM_WIDTH : (lane + 1) * SPRAM_WIDTH],
                     i_MASKWREN=Const(0b1111, 4),
                     i_WREN=self.we & here,

@@ -143,7 +143,12 @@ class DigitalUnitTop(wiring.Component):
             prog.prog_busy.eq(self.prog_busy),
         ]
         wiring.connect(m, rx.data, receiver.rx)
-        wiring.connect(m, receiver.frame, engine.frame)
+        # a single-port unit clears its memories after reset: frames wait in the receiver
+        m.d.comb += [
+            engine.frame.payload.eq(receiver.frame.payload),
+            engine.frame.valid.eq(receiver.frame.valid & ~core.initializing),
+            receiver.frame.ready.eq(engine.frame.ready & ~core.initializing),
+        ]
         wiring.connect(m, engine.body, outlet.i)
         wiring.connect(m, outlet.o, sender.body)
         wiring.connect(m, sender.tx, tx.data)

@@ -26,7 +26,10 @@ same memory are always an odd number of stages apart, and an update enters only 
 (the counter's read in stage 3 against the write in stage 4 of the update before) and stage 5
 (the hidden weight's write against this read) are empty: one update per two cycles over
 distinct synapses. An update whose address is in stages 1 to 4 waits; stage 5's write is
-complete before the next read, so no transparency is needed.
+complete before the next read, so no transparency is needed. An SPRAM is not initialised by
+the bitstream (block RAM is, to zeros): after reset the pipeline writes 0 to every hidden
+weight and counter, one synapse per cycle, with ``initializing`` high; nothing else may reach
+the memories until it falls.
 """
 
 from __future__ import annotations
@@ -215,6 +218,7 @@ class UpdatePipeline(wiring.Component):
                 "lut_en": Out(1),
                 "lut_value": In(contract.meta_bits + 1),
                 "busy": Out(1),
+                "initializing": Out(1),
                 "access": In(AccessSignature(contract, addr_bits, counter_width)),
             }
         )
@@ -266,7 +270,7 @@ class UpdatePipeline(wiring.Component):
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
             # stage 3 and write in stage 4, the hidden weight's read here and write in stage 5
-            ready &= ~s1.valid & ~s5.valid
+            ready &= ~s1.valid & ~s5.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
             self.update.ready.eq(ready),
@@ -385,13 +389,34 @@ class UpdatePipeline(wiring.Component):
             back_w = s5.w
         else:
             back, back_w = s4, w4
+        hidden_we = (back.valid & advance) | self.access.we
+        hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
+        hidden_wdata = Mux(back.valid, back_w, self.access.wdata)
+        counts_we = (commit & s4_event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s4.valid, s4.addr, self.access.addr)
+        counts_wdata = Mux(s4.valid, count + 1, 0)
+        if single:
+            # after reset, 0 into every word of both memories (an SPRAM starts undefined)
+            wipe = Signal(range(self.synapses))
+            done = Signal()
+            m.d.comb += self.initializing.eq(~done)
+            with m.If(~done):
+                m.d.sync += wipe.eq(wipe + 1)
+                with m.If(wipe == self.synapses - 1):
+                    m.d.sync += done.eq(1)
+            hidden_we |= ~done
+            hidden_waddr = Mux(done, hidden_waddr, wipe)
+            hidden_wdata = Mux(done, hidden_wdata, 0)
+            counts_we |= ~done
+            counts_waddr = Mux(done, counts_waddr, wipe)
+            counts_wdata = Mux(done, counts_wdata, 0)
         m.d.comb += [
-            hidden.we.eq((back.valid & advance) | self.access.we),
-            hidden.waddr.eq(Mux(back.valid, back.addr, self.access.addr)),
-            hidden.wdata.eq(Mux(back.valid, back_w, self.access.wdata)),
-            counts.we.eq((commit & s4_event & ~saturated) | self.access.clear),
-            counts.waddr.eq(Mux(s4.valid, s4.addr, self.access.addr)),
-            counts.wdata.eq(Mux(s4.valid, count + 1, 0)),
+            hidden.we.eq(hidden_we),
+            hidden.waddr.eq(hidden_waddr),
+            hidden.wdata.eq(hidden_wdata),
+            counts.we.eq(counts_we),
+            counts.waddr.eq(counts_waddr),
+            counts.wdata.eq(counts_wdata),
             self.events.valid.eq(s4.valid & s4_event),
             self.events.payload.addr.eq(s4.addr),
             self.events.payload.old.eq(s4.lvl),

@@ -103,6 +103,8 @@ def core_testbenches(s: Scenario) -> tuple[SynapseCore, list[Testbench], list[Te
     rng = random.Random(s.seed)
 
     async def play(ctx: Any) -> None:
+        while ctx.get(core.initializing):  # a single-port core clears its memories first
+            await ctx.tick()
         for i, v in enumerate(table):
             ctx.set(core.load.index, i)
             ctx.set(core.load.value, v)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from metaplast.cli.options import add_unit_options, layout_from
-from metaplast.vocabulary import UNIT_BAUD
+from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
 
 
 def add_gateware(sub: Any) -> None:
@@ -27,6 +27,14 @@ def add_gateware(sub: Any) -> None:
     )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
+    p.add_argument(
+        "--memory",
+        choices=UNIT_MEMORIES[1:],
+        default="block",
+        help="hidden weights and counters in dual-port memories (one update per clock) or in "
+        "single-port ones (one update per two cycles; behavioural here, a board build maps "
+        "them to the iCE40 UP's SPRAM)",
+    )
 
 
 def run_gateware(args: argparse.Namespace) -> int:
@@ -40,7 +48,11 @@ def run_gateware(args: argparse.Namespace) -> int:
         layout = layout_from(args)
         divisor = args.baud_divisor or divisor_for(args.clock_hz, args.baud or UNIT_BAUD)
         top = DigitalUnitTop(
-            layout, clock_hz=args.clock_hz, baud_divisor=divisor, prog_depth=args.prog_depth
+            layout,
+            clock_hz=args.clock_hz,
+            baud_divisor=divisor,
+            prog_depth=args.prog_depth,
+            single_port=args.memory == "spram",
         )
         text = verilog(top, name=args.name)
     except ValueError as exc:
@@ -53,6 +65,7 @@ def run_gateware(args: argparse.Namespace) -> int:
         "ports": ["clk", "rst", *top.signature.members],
         "prog_addr_bits": top.addr_bits,
         "receive_buffer": layout.receive_buffer,
+        "memory": args.memory,
         "info": top.engine.info.to_dict(),
         "contract": layout.contract.describe(),
     }
@@ -95,6 +108,14 @@ def add_build(sub: Any) -> None:
     )
     p.add_argument("--baud", type=int, default=None, help="UART rate (default the board's)")
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument(
+        "--memory",
+        choices=UNIT_MEMORIES,
+        default="auto",
+        help="hidden weights and counters in block RAM (one update per clock) or in the "
+        "iCE40 UP's SPRAM (one update per two cycles); auto: SPRAM on the iCEBreaker above "
+        "the 2,304 synapses its block RAM holds",
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -114,6 +135,7 @@ def run_build(args: argparse.Namespace) -> int:
             clock_mhz=args.clock_mhz,
             baud=args.baud,
             prog_depth=args.prog_depth,
+            memory=args.memory,
         )
     except (ValueError, BuildError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -123,9 +145,10 @@ def run_build(args: argparse.Namespace) -> int:
             f"Vivado is needed to finish it: {report['finish']}"
         )
         return 0
+    spram = f", {report['spram']} SPRAM" if report["spram"] else ""
     print(
         f"{report['bitstream']}: {layout.synapses} synapses, {report['luts']} LUTs, "
-        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM, "
+        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM{spram}, "
         f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
         f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
     )

@@ -405,3 +405,19 @@ def test_crossbar_reply_longer_than_a_receive_bank() -> None:
     ]
     frames = replies(exchange(layout, steps, "top-crossbar-long", array="hfox-1t1r"))
     assert frames[-1].status == Status.OK and len(frames[-1].payload) == 1 + 8 * 128
+
+
+def test_frames_wait_while_a_single_port_unit_clears_its_memories() -> None:
+    """An SPRAM starts undefined: a single-port unit writes zeros into every synapse after
+    reset (here 4,096 cycles), and the frames that arrive meanwhile wait in the receiver's two
+    banks."""
+    layout = Layout(Contract(), 4096, max_block=16)
+    steps = [
+        encode_frame(Op.WRITE_HIDDEN, 1, layout.write_hidden(4090, [-5, 6]))
+        + encode_frame(Op.READ_HIDDEN, 2, layout.span(4080, 16)),
+        encode_frame(Op.READ_COUNTERS, 3, layout.span(4080, 16)),
+        encode_frame(Op.INFO, 4),
+    ]
+    frames = replies(exchange(layout, steps, "top-single-port-clear", single_port=True))
+    assert [f.status for f in frames] == [Status.OK] * 4
+    assert struct.unpack_from("<16h", frames[1].payload, 1)[10:12] == (-5, 6)
