@@ -145,7 +145,9 @@ class _MemoryPort:
     and a write (``waddr``, ``wdata``, ``we``), on two ports or on one.
 
     Dual-port: the read is transparent for the write when ``transparent``. Single-port: a
-    write takes the cycle and the read waits (the pipeline never asks for both at once).
+    write takes the cycle and the read waits (the pipeline never asks for both at once); the
+    port shows ``waddr`` whenever ``wsel`` is set (by default, when ``we`` is), so that an
+    address need not wait for a late write enable.
     """
 
     def __init__(
@@ -157,10 +159,11 @@ class _MemoryPort:
         self.waddr = Signal(range(depth), name=f"{name}_waddr")
         self.wdata = Signal(shape, name=f"{name}_wdata")
         self.we = Signal(name=f"{name}_we")
+        self.wsel = Signal(name=f"{name}_wsel")
         if single:
             m.submodules[name] = store = SinglePortStore(shape, depth)
             m.d.comb += [
-                store.addr.eq(Mux(self.we, self.waddr, self.raddr)),
+                store.addr.eq(Mux(self.wsel, self.waddr, self.raddr)),
                 store.wdata.eq(self.wdata),
                 store.we.eq(self.we),
                 store.en.eq(self.ren),
@@ -410,11 +413,18 @@ class UpdatePipeline(wiring.Component):
             counts_we |= ~done
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
+        # the counter's write enable waits for stage 4's level comparison; its address need
+        # not (no read is wanted while stage 4 holds an update: stage 3 is empty then)
+        counts_wsel = counts_we
+        if single:
+            counts_wsel = s4.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
+            hidden.wsel.eq(hidden_we),
             hidden.waddr.eq(hidden_waddr),
             hidden.wdata.eq(hidden_wdata),
             counts.we.eq(counts_we),
+            counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
             self.events.valid.eq(s4.valid & s4_event),
