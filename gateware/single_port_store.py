@@ -22,6 +22,7 @@ SPRAM_WORDS = 16384
 """Words of one ``SB_SPRAM256KA``."""
 SPRAM_WIDTH = 16
 """Bits of one ``SB_SPRAM256KA`` word."""
+SPRAM_ADDRESS_BITS = (SPRAM_WORDS - 1).bit_length()
 ICE40UP_SPRAMS = 4
 """``SB_SPRAM256KA`` blocks of an iCE40UP5K or UP3K."""
 
@@ -101,12 +102,12 @@ class SinglePortStore(wiring.Component):
         banks = math.ceil(self.depth / SPRAM_WORDS)
         lanes = math.ceil(self.width / SPRAM_WIDTH)
         bank = Signal(range(banks))  # the bank the last read came from
-        select = self.addr[14:] if banks > 1 else Const(0)
+        select = self.addr[SPRAM_ADDRESS_BITS:] if banks > 1 else Const(0)
         with m.If(self.en & ~self.we):
             m.d.sync += bank.eq(select)
-        address = Signal(14)
+        address = Signal(SPRAM_ADDRESS_BITS)
         wdata = Signal(lanes * SPRAM_WIDTH)
-        m.d.comb += [address.eq(self.addr[:14]), wdata.eq(self.wdata)]
+        m.d.comb += [address.eq(self.addr[:SPRAM_ADDRESS_BITS]), wdata.eq(self.wdata)]
         outputs = []
         for b in range(banks):
             here = select == b
