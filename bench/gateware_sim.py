@@ -7,7 +7,10 @@ and, as generated Verilog with a plain Verilog testbench, under Icarus Verilog (
 checked against the model). Reported: simulated cycles per second (to budget tests), the
 speed ratios, cycles per update in the pipeline (target 1.0) and in the command engine.
 
-    .venv/bin/python bench/gateware_sim.py [--updates 4000] [--block 256]
+    .venv/bin/python bench/gateware_sim.py [--updates 4000] [--block 256] [--memory spram]
+
+``--memory spram`` measures the single-port configuration (the iCE40 UP's SPRAM; target 2.0
+cycles per update) instead of the dual-port one.
 """
 
 from __future__ import annotations
@@ -93,18 +96,25 @@ def timed_run(dut: object, main: object, watch: object) -> float:
 
 
 def core_run(
-    contract: Contract, synapses: int, d: list[int], *, same_synapse: bool = False
+    contract: Contract,
+    synapses: int,
+    d: list[int],
+    *,
+    same_synapse: bool = False,
+    single_port: bool = False,
 ) -> dict[str, float]:
     """Stream ``d`` into the core one update per offered cycle; count cycles and wall time.
 
     The updates go to synapses 0, 1, 2, ... or, with ``same_synapse``, all to synapse 0
     (the read-after-write hazard).
     """
-    dut = SynapseCore(contract, synapses)
+    dut = SynapseCore(contract, synapses, single_port=single_port)
     stats = {"cycles": 0, "update_cycles": 0}
 
     async def drive(ctx) -> None:
         ctx.set(dut.events.ready, 1)
+        while ctx.get(dut.initializing):  # a single-port core clears its memories first
+            await ctx.tick()
         for addr, v in enumerate(d):
             ctx.set(dut.update.valid, 1)
             target = 0 if same_synapse else addr
@@ -125,9 +135,11 @@ def core_run(
     return stats
 
 
-def top_run(layout: Layout, d: list[int], divisor: int) -> dict[str, float]:
+def top_run(
+    layout: Layout, d: list[int], divisor: int, *, single_port: bool = False
+) -> dict[str, float]:
     """One UPDATE frame through the UART pin; the engine's cycles from frame to reply."""
-    dut = DigitalUnitTop(layout, baud_divisor=divisor)
+    dut = DigitalUnitTop(layout, baud_divisor=divisor, single_port=single_port)
     frame = encode_frame(Op.UPDATE, 1, layout.update(0, 1, d))
     reply = CommandModel(layout, baud_divisor=divisor).feed(frame)
     stats = {"cycles": 0, "exec_cycles": 0, "bytes": len(frame) + len(reply)}
@@ -156,7 +168,9 @@ def top_run(layout: Layout, d: list[int], divisor: int) -> dict[str, float]:
     return stats
 
 
-def icarus_run(layout: Layout, d: list[int], divisor: int) -> dict[str, float] | None:
+def icarus_run(
+    layout: Layout, d: list[int], divisor: int, *, single_port: bool = False
+) -> dict[str, float] | None:
     """The same frame into the generated Verilog under Icarus; ``None`` without iverilog."""
     if shutil.which("iverilog") is None:
         return None
@@ -164,7 +178,8 @@ def icarus_run(layout: Layout, d: list[int], divisor: int) -> dict[str, float] |
     expected = CommandModel(layout, baud_divisor=divisor).feed(frame)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "unit.v").write_text(verilog(DigitalUnitTop(layout, baud_divisor=divisor)))
+        top = DigitalUnitTop(layout, baud_divisor=divisor, single_port=single_port)
+        (work / "unit.v").write_text(verilog(top))
         (work / "tb.v").write_text(TESTBENCH.format(n=len(frame), div=divisor))
         (work / "frame.hex").write_text("".join(f"{b:02x}\n" for b in frame))
         # -g2005: under -g2012 Yosys' always @* blocks do not run at time 0 (stay X)
@@ -191,7 +206,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--divisor", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--memory", choices=("block", "spram"), default="block")
     args = ap.parse_args()
+    single = args.memory == "spram"
     torch.set_num_threads(1)
     contract = Contract()
     rng = random.Random(args.seed)
@@ -199,30 +216,34 @@ def main() -> None:
     d = [rng.randint(-big, big) for _ in range(args.updates)]
 
     model = model_rate(contract, args.updates, d)
-    core = core_run(contract, args.updates, d)
+    core = core_run(contract, args.updates, d, single_port=single)
     core_rate = args.updates / core["seconds"]
-    print(f"learning core, {args.updates} updates of distinct synapses (Amaranth simulator):")
     print(
-        f"  {core['update_cycles'] / args.updates:.4f} cycles per update (4-cycle drain included)"
+        f"learning core ({args.memory}), {args.updates} updates of distinct synapses "
+        "(Amaranth simulator):"
+    )
+    print(
+        f"  {core['update_cycles']:,} cycles, {core['update_cycles'] / args.updates:.4f} per "
+        "update (the drain included)"
     )
     print(
         f"  {core['cycles'] / core['seconds']:,.0f} simulated cycles/s, {core_rate:,.0f} updates/s"
     )
-    same = core_run(contract, 8, d[:200], same_synapse=True)
+    same = core_run(contract, 8, d[:200], same_synapse=True, single_port=single)
     print(f"  {same['update_cycles'] / 200:.2f} cycles per update, all to one synapse")
     print(
         f"  bit-exact model: {model:,.0f} updates/s, {model / core_rate:,.0f}x the RTL simulation"
     )
 
     layout = Layout(contract, 8192, max_block=args.block)
-    top = top_run(layout, d[: args.block], args.divisor)
+    top = top_run(layout, d[: args.block], args.divisor, single_port=single)
     print(f"whole unit, one UPDATE of {args.block} through the UART (divisor {args.divisor}):")
     print(f"  {top['cycles'] / top['seconds']:,.0f} simulated cycles/s ({top['cycles']:,} cycles)")
     print(
         f"  command engine: {top['exec_cycles']:,} cycles from frame to reply, "
         f"{top['exec_cycles'] / args.block:.2f} per update"
     )
-    icarus = icarus_run(layout, d[: args.block], args.divisor)
+    icarus = icarus_run(layout, d[: args.block], args.divisor, single_port=single)
     if icarus is None:
         print("  Icarus Verilog: iverilog not found")
     else:

@@ -23,15 +23,24 @@ from typing import Any
 from amaranth.build import Resource
 from amaranth.lib import wiring
 
+from metaplast.gateware.single_port_store import SPRAM_WORDS, spram_blocks
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
+from metaplast.vocabulary import UNIT_MEMORIES
 
 from .board_top import BoardTop
 from .platforms import Board
 from .pll import PLL, pll_settings
 
-__all__ = ["BuildError", "NAME", "REPORT_KEYS", "build", "parse_nextpnr_report"]
+__all__ = [
+    "BuildError",
+    "NAME",
+    "REPORT_KEYS",
+    "build",
+    "memory_for",
+    "parse_nextpnr_report",
+]
 
 NAME = "metaplast"
 """The top-level name: ``build/metaplast.bin`` and friends."""
@@ -161,6 +170,35 @@ def _not_fit(log: str) -> str | None:
     return None
 
 
+def memory_for(board: Board, layout: Layout, memory: str = "auto") -> str:
+    """``block`` or ``spram``: where ``layout``'s hidden weights and counters go on ``board``.
+
+    ``auto`` takes the SPRAM on a board that has it when the synapses exceed what its block
+    RAM holds. :exc:`ValueError`, before any tool runs, for SPRAM on a board without it and
+    for more synapses than its SPRAM holds.
+    """
+    if memory not in UNIT_MEMORIES:
+        raise ValueError(f"memory must be one of {', '.join(UNIT_MEMORIES)}, not {memory!r}")
+    if memory == "auto":
+        large = board.spram and layout.synapses > board.block_ram_synapses
+        memory = "spram" if large else "block"
+    if memory == "block":
+        return memory
+    if not board.spram:
+        raise ValueError(f"the {board.name} has no SPRAM; use --memory block")
+    n = layout.synapses
+    hidden = spram_blocks(n, layout.contract.hidden_width)
+    counters = spram_blocks(n, layout.counter_width)
+    if hidden + counters > board.spram:
+        most = SPRAM_WORDS * (board.spram // 2)
+        raise ValueError(
+            f"{n} synapses in SPRAM need {hidden + counters} SPRAM ({hidden} for the hidden "
+            f"weights, {counters} for the change counters); the {board.name} has {board.spram} "
+            f"(16,384 words each: at most {most} synapses of 16-bit weights and counters)"
+        )
+    return memory
+
+
 HEARTBEAT_S = 30.0
 
 
@@ -190,6 +228,7 @@ def build(
     crossbar_tile: int | None = None,
     driver: wiring.Component | None = None,
     resources: Sequence[Resource] = (),
+    memory: str = "auto",
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -205,7 +244,11 @@ def build(
     that many rows or columns, its command channel on the board's crossbar link pins, or on
     ``driver``, a lab's driver inside the FPGA (:class:`.BoardTop`), whose own pins are
     ``resources`` (added to the platform for it to request).
+
+    ``memory``: where the hidden weights and counters go (:func:`memory_for`): dual-port block
+    RAM, one update per clock, or the iCE40 UP's single-port SPRAM, one update per two cycles.
     """
+    memory = memory_for(board, layout, memory)
     if driver is not None and crossbar_tile is None:
         raise ValueError("a crossbar driver needs a unit with the crossbar port (crossbar_tile)")
     pll = None
@@ -233,6 +276,7 @@ def build(
         baud_divisor=divisor,
         prog_depth=prog_depth,
         crossbar=crossbar_tile,
+        single_port=memory == "spram",
     )
     clocking = None if pll is None else PLL(pll, board.clock)
     top = BoardTop(board, unit, clock_hz=clock_hz, pll=clocking, driver=driver)
@@ -250,6 +294,8 @@ def build(
     report: dict[str, Any] = {
         "board": board.name,
         "synapses": layout.synapses,
+        "memory": memory,
+        "cycles_per_update": 2 if memory == "spram" else 1,
         "target_mhz": target_mhz,
         "fmax_mhz": None,
         "luts": None,
@@ -315,8 +361,13 @@ def build(
             text += pnr_log.read_text(errors="replace")
         reason = _not_fit(text)
         if reason:
+            hint = (
+                "; --memory spram keeps them in its SPRAM"
+                if memory == "block" and board.spram
+                else ""
+            )
             raise BuildError(
-                f"{_what(layout, crossbar_tile)} do not fit the {board.name} ({reason}); "
+                f"{_what(layout, crossbar_tile)} do not fit the {board.name} ({reason}){hint}; "
                 f"logs in {workdir}"
             )
         raise BuildError(

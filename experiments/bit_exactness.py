@@ -12,7 +12,11 @@ for cycle as the Amaranth testbenches do, fast enough for millions of updates pe
 configuration; the model's expected results are then most of the run's time.
 
     .venv/bin/python experiments/bit_exactness.py [--updates 20000] [--seed 0]
-    .venv/bin/python experiments/bit_exactness.py --simulator verilator --updates 1000000
+    .venv/bin/python experiments/bit_exactness.py --simulator verilator --updates 1000000 \
+        [--memory spram]
+
+``--memory spram`` checks the single-port configuration (both memories in SPRAM-like stores,
+one update per two cycles) instead of the dual-port one.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=20000, help="updates per configuration")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--simulator", choices=("amaranth", "verilator"), default="amaranth")
+    ap.add_argument(
+        "--memory",
+        choices=("block", "spram"),
+        default="block",
+        help="the memories in dual-port block RAM (one update per clock) or in single-port "
+        "SPRAM (one per two cycles)",
+    )
     args = ap.parse_args()
     run = run_amaranth
     if args.simulator == "verilator":
@@ -77,7 +88,15 @@ def main() -> None:
         rng = random.Random(args.seed * 1000 + i)
         hidden = adversarial_hidden(contract, synapses, rng)
         updates = adversarial_updates(contract, hidden, args.updates, rng)
-        s = Scenario(contract, synapses, hidden, updates, ready_prob=0.7, seed=args.seed + i)
+        s = Scenario(
+            contract,
+            synapses,
+            hidden,
+            updates,
+            ready_prob=0.7,
+            seed=args.seed + i,
+            single_port=args.memory == "spram",
+        )
         if args.simulator == "verilator":
             core_executable(s)  # Verilator's build (once, then cached) is not timed
         t = time.perf_counter()

@@ -8,6 +8,11 @@ comparing every reply byte and programming strobe with the model.
 
     .venv/bin/python experiments/board_netlist.py [--synapses 64] [--max-block 64]
         [--errors=-0.03,-0.02,0,0.02,0.03] [--out build/netlist-icebreaker]
+        [--memory auto|block|spram] [--starts 0,16376,32736]
+
+``--starts`` runs the session once from each of these synapses, one after the other (with
+``--memory spram`` and more than 16,384 synapses: both SPRAM banks and the boundary between
+them, through Yosys' model of ``SB_SPRAM256KA``).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from metaplast.boards.build import build
-from metaplast.boards.netlist_sim import simulate_netlist
+from metaplast.boards.build import build, memory_for
+from metaplast.boards.netlist_sim import session, simulate_netlist
 from metaplast.boards.platforms import BOARDS
 from metaplast.contract import Contract
 from metaplast.protocol import Layout
@@ -29,13 +34,20 @@ def main() -> None:
     p.add_argument("--max-block", type=int, default=64)
     p.add_argument("--errors", default="-0.03,-0.02,0,0.02,0.03")
     p.add_argument("--out", type=Path, default=Path("build/netlist-icebreaker"))
+    p.add_argument("--memory", choices=("auto", "block", "spram"), default="auto")
+    p.add_argument("--starts", default="0", help="first synapse of each session")
     args = p.parse_args()
     board = BOARDS["icebreaker"]
     layout = Layout(Contract(), args.synapses, max_block=args.max_block)
     path = args.out / "report.json"
     report = json.loads(path.read_text()) if path.exists() else None
-    if report is None or report["synapses"] != args.synapses:
-        report = build(board, layout, args.out)
+    memory = memory_for(board, layout, args.memory)
+    if report is None or (report["synapses"], report.get("memory", "block")) != (
+        args.synapses,
+        memory,
+    ):
+        report = build(board, layout, args.out, memory=memory)
+    frames = [f for start in args.starts.split(",") for f in session(layout, 0, int(start))]
     print(f"netlist {report['netlist']}: {report['luts']} LUTs, Fmax {report['fmax_mhz']} MHz")
     print(
         "| host baud error | reply bytes (netlist / model) | strobes (netlist / model) | "
@@ -44,7 +56,12 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for error in (float(e) for e in args.errors.split(",")):
         r = simulate_netlist(
-            board, layout, report, args.out / f"netsim{error:+.3f}", baud_error=error
+            board,
+            layout,
+            report,
+            args.out / f"netsim{error:+.3f}",
+            frames=frames,
+            baud_error=error,
         )
         print(
             f"| {error:+.1%} | {len(r.replies)} / {len(r.expected)} | {len(r.strobes)} / "

@@ -21,9 +21,22 @@ __all__ = ["SynapseCore"]
 
 
 class SynapseCore(wiring.Component):
-    def __init__(self, contract: Contract, synapses: int, *, counter_width: int = 16) -> None:
+    """``single_port``: the memories in single-port stores (the iCE40 UP's SPRAM), one update
+    per two cycles, cleared after reset while ``initializing`` is high: ``access`` waits for it
+    (:class:`.UpdatePipeline`)."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        synapses: int,
+        *,
+        counter_width: int = 16,
+        single_port: bool = False,
+    ) -> None:
         self.contract = contract
-        self.pipeline = UpdatePipeline(contract, synapses, counter_width=counter_width)
+        self.pipeline = UpdatePipeline(
+            contract, synapses, counter_width=counter_width, single_port=single_port
+        )
         self.lut = MetaLUT(contract)
         addr_bits = self.pipeline.addr_bits
         self.addr_bits = addr_bits
@@ -38,6 +51,7 @@ class SynapseCore(wiring.Component):
                 "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
                 "events": Out(stream.Signature(EventLayout(contract, addr_bits))),
                 "busy": Out(1),
+                "initializing": Out(1),
                 "access": In(AccessSignature(contract, addr_bits, counter_width)),
                 "load": In(LoadSignature(contract)),
                 "lut_mstar": Out(16, init=self.lut.init_mstar),
@@ -56,6 +70,7 @@ class SynapseCore(wiring.Component):
             lut.index_en.eq(p.lut_en),
             p.lut_value.eq(lut.value),
             self.busy.eq(p.busy | inlet.busy | outlet.busy),
+            self.initializing.eq(p.initializing),
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]

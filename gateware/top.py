@@ -42,6 +42,9 @@ class DigitalUnitTop(wiring.Component):
     or None for a unit without an array. With it the unit has the crossbar port's command
     channel ``xbar`` (:class:`~.crossbar_port.CrossbarPort.Signature`), INFO reports the
     ``crossbar`` capability, and the receive banks hold an XBAR_MVM of a whole tile.
+    ``single_port``: the hidden weights and counters in single-port memories (the iCE40 UP's
+    SPRAM), one update per two cycles (:class:`~.update_pipeline.UpdatePipeline`); the
+    protocol and INFO are the same.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class DigitalUnitTop(wiring.Component):
         baud_divisor: int = 16,
         prog_depth: int = 16,
         crossbar: int | None = None,
+        single_port: bool = False,
     ) -> None:
         if crossbar is not None and crossbar < 1:
             raise ValueError(f"crossbar must be a tile dimension >= 1 or None, not {crossbar}")
@@ -93,7 +97,9 @@ class DigitalUnitTop(wiring.Component):
             baud_divisor=baud_divisor,
             crossbar=crossbar is not None,
         )
-        self.core = SynapseCore(c, layout.synapses, counter_width=layout.counter_width)
+        self.core = SynapseCore(
+            c, layout.synapses, counter_width=layout.counter_width, single_port=single_port
+        )
         self.programming = ProgrammingPort(c, addr_bits, depth=prog_depth)
 
     @staticmethod
@@ -137,7 +143,12 @@ class DigitalUnitTop(wiring.Component):
             prog.prog_busy.eq(self.prog_busy),
         ]
         wiring.connect(m, rx.data, receiver.rx)
-        wiring.connect(m, receiver.frame, engine.frame)
+        # a single-port unit clears its memories after reset: frames wait in the receiver
+        m.d.comb += [
+            engine.frame.payload.eq(receiver.frame.payload),
+            engine.frame.valid.eq(receiver.frame.valid & ~core.initializing),
+            receiver.frame.ready.eq(engine.frame.ready & ~core.initializing),
+        ]
         wiring.connect(m, engine.body, outlet.i)
         wiring.connect(m, outlet.o, sender.body)
         wiring.connect(m, sender.tx, tx.data)

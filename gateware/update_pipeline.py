@@ -18,11 +18,25 @@ is the bit-exact model this is tested against.
 Read-after-write: the memory read of stage 0 is transparent for the write of stage 4, and an
 update whose address is still in stages 1 to 3 waits (the only case that costs a cycle: a
 block addresses distinct synapses, so it arises only between blocks that overlap).
+
+``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
+iCE40 UP's SPRAM), where a cycle either reads or writes. The hidden weight is then written
+back one stage later (stage 5, a register after stage 4), so that a read and a write of the
+same memory are always an odd number of stages apart, and an update enters only when stage 1
+(the counter's read in stage 3 against the write in stage 4 of the update before) and stage 5
+(the hidden weight's write against this read) are empty: one update per two cycles over
+distinct synapses. An update whose address is in stages 1 to 4 waits; stage 5's write is
+complete before the next read, so no transparency is needed. An SPRAM is not initialised by
+the bitstream (block RAM is, to zeros): after reset the pipeline writes 0 to every hidden
+weight and counter, one synapse per cycle, with ``initializing`` high; nothing else may reach
+the memories until it falls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
+from operator import or_
 
 from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -31,6 +45,8 @@ from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import MIX32_ROUNDS, Contract
 from metaplast.protocol import address_bits
+
+from .single_port_store import SinglePortStore
 
 __all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "level_of"]
 
@@ -124,15 +140,69 @@ def _mix_rounds(x: Value, rounds: Sequence[tuple[int, int]]) -> Value:
     return x
 
 
+class _MemoryPort:
+    """A memory as the pipeline uses it: a read (``raddr``, ``ren``; ``rdata`` a cycle later)
+    and a write (``waddr``, ``wdata``, ``we``), on two ports or on one.
+
+    Dual-port: the read is transparent for the write when ``transparent``. Single-port: a
+    write takes the cycle and the read waits (the pipeline never asks for both at once); the
+    port shows ``waddr`` whenever ``wsel`` is set (by default, when ``we`` is), so that an
+    address need not wait for a late write enable.
+    """
+
+    def __init__(
+        self, m: Module, name: str, shape: Shape, depth: int, *, single: bool, transparent: bool
+    ) -> None:
+        self.raddr = Signal(range(depth), name=f"{name}_raddr")
+        self.ren = Signal(name=f"{name}_ren")
+        self.rdata = Signal(shape, name=f"{name}_rdata")
+        self.waddr = Signal(range(depth), name=f"{name}_waddr")
+        self.wdata = Signal(shape, name=f"{name}_wdata")
+        self.we = Signal(name=f"{name}_we")
+        self.wsel = Signal(name=f"{name}_wsel")
+        if single:
+            m.submodules[name] = store = SinglePortStore(shape, depth)
+            m.d.comb += [
+                store.addr.eq(Mux(self.wsel, self.waddr, self.raddr)),
+                store.wdata.eq(self.wdata),
+                store.we.eq(self.we),
+                store.en.eq(self.ren),
+                self.rdata.eq(store.rdata),
+            ]
+            return
+        m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
+        wr = memory.write_port()
+        rd = memory.read_port(transparent_for=(wr,) if transparent else ())
+        m.d.comb += [
+            rd.addr.eq(self.raddr),
+            rd.en.eq(self.ren),
+            self.rdata.eq(rd.data),
+            wr.addr.eq(self.waddr),
+            wr.data.eq(self.wdata),
+            wr.en.eq(self.we),
+        ]
+
+
 class UpdatePipeline(wiring.Component):
     """Hidden-weight memory, change counters and the update pipeline around them.
 
     ``access`` is the link's port into both memories (block read and write, clearing). It
     must only be driven while ``busy`` is low and no update is offered: the command engine
-    executes one command at a time, which guarantees it.
+    executes one command at a time, which guarantees it; it never reads and writes in the same
+    cycle.
+
+    ``single_port``: both memories in single-port stores (the iCE40 UP's SPRAM), one update
+    per two cycles; otherwise in dual-port block RAM, one update per clock.
     """
 
-    def __init__(self, contract: Contract, synapses: int, *, counter_width: int = 16) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        synapses: int,
+        *,
+        counter_width: int = 16,
+        single_port: bool = False,
+    ) -> None:
         if synapses < 1:
             raise ValueError(f"synapses must be >= 1, got {synapses}")
         if not 1 <= counter_width <= 32:
@@ -140,6 +210,7 @@ class UpdatePipeline(wiring.Component):
         self.contract = contract
         self.synapses = synapses
         self.counter_width = counter_width
+        self.single_port = single_port
         addr_bits = address_bits(synapses)
         self.addr_bits = addr_bits
         super().__init__(
@@ -150,6 +221,7 @@ class UpdatePipeline(wiring.Component):
                 "lut_en": Out(1),
                 "lut_value": In(contract.meta_bits + 1),
                 "busy": Out(1),
+                "initializing": Out(1),
                 "access": In(AccessSignature(contract, addr_bits, counter_width)),
             }
         )
@@ -157,16 +229,18 @@ class UpdatePipeline(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         c = self.contract
         m = Module()
-        m.submodules.hidden = hidden = Memory(
-            shape=signed(c.hidden_width), depth=self.synapses, init=[]
+        single = self.single_port
+        hidden = _MemoryPort(
+            m, "hidden", signed(c.hidden_width), self.synapses, single=single, transparent=True
         )
-        m.submodules.counts = counts = Memory(
-            shape=unsigned(self.counter_width), depth=self.synapses, init=[]
+        counts = _MemoryPort(
+            m,
+            "counts",
+            unsigned(self.counter_width),
+            self.synapses,
+            single=single,
+            transparent=False,
         )
-        h_wr = hidden.write_port()
-        h_rd = hidden.read_port(transparent_for=(h_wr,))
-        c_wr = counts.write_port()
-        c_rd = counts.read_port()
 
         addr_t = unsigned(self.addr_bits)
         hid_t = signed(c.hidden_width)
@@ -183,26 +257,36 @@ class UpdatePipeline(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~(s4.valid & ~self.events.ready))
 
+        stages = [s1, s2, s3, s4]
+        if single:  # stage 5 writes the hidden weight back
+            s5 = Signal(data.StructLayout({"valid": 1, "addr": addr_t, "w": hid_t}), name="s5")
+            stages.append(s5)
+
         new_addr = self.update.payload.addr
+        # the stages whose update a new one at the same address must wait for: their write
+        # is still to come (dual-port: stage 4's is seen through the read's transparency;
+        # single-port: stage 5's is done before the read, which an update waits for anyway)
+        pending = stages[:4] if single else stages[:3]
         hazard = Signal()
-        m.d.comb += hazard.eq(
-            (s1.valid & (s1.addr == new_addr))
-            | (s2.valid & (s2.addr == new_addr))
-            | (s3.valid & (s3.addr == new_addr))
-        )
+        m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
+        ready = advance & ~hazard
+        if single:
+            # a read and a write of one memory never in the same cycle: the counter's read in
+            # stage 3 and write in stage 4, the hidden weight's read here and write in stage 5
+            ready &= ~s1.valid & ~s5.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
-            self.update.ready.eq(advance & ~hazard),
+            self.update.ready.eq(ready),
             accept.eq(self.update.valid & self.update.ready),
-            self.busy.eq(s1.valid | s2.valid | s3.valid | s4.valid),
+            self.busy.eq(reduce(or_, (st.valid for st in stages))),
         ]
 
         half = len(MIX32_ROUNDS) // 2
 
         # stage 0: read W_H, start both halves of the dither hash --------------------------
         m.d.comb += [
-            h_rd.addr.eq(Mux(self.update.valid, new_addr, self.access.addr)),
-            h_rd.en.eq(advance),
+            hidden.raddr.eq(Mux(self.update.valid, new_addr, self.access.addr)),
+            hidden.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
@@ -219,7 +303,7 @@ class UpdatePipeline(wiring.Component):
             ]
 
         # stage 1: level, offset from it, interval -------------------------------------------
-        w1 = h_rd.data
+        w1 = hidden.rdata
         lvl1 = Signal(lvl_t)
         ws1 = Signal(hid_t)
         off1 = Signal(signed(c.hidden_width + 1))
@@ -274,8 +358,8 @@ class UpdatePipeline(wiring.Component):
         meta = Signal(c.meta_bits + 1)
         m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
         m.d.comb += [
-            c_rd.addr.eq(Mux(s3.valid, s3.addr, self.access.addr)),
-            c_rd.en.eq(advance),
+            counts.raddr.eq(Mux(s3.valid, s3.addr, self.access.addr)),
+            counts.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
@@ -298,21 +382,56 @@ class UpdatePipeline(wiring.Component):
             lvl4.eq(level_of(c, w4)),
             s4_event.eq(lvl4 != s4.lvl),
         ]
-        count = c_rd.data
+        count = counts.rdata
         saturated = count == (1 << self.counter_width) - 1
         commit = s4.valid & advance
+        if single:
+            with m.If(advance):
+                m.d.sync += [s5.valid.eq(s4.valid), s5.addr.eq(s4.addr), s5.w.eq(w4)]
+            back = s5  # the hidden weight's write-back, a stage after stage 4
+            back_w = s5.w
+        else:
+            back, back_w = s4, w4
+        hidden_we = (back.valid & advance) | self.access.we
+        hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
+        hidden_wdata = Mux(back.valid, back_w, self.access.wdata)
+        counts_we = (commit & s4_event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s4.valid, s4.addr, self.access.addr)
+        counts_wdata = Mux(s4.valid, count + 1, 0)
+        if single:
+            # after reset, 0 into every word of both memories (an SPRAM starts undefined)
+            wipe = Signal(range(self.synapses))
+            done = Signal()
+            m.d.comb += self.initializing.eq(~done)
+            with m.If(~done):
+                m.d.sync += wipe.eq(wipe + 1)
+                with m.If(wipe == self.synapses - 1):
+                    m.d.sync += done.eq(1)
+            hidden_we |= ~done
+            hidden_waddr = Mux(done, hidden_waddr, wipe)
+            hidden_wdata = Mux(done, hidden_wdata, 0)
+            counts_we |= ~done
+            counts_waddr = Mux(done, counts_waddr, wipe)
+            counts_wdata = Mux(done, counts_wdata, 0)
+        # the counter's write enable waits for stage 4's level comparison; its address need
+        # not (no read is wanted while stage 4 holds an update: stage 3 is empty then)
+        counts_wsel = counts_we
+        if single:
+            counts_wsel = s4.valid | self.access.clear | self.initializing
         m.d.comb += [
-            h_wr.en.eq(commit | self.access.we),
-            h_wr.addr.eq(Mux(s4.valid, s4.addr, self.access.addr)),
-            h_wr.data.eq(Mux(s4.valid, w4, self.access.wdata)),
-            c_wr.en.eq((commit & s4_event & ~saturated) | self.access.clear),
-            c_wr.addr.eq(Mux(s4.valid, s4.addr, self.access.addr)),
-            c_wr.data.eq(Mux(s4.valid, count + 1, 0)),
+            hidden.we.eq(hidden_we),
+            hidden.wsel.eq(hidden_we),
+            hidden.waddr.eq(hidden_waddr),
+            hidden.wdata.eq(hidden_wdata),
+            counts.we.eq(counts_we),
+            counts.wsel.eq(counts_wsel),
+            counts.waddr.eq(counts_waddr),
+            counts.wdata.eq(counts_wdata),
             self.events.valid.eq(s4.valid & s4_event),
             self.events.payload.addr.eq(s4.addr),
             self.events.payload.old.eq(s4.lvl),
             self.events.payload.new.eq(lvl4),
-            self.access.rdata.eq(h_rd.data),
-            self.access.count.eq(c_rd.data),
+            self.access.rdata.eq(hidden.rdata),
+            self.access.count.eq(counts.rdata),
         ]
         return m

@@ -32,6 +32,10 @@ UNIT_COUNTER_WIDTH = 16
 """Bits of each change counter."""
 UNIT_CLOCK_HZ = 48_000_000
 """The clock INFO reports for a unit not built for a board's oscillator."""
+UNIT_MEMORIES: tuple[str, ...] = ("auto", "block", "spram")
+"""Where a board build keeps the hidden weights and change counters: dual-port block RAM (one
+update per clock), single-port SPRAM (the iCE40 UP's; one update per two cycles), or auto
+(SPRAM on a board that has it when the synapses exceed what its block RAM holds)."""
 UNIT_BAUD = 3_000_000
 """The UART rate of a board that is not told another (an FT2232H makes it exactly)."""
 PROBE_BAUDS: tuple[int, ...] = (UNIT_BAUD, 12_000_000, 1_000_000, 2_000_000, 4_000_000, 115_200)

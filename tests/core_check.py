@@ -61,6 +61,8 @@ class Scenario:
     ready_prob: float = 1.0
     """Probability that the event sink is ready in a cycle (below 1 the pipeline stalls)."""
     counter_width: int = 16
+    single_port: bool = False
+    """The memories in single-port stores (SPRAM), one update per two cycles."""
     seed: int = 0
     events: list[tuple[int, int, int]] = field(default_factory=list)
     final: list[int] = field(default_factory=list)
@@ -94,11 +96,15 @@ def core_testbenches(s: Scenario) -> tuple[SynapseCore, list[Testbench], list[Te
     updates (one per cycle when the core is ready), waits for the pipeline to drain and reads
     every weight and counter back into ``s``.
     """
-    core = SynapseCore(s.contract, s.synapses, counter_width=s.counter_width)
+    core = SynapseCore(
+        s.contract, s.synapses, counter_width=s.counter_width, single_port=s.single_port
+    )
     table = s.contract.meta_lut(s.mstar)
     rng = random.Random(s.seed)
 
     async def play(ctx: Any) -> None:
+        while ctx.get(core.initializing):  # a single-port core clears its memories first
+            await ctx.tick()
         for i, v in enumerate(table):
             ctx.set(core.load.index, i)
             ctx.set(core.load.value, v)

@@ -129,6 +129,12 @@ int main(int argc, char** argv) {
 
     Run run(h);
     auto& core = run.core;
+    for (;;) {  // a single-port core clears its memories after reset
+        core->clk = 0;
+        core->eval();
+        if (!core->initializing) break;
+        run.cycle();
+    }
     for (int64_t i = 0; i < entries; ++i) {
         core->PORT(load, index) = i;
         core->PORT(load, value) = lut[i];

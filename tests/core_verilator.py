@@ -39,7 +39,9 @@ def _fields(layout: data.StructLayout, names: tuple[str, ...]) -> list[int]:
 
 def core_executable(s: Scenario) -> tuple[Path, list[int]]:
     """The compiled core for ``s``'s contract and size, and its payload field positions."""
-    core = SynapseCore(s.contract, s.synapses, counter_width=s.counter_width)
+    core = SynapseCore(
+        s.contract, s.synapses, counter_width=s.counter_width, single_port=s.single_port
+    )
     fields = _fields(core.update.payload.shape(), ("addr", "d", "seed"))
     fields += _fields(core.events.payload.shape(), ("addr", "old", "new"))
     exe = compile_harness(verilog.convert(core, name=TOP), HARNESS.read_text(), top=TOP)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from metaplast.boards.build import REPORT_KEYS, parse_nextpnr_report
+from metaplast.boards.build import REPORT_KEYS, memory_for, parse_nextpnr_report
 from metaplast.boards.netlist_sim import simulate_netlist
 from metaplast.boards.pinout import pinout_markdown
 from metaplast.boards.platforms import BOARDS, PROG_CONTROL
@@ -137,18 +137,22 @@ def test_missing_the_target_clock_is_an_error_and_removes_the_old_bitstream(
 def test_a_unit_that_does_not_fit_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["build", "--board", "icebreaker", "--synapses", "8192", "--out", str(tmp_path)]
-    assert main(argv) == 2
+    argv = ["build", "--board", "icebreaker", "--synapses", "8192", "--memory", "block"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "8192 synapses do not fit the icebreaker" in err
     assert re.search(r"needs \d+ ICESTORM_RAM of 30", err)
+    assert "--memory spram" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--synapses", "131072"], "carries 16 address bits"),
+        (["--synapses", "131072", "--memory", "block"], "carries 16 address bits"),
+        (["--synapses", "32769"], "32769 synapses in SPRAM need 6 SPRAM (3 for the hidden"),
+        (["--synapses", "65537", "--memory", "spram"], "need 10 SPRAM"),
+        (["--synapses", "32768", "--counter-width", "8", "--hidden-width", "20"], "need 6 SPRAM"),
         (["--baud", "2500000"], "2500000 baud at 12000000 Hz"),
         (["--target-mhz", "-5"], "target clock must be positive"),
         (["--max-block", "0"], "max_block must be"),
@@ -163,6 +167,24 @@ def test_bad_options_fail_before_any_tool_runs(
     assert main(["build", "--board", "icebreaker", "--out", str(tmp_path / "o"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "build").exists()
+
+
+def test_spram_on_a_board_without_it_is_refused_before_any_tool_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["build", "--board", "ulx3s-85f", "--memory", "spram", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "the ulx3s-85f has no SPRAM; use --memory block" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "build").exists()
+
+
+def test_auto_memory_takes_the_spram_where_block_ram_runs_out() -> None:
+    ice, ecp5 = BOARDS["icebreaker"], BOARDS["ulx3s-85f"]
+    assert memory_for(ice, Layout(Contract(), 2304)) == "block"
+    assert memory_for(ice, Layout(Contract(), 2305)) == "spram"
+    assert memory_for(ice, Layout(Contract(), 64), "spram") == "spram"
+    assert memory_for(ice, Layout(Contract(), 32768), "block") == "block"
+    assert memory_for(ecp5, Layout(Contract(), 102400)) == "block"
 
 
 def test_the_pll_settings_are_the_vendor_tools_ones() -> None:

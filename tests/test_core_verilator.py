@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from core_check import CONTRACTS, Scenario, adversarial_hidden, adversarial_updates, expected
 from core_verilator import run_scenario
 from test_verilog_board import needs_verilator
 
 
 @needs_verilator
-def test_verilated_core_matches_the_model_on_the_uneven_contract() -> None:
+@pytest.mark.parametrize("single_port", [False, True], ids=["dual-port", "single-port"])
+def test_verilated_core_matches_the_model_on_the_uneven_contract(single_port: bool) -> None:
     contract = CONTRACTS["uneven-12bit"]
     rng = random.Random(5)
     hidden = adversarial_hidden(contract, 40, rng)
     updates = adversarial_updates(contract, hidden, 4000, rng)
-    s = Scenario(contract, 40, hidden, updates, ready_prob=0.7, seed=5)
+    s = Scenario(contract, 40, hidden, updates, ready_prob=0.7, seed=5, single_port=single_port)
     run_scenario(s)
     events, final, counts = expected(s)
     assert len(events) > 1000

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from metaplast.cli.options import add_crossbar_tile, add_unit_options, layout_from
-from metaplast.vocabulary import UNIT_BAUD
+from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
 
 
 def add_gateware(sub: Any) -> None:
@@ -29,6 +29,14 @@ def add_gateware(sub: Any) -> None:
     )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
+    p.add_argument(
+        "--memory",
+        choices=UNIT_MEMORIES[1:],
+        default="block",
+        help="hidden weights and counters in dual-port memories (one update per clock) or in "
+        "single-port ones (one update per two cycles; behavioural here, a board build maps "
+        "them to the iCE40 UP's SPRAM)",
+    )
 
 
 def run_gateware(args: argparse.Namespace) -> int:
@@ -47,6 +55,7 @@ def run_gateware(args: argparse.Namespace) -> int:
             baud_divisor=divisor,
             prog_depth=args.prog_depth,
             crossbar=args.crossbar_tile,
+            single_port=args.memory == "spram",
         )
         text = verilog(top, name=args.name)
     except ValueError as exc:
@@ -60,6 +69,7 @@ def run_gateware(args: argparse.Namespace) -> int:
         "prog_addr_bits": top.addr_bits,
         "receive_buffer": top.receiver.bank_size,
         "crossbar_tile": args.crossbar_tile,
+        "memory": args.memory,
         "info": top.engine.info.to_dict(),
         "contract": layout.contract.describe(),
     }
@@ -112,6 +122,14 @@ def add_build(sub: Any) -> None:
         "clock divides exactly: 12 Mbaud on the iCEBreaker at 48 MHz)",
     )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument(
+        "--memory",
+        choices=UNIT_MEMORIES,
+        default="auto",
+        help="hidden weights and counters in block RAM (one update per clock) or in the "
+        "iCE40 UP's SPRAM (one update per two cycles); auto: SPRAM on the iCEBreaker above "
+        "the 2,304 synapses its block RAM holds",
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -132,6 +150,7 @@ def run_build(args: argparse.Namespace) -> int:
             baud=args.baud,
             prog_depth=args.prog_depth,
             crossbar_tile=args.crossbar_tile,
+            memory=args.memory,
         )
     except (ValueError, BuildError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -143,9 +162,10 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     link = report["xbar_link"]
     port = "" if link is None else f", crossbar link on {', '.join(link['pins'].values())}"
+    spram = f", {report['spram']} SPRAM" if report["spram"] else ""
     print(
         f"{report['bitstream']}: {layout.synapses} synapses{port}, {report['luts']} LUTs, "
-        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM, "
+        f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM{spram}, "
         f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
         f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
     )

@@ -57,13 +57,15 @@ def exchange(
     array: str | None = None,
     xbar_delay: int = 0,
     benches: list[PortBench] | None = None,
+    single_port: bool = False,
 ) -> bytes:
     """Send each step's bytes, wait until the model's replies to it are out; return the RTL's.
 
     Asserts that the RTL's reply stream equals the model's, and that the programming port
     strobed the model's device operations in the model's order. ``array``: a device model
     behind both units' crossbar ports (the RTL's served by a :class:`PortBench` that takes
-    ``xbar_delay`` idle cycles before each byte).
+    ``xbar_delay`` idle cycles before each byte). ``single_port``: the unit's memories in
+    single-port stores (SPRAM), the same replies at one update per two cycles.
     """
     bench, model_array, tile = None, None, None
     if array is not None:
@@ -75,7 +77,9 @@ def exchange(
             synapses=layout.synapses,
             max_block=layout.max_block,
         )
-    dut = DigitalUnitTop(layout, baud_divisor=DIVISOR, prog_depth=prog_depth, crossbar=tile)
+    dut = DigitalUnitTop(
+        layout, baud_divisor=DIVISOR, prog_depth=prog_depth, crossbar=tile, single_port=single_port
+    )
     if array is not None:
         bench = PortBench(dut, commands, delay=xbar_delay)
         if benches is not None:
@@ -168,9 +172,18 @@ def session(layout: Layout, rng: random.Random, blocks: int) -> list[bytes]:
     return steps
 
 
-@pytest.mark.parametrize("layout", [TINY, UNEVEN], ids=["tiny", "uneven-12bit"])
-def test_session_matches_the_model(layout: Layout) -> None:
-    out = exchange(layout, session(layout, random.Random(3), 12), f"top-session-{layout.synapses}")
+PORTS = pytest.mark.parametrize("single_port", [False, True], ids=["dual-port", "single-port"])
+"""The memories in dual-port block RAM and in single-port SPRAM: the same protocol."""
+
+
+@pytest.mark.parametrize(
+    ("layout", "single_port"),
+    [(TINY, False), (UNEVEN, False), (UNEVEN, True)],
+    ids=["tiny", "uneven-12bit", "uneven-12bit-single-port"],
+)
+def test_session_matches_the_model(layout: Layout, single_port: bool) -> None:
+    name = f"top-session-{layout.synapses}-{single_port}"
+    out = exchange(layout, session(layout, random.Random(3), 12), name, single_port=single_port)
     frames = replies(out)
     assert [f.status for f in frames if f.status != Status.OK] == [Status.RANGE]
     assert sum(f.op == Op.UPDATE_LAYER | 0x80 for f in frames) > 2
@@ -222,7 +235,8 @@ def test_invalid_frames_are_answered_and_change_nothing() -> None:
     assert len(reads) == 2 and reads[0].payload == reads[1].payload
 
 
-def test_retry_is_applied_once_and_answered_again() -> None:
+@PORTS
+def test_retry_is_applied_once_and_answered_again(single_port: bool) -> None:
     L = TINY  # noqa: N806
     update = encode_frame(Op.UPDATE, 42, L.update(0, 7, [-(1 << 21)] * 16))
     steps = [
@@ -240,7 +254,7 @@ def test_retry_is_applied_once_and_answered_again() -> None:
         encode_frame(Op.READ_HIDDEN, 46, L.span(0, 16)),
         encode_frame(Op.INFO, 47),
     ]
-    frames = replies(exchange(L, steps, "top-retry"))
+    frames = replies(exchange(L, steps, f"top-retry-{single_port}", single_port=single_port))
     assert frames[0] == frames[1]
     assert frames[3] == frames[5]  # the older of the last two: answered again
     assert frames[2].payload != frames[9].payload
@@ -248,7 +262,8 @@ def test_retry_is_applied_once_and_answered_again() -> None:
     assert Info.unpack(frames[12].payload[1:]).lut_mstar == 0.0
 
 
-def test_back_to_back_frames_and_a_slow_programming_circuit() -> None:
+@PORTS
+def test_back_to_back_frames_and_a_slow_programming_circuit(single_port: bool) -> None:
     L = TINY  # noqa: N806
     lo = L.contract.level_ints[6] - L.contract.level_ints[9]
     burst = b"".join(
@@ -259,7 +274,16 @@ def test_back_to_back_frames_and_a_slow_programming_circuit() -> None:
     )
     steps = [burst, encode_frame(Op.READ_COUNTERS, 3, L.span(0, 16))]
     # a 2-deep programming FIFO behind a 7-cycle circuit: the pipeline has to stall
-    frames = replies(exchange(L, steps, "top-burst", prog_busy_cycles=7, prog_depth=2))
+    frames = replies(
+        exchange(
+            L,
+            steps,
+            f"top-burst-{single_port}",
+            prog_busy_cycles=7,
+            prog_depth=2,
+            single_port=single_port,
+        )
+    )
     assert len(frames) == 3
     assert struct.unpack_from("<H", frames[0].payload, 1)[0] == 16  # every synapse changed
 
@@ -381,3 +405,19 @@ def test_crossbar_reply_longer_than_a_receive_bank() -> None:
     ]
     frames = replies(exchange(layout, steps, "top-crossbar-long", array="hfox-1t1r"))
     assert frames[-1].status == Status.OK and len(frames[-1].payload) == 1 + 8 * 128
+
+
+def test_frames_wait_while_a_single_port_unit_clears_its_memories() -> None:
+    """An SPRAM starts undefined: a single-port unit writes zeros into every synapse after
+    reset (here 4,096 cycles), and the frames that arrive meanwhile wait in the receiver's two
+    banks."""
+    layout = Layout(Contract(), 4096, max_block=16)
+    steps = [
+        encode_frame(Op.WRITE_HIDDEN, 1, layout.write_hidden(4090, [-5, 6]))
+        + encode_frame(Op.READ_HIDDEN, 2, layout.span(4080, 16)),
+        encode_frame(Op.READ_COUNTERS, 3, layout.span(4080, 16)),
+        encode_frame(Op.INFO, 4),
+    ]
+    frames = replies(exchange(layout, steps, "top-single-port-clear", single_port=True))
+    assert [f.status for f in frames] == [Status.OK] * 4
+    assert struct.unpack_from("<16h", frames[1].payload, 1)[10:12] == (-5, 6)

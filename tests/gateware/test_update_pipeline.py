@@ -30,14 +30,24 @@ def run(s: Scenario, name: str) -> Scenario:
     return s
 
 
+PORTS = pytest.mark.parametrize("single_port", [False, True], ids=["dual-port", "single-port"])
+"""Every behaviour checked with the memories in dual-port block RAM and in single-port SPRAM."""
+
+
+@PORTS
 @pytest.mark.parametrize("name", sorted(CONTRACTS))
 @pytest.mark.parametrize("ready_prob", [1.0, 0.3])
-def test_adversarial_vectors_match_the_model(name: str, ready_prob: float) -> None:
+def test_adversarial_vectors_match_the_model(
+    name: str, ready_prob: float, single_port: bool
+) -> None:
     c = CONTRACTS[name]
     rng = random.Random(1)
     hidden = adversarial_hidden(c, 96, rng)
     updates = adversarial_updates(c, hidden, 400, rng)
-    s = run(Scenario(c, 96, hidden, updates, ready_prob=ready_prob), f"adversarial-{name}")
+    s = run(
+        Scenario(c, 96, hidden, updates, ready_prob=ready_prob, single_port=single_port),
+        f"adversarial-{name}-{single_port}",
+    )
     assert len(s.events) > 20  # the vectors do cross levels
 
 
@@ -61,15 +71,19 @@ def test_random_updates_match_the_model(data: st.DataObject) -> None:
         )
     )
     mstar = data.draw(st.sampled_from([0.0, 1.5, 3.0, 6.0]))
-    run(Scenario(c, synapses, hidden, updates, mstar=mstar, ready_prob=0.6), "random")
+    single_port = data.draw(st.booleans())
+    s = Scenario(c, synapses, hidden, updates, mstar=mstar, ready_prob=0.6, single_port=single_port)
+    run(s, "random")
 
 
-def test_counters_saturate() -> None:
+@PORTS
+def test_counters_saturate(single_port: bool) -> None:
     c = CONTRACTS["default"]
     lo, hi = c.level_ints[7], c.level_ints[9]
     # alternate one synapse between two levels: every update is a level change
     updates = [(0, (lo - hi if i % 2 == 0 else hi - lo) << c.guard_bits, 0) for i in range(9)]
-    s = run(Scenario(c, 2, [lo, 0], updates, mstar=0.0, counter_width=3), "saturate")
+    s = Scenario(c, 2, [lo, 0], updates, mstar=0.0, counter_width=3, single_port=single_port)
+    run(s, f"saturate-{single_port}")
     assert s.counts[0] == 7
 
 
@@ -84,12 +98,44 @@ def test_one_update_per_clock_over_distinct_addresses() -> None:
     assert s.cycles == n + 5
 
 
-def test_crossbar_tile_of_8192_synapses() -> None:
+def test_one_update_per_two_cycles_single_port() -> None:
+    c = CONTRACTS["default"]
+    n = 512
+    hidden = [0] * n
+    updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
+    s = run(Scenario(c, n, hidden, updates, single_port=True), "throughput-single")
+    # an update every other cycle, the inlet's skid buffer, the 5-stage drain
+    assert s.cycles == 2 * (n - 1) + 1 + 6
+
+
+@PORTS
+@pytest.mark.parametrize("gap", [0, 1, 2, 3, 4, 5, 6])
+def test_read_after_write_at_every_distance(single_port: bool, gap: int) -> None:
+    """The same synapse again after ``gap`` other synapses, at every distance the pipeline's
+    stages and write-backs can be apart, level changes (and counts) each time."""
+    c = CONTRACTS["default"]
+    lo, hi = c.level_ints[7], c.level_ints[9]
+    down, up = (lo - hi) << c.guard_bits, (hi - lo) << c.guard_bits
+    updates = []
+    for i in range(12):
+        updates.append((0, down if i % 2 == 0 else up, i))
+        updates += [(1 + (j % 7), down if i % 2 == 0 else up, j) for j in range(gap)]
+    hidden = [lo] * 8
+    s = Scenario(c, 8, hidden, updates, mstar=0.0, ready_prob=0.8, single_port=single_port)
+    run(s, f"raw-{gap}-{single_port}")
+    assert s.counts[0] == 12
+
+
+@PORTS
+def test_crossbar_tile_of_8192_synapses(single_port: bool) -> None:
     c = CONTRACTS["default"]
     n = 8192
     rng = random.Random(8192)
     hidden = adversarial_hidden(c, n, rng)
     updates = adversarial_updates(c, hidden, 1500, rng)
     updates += [(a, rng.randint(-(1 << 20), 1 << 20), 99) for a in range(n - 300, n)]
-    s = run(Scenario(c, n, hidden, updates, ready_prob=0.8), "tile-8192")
+    s = run(
+        Scenario(c, n, hidden, updates, ready_prob=0.8, single_port=single_port),
+        f"tile-8192-{single_port}",
+    )
     assert len(s.events) > 100
