@@ -118,8 +118,12 @@ def test_the_icebreaker_link_refuses_a_unit_that_needs_its_address_pin(
     board.xbar_resource(board.make_platform(), 15)
     out = tmp_path / "o"
     argv = ["build", "--board", "icebreaker", "--synapses", "40000", "--crossbar-tile", "8"]
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main([*argv, "--memory", "block", "--out", str(out)]) == 2
     assert "the crossbar link takes PMOD2-10" in capsys.readouterr().err
+    # in SPRAM (the default that large) the memory refuses first: at most 32,768 synapses,
+    # whose addresses never need the link's pin
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "40000 synapses in SPRAM need 6 SPRAM" in capsys.readouterr().err
     assert not (out / "build").exists()
 
 
