@@ -65,11 +65,14 @@ def test_verilog_board_answers_info() -> None:
 
 
 @needs_verilator
+@pytest.mark.parametrize("memory", ["block", "spram"])
 def test_verilog_model_and_in_process_sessions_end_bit_identically(
-    data_dir: Path, tmp_path: Path
+    memory: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """The first layer on the Verilog board, on the model board, and in process: one session."""
+    """The first layer on the Verilog board (its memories dual-port, or single-port as in the
+    iCEBreaker's SPRAM), on the model board, and in process: one session."""
     board_args = ["--synapses", str(FIRST_LAYER), "--max-block", "256", "--crossbar", "none"]
+    board_args += ["--memory", memory]
     assert_boards_train_alike("verilog", TINY_VERILOG, 0, board_args, data_dir, tmp_path)
 
 

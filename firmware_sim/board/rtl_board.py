@@ -42,16 +42,20 @@ def serve_rtl_pty(
     *,
     baud: int = UNIT_BAUD,
     array: ArrayDriver | None = None,
+    single_port: bool = False,
 ) -> None:
     """Serve the gateware on a new pty until the process is stopped.
 
     INFO reports a clock of ``baud * DIVISOR`` so that its baud rate is ``baud``. ``array``:
     the array behind the unit's crossbar port (a :class:`PortBench` serves its command channel
     and takes the programming port's strobes), or None for a unit without the port.
+    ``single_port``: the unit with single-port memories (the iCE40 UP's SPRAM configuration).
     """
     clock_hz = max(1, baud) * DIVISOR
     tile = None if array is None else array.tile
-    top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile)
+    top = DigitalUnitTop(
+        layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile, single_port=single_port
+    )
     inbox: collections.deque[int] = collections.deque()
     wake = threading.Event()
 

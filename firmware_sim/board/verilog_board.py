@@ -66,18 +66,27 @@ def harness_source() -> str:
     return resources.files(__package__).joinpath(HARNESS).read_text()
 
 
-def board_executable(layout: Layout, *, baud: int = UNIT_BAUD, tile: int | None = None) -> Path:
+def board_executable(
+    layout: Layout,
+    *,
+    baud: int = UNIT_BAUD,
+    tile: int | None = None,
+    single_port: bool = False,
+) -> Path:
     """The compiled board for ``layout`` (built on first use, then cached).
 
     Its unit reports a clock of ``baud * DIVISOR`` so that INFO's baud rate is ``baud``.
     ``tile``: the unit's crossbar port for an array of tiles of at most that many rows or
     columns (the harness then talks to a driver), or None for a unit without the port.
+    ``single_port``: the unit with single-port memories (the SPRAM configuration).
     """
     from metaplast.gateware.top import DigitalUnitTop, verilog
 
     verilator_version()  # no Verilator: say so before the Verilog is generated
     clock_hz = max(1, baud) * DIVISOR
-    top = DigitalUnitTop(layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile)
+    top = DigitalUnitTop(
+        layout, clock_hz=clock_hz, baud_divisor=DIVISOR, crossbar=tile, single_port=single_port
+    )
     defines = () if tile is None else (
         "METAPLAST_XBAR", f"XBAR_PROGRAM={XBAR_PROGRAM}", f"XBAR_REQUEST={XBAR_REQUEST}"
     )  # fmt: skip
@@ -90,6 +99,7 @@ def serve_verilog_pty(
     *,
     baud: int = UNIT_BAUD,
     array: ArrayDriver | None = None,
+    single_port: bool = False,
 ) -> None:
     """Build (or find) the board, open a pty, announce it and serve until stopped.
 
@@ -100,7 +110,8 @@ def serve_verilog_pty(
     ConfigError unless it ended cleanly) or this process is stopped (then it stops the
     harness; a harness whose parent dies exits too).
     """
-    exe = board_executable(layout, baud=baud, tile=None if array is None else array.tile)
+    tile = None if array is None else array.tile
+    exe = board_executable(layout, baud=baud, tile=tile, single_port=single_port)
     master, slave = open_pty(announce)
     args = [str(exe), "--fd", str(master), "--divisor", str(DIVISOR)]
     if array is None:

@@ -11,6 +11,7 @@ from typing import Any
 from metaplast.cli.options import (
     add_array_options,
     add_baudrate_option,
+    add_memory_option,
     add_unit_options,
     array_from,
     layout_from,
@@ -36,6 +37,7 @@ def add_board(sub: Any) -> None:
     p.add_argument("--baud", type=int, default=UNIT_BAUD, help="simulated baud rate (0: no limit)")
     p.add_argument("--listen", metavar="HOST:PORT", default=None, help="TCP instead of a pty")
     add_unit_options(p)
+    add_memory_option(p, "the rtl and verilog backends' gateware; the model's replies are the same")
     add_array_options(p)
 
     p = sub.add_parser("info", help="ask a board (or simulated board) for its parameters")
@@ -134,13 +136,17 @@ def run_board_sim(args: argparse.Namespace) -> int:
 
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")
-            serve_rtl_pty(layout, announce, baud=args.baud, array=array)
+            serve_rtl_pty(
+                layout, announce, baud=args.baud, array=array, single_port=args.memory == "spram"
+            )
         elif args.backend == "verilog":
             from metaplast.firmware_sim.board.verilog_board import serve_verilog_pty
 
             if args.listen:
                 raise ConfigError("--listen serves the model backend only")
-            serve_verilog_pty(layout, announce, baud=args.baud, array=array)
+            serve_verilog_pty(
+                layout, announce, baud=args.baud, array=array, single_port=args.memory == "spram"
+            )
         elif args.listen:
             host, _, port = args.listen.rpartition(":")
             serve_tcp(model, args.baud, host or "127.0.0.1", int(port), announce)

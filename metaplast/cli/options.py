@@ -22,6 +22,7 @@ from metaplast.vocabulary import (
     UNIT_COUNTER_WIDTH,
     UNIT_MAX_BLOCK,
     UNIT_MAX_TILE,
+    UNIT_MEMORIES,
     UNIT_SYNAPSES,
 )
 
@@ -68,6 +69,18 @@ def _baudrate(text: str) -> int | None:
     if text == "auto":
         return None
     return positive_int(text)
+
+
+def add_memory_option(p: argparse.ArgumentParser, where: str) -> None:
+    """``--memory block|spram`` of a unit that is not built for a board (``gateware``,
+    ``board-sim``): dual-port or single-port memories; ``where`` says what runs them."""
+    p.add_argument(
+        "--memory",
+        choices=UNIT_MEMORIES[1:],
+        default="block",
+        help="hidden weights and counters in dual-port memories (one update per clock) or in "
+        f"single-port ones (one update per two cycles; {where})",
+    )
 
 
 def crossbar_tile(text: str) -> int:

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from metaplast.cli.options import add_crossbar_tile, add_unit_options, layout_from
+from metaplast.cli.options import (
+    add_crossbar_tile,
+    add_memory_option,
+    add_unit_options,
+    layout_from,
+)
 from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
 
 
@@ -29,14 +34,7 @@ def add_gateware(sub: Any) -> None:
     )
     p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
-    p.add_argument(
-        "--memory",
-        choices=UNIT_MEMORIES[1:],
-        default="block",
-        help="hidden weights and counters in dual-port memories (one update per clock) or in "
-        "single-port ones (one update per two cycles; behavioural here, a board build maps "
-        "them to the iCE40 UP's SPRAM)",
-    )
+    add_memory_option(p, "behavioural here, a board build maps them to the iCE40 UP's SPRAM")
 
 
 def run_gateware(args: argparse.Namespace) -> int:
