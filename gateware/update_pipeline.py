@@ -91,7 +91,7 @@ def AccessSignature(  # noqa: N802
 
 
 def _stage_layouts(
-    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape
+    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape, counter_width: int
 ) -> tuple[data.StructLayout, ...]:
     """The registers between the stages: what each stage hands to the next."""
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
@@ -123,6 +123,15 @@ def _stage_layouts(
                 "w": hid_t,
                 "lvl": lvl_t,
                 "prod": signed(c.update_width + c.meta_bits + 2),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "count": unsigned(counter_width),
             }
         ),
     )
@@ -195,6 +204,9 @@ class UpdatePipeline(wiring.Component):
     per two cycles; otherwise in dual-port block RAM, one update per clock.
     """
 
+    #: the registered stages after the inlet: the farthest two updates of one synapse can be
+    depth = 5
+
     def __init__(
         self,
         contract: Contract,
@@ -247,32 +259,29 @@ class UpdatePipeline(wiring.Component):
         lvl_t = unsigned(max(1, (len(c.levels) - 1).bit_length()))
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
-        s1, s2, s3, s4 = (Signal(layout, name=f"s{i}") for i, layout in enumerate(
-            _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t), start=1))  # fmt: skip
+        layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
+        s1, s2, s3, s4, s5 = (Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1))
 
-        # a stall holds every stage: the events' sink not ready while stage 4 holds an update.
-        # Whether that update is an event is not asked: it is known only at the end of stage 4's
-        # arithmetic, and the stall reaches every stage and the inlet (the iCE40's critical path)
-        s4_event = Signal()
+        # a stall holds every stage: the events' sink not ready while stage 5 holds an update.
+        # Whether that update is an event is not asked: it is known only after stage 5's
+        # comparators, and the stall reaches every stage and the inlet
+        s5_event = Signal()
         advance = Signal()
-        m.d.comb += advance.eq(~(s4.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s5.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4]
-        if single:  # stage 5 writes the hidden weight back
-            s5 = Signal(data.StructLayout({"valid": 1, "addr": addr_t, "w": hid_t}), name="s5")
-            stages.append(s5)
+        stages = [s1, s2, s3, s4, s5]
 
         new_addr = self.update.payload.addr
         # the stages whose update a new one at the same address must wait for: their write
-        # is still to come (dual-port: stage 4's is seen through the read's transparency;
+        # is still to come (dual-port: stage 5's is seen through the read's transparency;
         # single-port: stage 5's is done before the read, which an update waits for anyway)
-        pending = stages[:4] if single else stages[:3]
+        pending = stages[:4]
         hazard = Signal()
         m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
         ready = advance & ~hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 3 and write in stage 4, the hidden weight's read here and write in stage 5
+            # stage 4 and write in stage 5, the hidden weight's read here and write in stage 5
             ready &= ~s1.valid & ~s5.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
@@ -354,11 +363,15 @@ class UpdatePipeline(wiring.Component):
                 ),
             ]
 
-        # stage 3: M, d * M + dither; read the change counter ---------------------------------
+        # stage 3: M, d * M + dither; dual-port: read the change counter ----------------------
         meta = Signal(c.meta_bits + 1)
         m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
+        # the counter is read two stages before its write (dual-port: the block RAM's output
+        # register in stage 4, the increment from a register) or one (single-port: a read and
+        # a write an odd number of stages apart)
+        count_reader = s4 if single else s3
         m.d.comb += [
-            counts.raddr.eq(Mux(s3.valid, s3.addr, self.access.addr)),
+            counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
         ]
         with m.If(advance):
@@ -370,34 +383,35 @@ class UpdatePipeline(wiring.Component):
                 s4.prod.eq(s3.d * meta + s3.round),
             ]
 
-        # stage 4: round, saturate, write back, detect and count the level change -------------
+        # stage 4: round, saturate ------------------------------------------------------------
         step = Signal(signed(len(s4.prod) - c.round_shift))
         moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        w4 = Signal(hid_t)
-        lvl4 = Signal(lvl_t)
         m.d.comb += [
             step.eq(s4.prod >> c.round_shift),
             moved.eq(s4.w - step),
-            w4.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
-            lvl4.eq(level_of(c, w4)),
-            s4_event.eq(lvl4 != s4.lvl),
         ]
-        count = counts.rdata
+        with m.If(advance):
+            m.d.sync += [
+                s5.valid.eq(s4.valid),
+                s5.addr.eq(s4.addr),
+                s5.lvl.eq(s4.lvl),
+                s5.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+            if not single:
+                m.d.sync += s5.count.eq(counts.rdata)
+
+        # stage 5: write back; detect and count the level change -----------------------------
+        lvl5 = Signal(lvl_t)
+        m.d.comb += [lvl5.eq(level_of(c, s5.w)), s5_event.eq(lvl5 != s5.lvl)]
+        count = counts.rdata if single else s5.count
         saturated = count == (1 << self.counter_width) - 1
-        commit = s4.valid & advance
-        if single:
-            with m.If(advance):
-                m.d.sync += [s5.valid.eq(s4.valid), s5.addr.eq(s4.addr), s5.w.eq(w4)]
-            back = s5  # the hidden weight's write-back, a stage after stage 4
-            back_w = s5.w
-        else:
-            back, back_w = s4, w4
-        hidden_we = (back.valid & advance) | self.access.we
-        hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
-        hidden_wdata = Mux(back.valid, back_w, self.access.wdata)
-        counts_we = (commit & s4_event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s4.valid, s4.addr, self.access.addr)
-        counts_wdata = Mux(s4.valid, count + 1, 0)
+        commit = s5.valid & advance
+        hidden_we = commit | self.access.we
+        hidden_waddr = Mux(s5.valid, s5.addr, self.access.addr)
+        hidden_wdata = Mux(s5.valid, s5.w, self.access.wdata)
+        counts_we = (commit & s5_event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s5.valid, s5.addr, self.access.addr)
+        counts_wdata = Mux(s5.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -413,11 +427,11 @@ class UpdatePipeline(wiring.Component):
             counts_we |= ~done
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
-        # the counter's write enable waits for stage 4's level comparison; its address need
-        # not (no read is wanted while stage 4 holds an update: stage 3 is empty then)
+        # the counter's write enable waits for stage 5's level comparison; its address need
+        # not (no read is wanted while stage 5 holds an update: stage 4 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s4.valid | self.access.clear | self.initializing
+            counts_wsel = s5.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -427,10 +441,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s4.valid & s4_event),
-            self.events.payload.addr.eq(s4.addr),
-            self.events.payload.old.eq(s4.lvl),
-            self.events.payload.new.eq(lvl4),
+            self.events.valid.eq(s5.valid & s5_event),
+            self.events.payload.addr.eq(s5.addr),
+            self.events.payload.old.eq(s5.lvl),
+            self.events.payload.new.eq(lvl5),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
