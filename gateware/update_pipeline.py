@@ -131,6 +131,15 @@ def _stage_layouts(
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "old": lvl_t,
+                "new": lvl_t,
+                "event": unsigned(1),
                 "count": unsigned(counter_width),
             }
         ),
@@ -205,7 +214,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 5
+    depth = 6
 
     def __init__(
         self,
@@ -260,16 +269,17 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5 = (Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1))
+        s1, s2, s3, s4, s5, s6 = (
+            Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
+        )
 
-        # a stall holds every stage: the events' sink not ready while stage 5 holds an update.
-        # Whether that update is an event is not asked: it is known only after stage 5's
-        # comparators, and the stall reaches every stage and the inlet
-        s5_event = Signal()
+        # a stall holds every stage: the events' sink not ready while stage 6 holds an update.
+        # Whether that update is an event is not asked (a register, but the stall reaches every
+        # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s5.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s6.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5]
+        stages = [s1, s2, s3, s4, s5, s6]
 
         new_addr = self.update.payload.addr
         # the stages whose update a new one at the same address must wait for: their write
@@ -281,7 +291,7 @@ class UpdatePipeline(wiring.Component):
         ready = advance & ~hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 4 and write in stage 5, the hidden weight's read here and write in stage 5
+            # stage 5 and write in stage 6, the hidden weight's read here and write in stage 5
             ready &= ~s1.valid & ~s5.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
@@ -363,13 +373,13 @@ class UpdatePipeline(wiring.Component):
                 ),
             ]
 
-        # stage 3: M, d * M + dither; dual-port: read the change counter ----------------------
+        # stage 3: M, d * M + dither ----------------------------------------------------------
         meta = Signal(c.meta_bits + 1)
         m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
-        # the counter is read two stages before its write (dual-port: the block RAM's output
-        # register in stage 4, the increment from a register) or one (single-port: a read and
-        # a write an odd number of stages apart)
-        count_reader = s4 if single else s3
+        # the counter is read two stages before its write in stage 6 (dual-port: in stage 4,
+        # the block RAM's output register in stage 5, the increment from a register) or one
+        # (single-port: a read and a write an odd number of stages apart)
+        count_reader = s5 if single else s4
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
@@ -397,21 +407,30 @@ class UpdatePipeline(wiring.Component):
                 s5.lvl.eq(s4.lvl),
                 s5.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
             ]
-            if not single:
-                m.d.sync += s5.count.eq(counts.rdata)
 
-        # stage 5: write back; detect and count the level change -----------------------------
+        # stage 5: write back; the new level ------------------------------------------------
         lvl5 = Signal(lvl_t)
-        m.d.comb += [lvl5.eq(level_of(c, s5.w)), s5_event.eq(lvl5 != s5.lvl)]
-        count = counts.rdata if single else s5.count
-        saturated = count == (1 << self.counter_width) - 1
-        commit = s5.valid & advance
-        hidden_we = commit | self.access.we
+        m.d.comb += lvl5.eq(level_of(c, s5.w))
+        with m.If(advance):
+            m.d.sync += [
+                s6.valid.eq(s5.valid),
+                s6.addr.eq(s5.addr),
+                s6.old.eq(s5.lvl),
+                s6.new.eq(lvl5),
+                s6.event.eq(lvl5 != s5.lvl),
+            ]
+            if not single:
+                m.d.sync += s6.count.eq(counts.rdata)
+        hidden_we = (s5.valid & advance) | self.access.we
         hidden_waddr = Mux(s5.valid, s5.addr, self.access.addr)
         hidden_wdata = Mux(s5.valid, s5.w, self.access.wdata)
-        counts_we = (commit & s5_event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s5.valid, s5.addr, self.access.addr)
-        counts_wdata = Mux(s5.valid, count + 1, 0)
+
+        # stage 6: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s6.count
+        saturated = count == (1 << self.counter_width) - 1
+        counts_we = (s6.valid & advance & s6.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s6.valid, s6.addr, self.access.addr)
+        counts_wdata = Mux(s6.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -427,11 +446,11 @@ class UpdatePipeline(wiring.Component):
             counts_we |= ~done
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
-        # the counter's write enable waits for stage 5's level comparison; its address need
-        # not (no read is wanted while stage 5 holds an update: stage 4 is empty then)
+        # the counter's write enable waits for the sink's ready; its address need not (no
+        # read is wanted while stage 6 holds an update: stage 5 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s5.valid | self.access.clear | self.initializing
+            counts_wsel = s6.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -441,10 +460,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s5.valid & s5_event),
-            self.events.payload.addr.eq(s5.addr),
-            self.events.payload.old.eq(s5.lvl),
-            self.events.payload.new.eq(lvl5),
+            self.events.valid.eq(s6.valid & s6.event),
+            self.events.payload.addr.eq(s6.addr),
+            self.events.payload.old.eq(s6.old),
+            self.events.payload.new.eq(s6.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
