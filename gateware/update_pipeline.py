@@ -97,6 +97,8 @@ def _stage_layouts(
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
     return (
         data.StructLayout({**head, "hash_a": unsigned(32), "hash_s": unsigned(32)}),
+        data.StructLayout({**head, "w": hid_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
                 **head,
@@ -168,9 +170,7 @@ class _MemoryPort:
     address need not wait for a late write enable.
     """
 
-    def __init__(
-        self, m: Module, name: str, shape: Shape, depth: int, *, single: bool, transparent: bool
-    ) -> None:
+    def __init__(self, m: Module, name: str, shape: Shape, depth: int, *, single: bool) -> None:
         self.raddr = Signal(range(depth), name=f"{name}_raddr")
         self.ren = Signal(name=f"{name}_ren")
         self.rdata = Signal(shape, name=f"{name}_rdata")
@@ -190,7 +190,7 @@ class _MemoryPort:
             return
         m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
         wr = memory.write_port()
-        rd = memory.read_port(transparent_for=(wr,) if transparent else ())
+        rd = memory.read_port()
         m.d.comb += [
             rd.addr.eq(self.raddr),
             rd.en.eq(self.ren),
@@ -214,7 +214,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 6
+    depth = 8
 
     def __init__(
         self,
@@ -251,16 +251,13 @@ class UpdatePipeline(wiring.Component):
         c = self.contract
         m = Module()
         single = self.single_port
-        hidden = _MemoryPort(
-            m, "hidden", signed(c.hidden_width), self.synapses, single=single, transparent=True
-        )
+        hidden = _MemoryPort(m, "hidden", signed(c.hidden_width), self.synapses, single=single)
         counts = _MemoryPort(
             m,
             "counts",
             unsigned(self.counter_width),
             self.synapses,
             single=single,
-            transparent=False,
         )
 
         addr_t = unsigned(self.addr_bits)
@@ -269,30 +266,31 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6 = (
+        s1, s2, s3, s4, s5, s6, s7, s8 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 6 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 8 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s6.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s8.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8]
 
         new_addr = self.update.payload.addr
-        # the stages whose update a new one at the same address must wait for: their write
-        # is still to come (dual-port: stage 5's is seen through the read's transparency;
-        # single-port: stage 5's is done before the read, which an update waits for anyway)
-        pending = stages[:4]
+        # the stages whose update a new one at the same address must wait for: its write in
+        # stage 7 is still to come or comes with this read (dual-port: the read is not
+        # transparent, so that its data can go straight into the block RAM's output register;
+        # single-port: an update waits for stage 7 to empty anyway)
+        pending = stages[:7]
         hazard = Signal()
         m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
         ready = advance & ~hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 5 and write in stage 6, the hidden weight's read here and write in stage 5
-            ready &= ~s1.valid & ~s5.valid & ~self.initializing
+            # stage 7 and write in stage 8, the hidden weight's read here and write in stage 7
+            ready &= ~s1.valid & ~s7.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
             self.update.ready.eq(ready),
@@ -321,116 +319,135 @@ class UpdatePipeline(wiring.Component):
                 s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
             ]
 
-        # stage 1: level, offset from it, interval -------------------------------------------
-        w1 = hidden.rdata
-        lvl1 = Signal(lvl_t)
-        ws1 = Signal(hid_t)
-        off1 = Signal(signed(c.hidden_width + 1))
-        ivl1 = Signal(range(ivl_count))
-        m.d.comb += [
-            lvl1.eq(level_of(c, w1)),
-            ws1.eq(Array(Const(v, hid_t) for v in c.level_ints)[lvl1]),
-            off1.eq(w1 - ws1),
-        ]
-        with m.If(off1 >= 0):
-            m.d.comb += ivl1.eq(Mux(lvl1 > ivl_count - 1, ivl_count - 1, lvl1))
-        with m.Else():
-            m.d.comb += ivl1.eq(Mux(lvl1 == 0, 0, lvl1 - 1))
+        # stage 1: the memory's output into a register (the block RAM's own, where it has one);
+        # the dither hash's second half
         with m.If(advance):
             m.d.sync += [
                 s2.valid.eq(s1.valid),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.w.eq(w1),
-                s2.lvl.eq(lvl1),
-                s2.off.eq(off1),
-                s2.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl1]),
+                s2.w.eq(hidden.rdata),
                 s2.dither.eq(
                     _mix_rounds(s1.hash_a, MIX32_ROUNDS[half:])
                     ^ _mix_rounds(s1.hash_s, MIX32_ROUNDS[half:])
                 ),
             ]
 
-        # stage 2: LUT index, LUT read --------------------------------------------------------
-        scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
-        j2 = Signal(range(c.lut_entries))
-        m.d.comb += scaled.eq((abs(s2.off) * s2.recip) >> c.recip_shift)
-        m.d.comb += j2.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
-        m.d.comb += [self.lut_index.eq(j2), self.lut_en.eq(advance)]
+        # stage 2: level (one comparator per boundary) ---------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s3.valid.eq(s2.valid),
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
                 s3.w.eq(s2.w),
-                s3.lvl.eq(s2.lvl),
+                s3.lvl.eq(level_of(c, s2.w)),
+                s3.dither.eq(s2.dither),
+            ]
+
+        # stage 3: offset from the level, interval, its reciprocal ----------------------------
+        ws3 = Signal(hid_t)
+        off3 = Signal(signed(c.hidden_width + 1))
+        ivl3 = Signal(range(ivl_count))
+        m.d.comb += [
+            ws3.eq(Array(Const(v, hid_t) for v in c.level_ints)[s3.lvl]),
+            off3.eq(s3.w - ws3),
+        ]
+        with m.If(off3 >= 0):
+            m.d.comb += ivl3.eq(Mux(s3.lvl > ivl_count - 1, ivl_count - 1, s3.lvl))
+        with m.Else():
+            m.d.comb += ivl3.eq(Mux(s3.lvl == 0, 0, s3.lvl - 1))
+        with m.If(advance):
+            m.d.sync += [
+                s4.valid.eq(s3.valid),
+                s4.addr.eq(s3.addr),
+                s4.d.eq(s3.d),
+                s4.w.eq(s3.w),
+                s4.lvl.eq(s3.lvl),
+                s4.off.eq(off3),
+                s4.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl3]),
+                s4.dither.eq(s3.dither),
+            ]
+
+        # stage 4: LUT index, LUT read --------------------------------------------------------
+        scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
+        j4 = Signal(range(c.lut_entries))
+        m.d.comb += scaled.eq((abs(s4.off) * s4.recip) >> c.recip_shift)
+        m.d.comb += j4.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
+        m.d.comb += [self.lut_index.eq(j4), self.lut_en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                s5.valid.eq(s4.valid),
+                s5.addr.eq(s4.addr),
+                s5.d.eq(s4.d),
+                s5.w.eq(s4.w),
+                s5.lvl.eq(s4.lvl),
                 # d * (w - ws) < 0: the step would move W_H away from its level
-                s3.atten.eq(((s2.d > 0) & (s2.off < 0)) | ((s2.d < 0) & (s2.off > 0))),
-                s3.round.eq(
-                    s2.dither[: c.round_shift]
+                s5.atten.eq(((s4.d > 0) & (s4.off < 0)) | ((s4.d < 0) & (s4.off > 0))),
+                s5.round.eq(
+                    s4.dither[: c.round_shift]
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
             ]
 
-        # stage 3: M, d * M + dither ----------------------------------------------------------
+        # stage 5: M, d * M + dither ----------------------------------------------------------
         meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
-        # the counter is read two stages before its write in stage 6 (dual-port: in stage 4,
-        # the block RAM's output register in stage 5, the increment from a register) or one
+        m.d.comb += meta.eq(Mux(s5.atten, self.lut_value, c.meta_one))
+        # the counter is read two stages before its write in stage 8 (dual-port: in stage 6,
+        # the block RAM's output register in stage 7, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s5 if single else s4
+        count_reader = s7 if single else s6
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s4.valid.eq(s3.valid),
-                s4.addr.eq(s3.addr),
-                s4.w.eq(s3.w),
-                s4.lvl.eq(s3.lvl),
-                s4.prod.eq(s3.d * meta + s3.round),
+                s6.valid.eq(s5.valid),
+                s6.addr.eq(s5.addr),
+                s6.w.eq(s5.w),
+                s6.lvl.eq(s5.lvl),
+                s6.prod.eq(s5.d * meta + s5.round),
             ]
 
-        # stage 4: round, saturate ------------------------------------------------------------
-        step = Signal(signed(len(s4.prod) - c.round_shift))
+        # stage 6: round, saturate ------------------------------------------------------------
+        step = Signal(signed(len(s6.prod) - c.round_shift))
         moved = Signal(signed(max(len(step), c.hidden_width) + 1))
         m.d.comb += [
-            step.eq(s4.prod >> c.round_shift),
-            moved.eq(s4.w - step),
+            step.eq(s6.prod >> c.round_shift),
+            moved.eq(s6.w - step),
         ]
         with m.If(advance):
             m.d.sync += [
-                s5.valid.eq(s4.valid),
-                s5.addr.eq(s4.addr),
-                s5.lvl.eq(s4.lvl),
-                s5.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s7.valid.eq(s6.valid),
+                s7.addr.eq(s6.addr),
+                s7.lvl.eq(s6.lvl),
+                s7.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
             ]
 
-        # stage 5: write back; the new level ------------------------------------------------
-        lvl5 = Signal(lvl_t)
-        m.d.comb += lvl5.eq(level_of(c, s5.w))
+        # stage 7: write back; the new level ------------------------------------------------
+        lvl7 = Signal(lvl_t)
+        m.d.comb += lvl7.eq(level_of(c, s7.w))
         with m.If(advance):
             m.d.sync += [
-                s6.valid.eq(s5.valid),
-                s6.addr.eq(s5.addr),
-                s6.old.eq(s5.lvl),
-                s6.new.eq(lvl5),
-                s6.event.eq(lvl5 != s5.lvl),
+                s8.valid.eq(s7.valid),
+                s8.addr.eq(s7.addr),
+                s8.old.eq(s7.lvl),
+                s8.new.eq(lvl7),
+                s8.event.eq(lvl7 != s7.lvl),
             ]
             if not single:
-                m.d.sync += s6.count.eq(counts.rdata)
-        hidden_we = (s5.valid & advance) | self.access.we
-        hidden_waddr = Mux(s5.valid, s5.addr, self.access.addr)
-        hidden_wdata = Mux(s5.valid, s5.w, self.access.wdata)
+                m.d.sync += s8.count.eq(counts.rdata)
+        hidden_we = (s7.valid & advance) | self.access.we
+        hidden_waddr = Mux(s7.valid, s7.addr, self.access.addr)
+        hidden_wdata = Mux(s7.valid, s7.w, self.access.wdata)
 
-        # stage 6: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s6.count
+        # stage 8: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s8.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s6.valid & advance & s6.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s6.valid, s6.addr, self.access.addr)
-        counts_wdata = Mux(s6.valid, count + 1, 0)
+        counts_we = (s8.valid & advance & s8.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s8.valid, s8.addr, self.access.addr)
+        counts_wdata = Mux(s8.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -450,7 +467,7 @@ class UpdatePipeline(wiring.Component):
         # read is wanted while stage 6 holds an update: stage 5 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s6.valid | self.access.clear | self.initializing
+            counts_wsel = s8.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -460,10 +477,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s6.valid & s6.event),
-            self.events.payload.addr.eq(s6.addr),
-            self.events.payload.old.eq(s6.old),
-            self.events.payload.new.eq(s6.new),
+            self.events.valid.eq(s8.valid & s8.event),
+            self.events.payload.addr.eq(s8.addr),
+            self.events.payload.old.eq(s8.old),
+            self.events.payload.new.eq(s8.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
