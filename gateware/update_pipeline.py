@@ -116,6 +116,16 @@ def _stage_layouts(
                 "lvl": lvl_t,
                 "atten": unsigned(1),
                 "round": unsigned(c.round_shift),
+                "scaled": unsigned(c.hidden_width + 1 + recip_t.width),
+            }
+        ),
+        data.StructLayout(
+            {
+                **head,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "atten": unsigned(1),
+                "round": unsigned(c.round_shift),
             }
         ),
         data.StructLayout(
@@ -139,6 +149,7 @@ def _stage_layouts(
             {
                 "valid": unsigned(1),
                 "addr": addr_t,
+                "w": hid_t,
                 "old": lvl_t,
                 "new": lvl_t,
                 "event": unsigned(1),
@@ -214,7 +225,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 8
+    depth = 9
 
     def __init__(
         self,
@@ -266,31 +277,31 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 8 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 9 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s8.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s9.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9]
 
         new_addr = self.update.payload.addr
         # the stages whose update a new one at the same address must wait for: its write in
-        # stage 7 is still to come or comes with this read (dual-port: the read is not
+        # stage 8 is still to come or comes with this read (dual-port: the read is not
         # transparent, so that its data can go straight into the block RAM's output register;
-        # single-port: an update waits for stage 7 to empty anyway)
-        pending = stages[:7]
+        # single-port: stage 9's, which an update waits for anyway)
+        pending = stages[:8]
         hazard = Signal()
         m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
         ready = advance & ~hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 7 and write in stage 8, the hidden weight's read here and write in stage 7
-            ready &= ~s1.valid & ~s7.valid & ~self.initializing
+            # stage 8 and write in stage 9, the hidden weight's read here and write in stage 9
+            ready &= ~s1.valid & ~s9.valid & ~self.initializing
         accept = Signal()
         m.d.comb += [
             self.update.ready.eq(ready),
@@ -368,12 +379,7 @@ class UpdatePipeline(wiring.Component):
                 s4.dither.eq(s3.dither),
             ]
 
-        # stage 4: LUT index, LUT read --------------------------------------------------------
-        scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
-        j4 = Signal(range(c.lut_entries))
-        m.d.comb += scaled.eq((abs(s4.off) * s4.recip) >> c.recip_shift)
-        m.d.comb += j4.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
-        m.d.comb += [self.lut_index.eq(j4), self.lut_en.eq(advance)]
+        # stage 4: |offset| * reciprocal into a register ------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -388,66 +394,86 @@ class UpdatePipeline(wiring.Component):
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
+                s5.scaled.eq(abs(s4.off) * s4.recip),
             ]
 
-        # stage 5: M, d * M + dither ----------------------------------------------------------
+        # stage 5: LUT index, LUT read --------------------------------------------------------
+        index = s5.scaled >> c.recip_shift
+        j5 = Signal(range(c.lut_entries))
+        m.d.comb += j5.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
+        m.d.comb += [self.lut_index.eq(j5), self.lut_en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                s6.valid.eq(s5.valid),
+                s6.addr.eq(s5.addr),
+                s6.d.eq(s5.d),
+                s6.w.eq(s5.w),
+                s6.lvl.eq(s5.lvl),
+                s6.atten.eq(s5.atten),
+                s6.round.eq(s5.round),
+            ]
+
+        # stage 6: M, d * M + dither ----------------------------------------------------------
         meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s5.atten, self.lut_value, c.meta_one))
-        # the counter is read two stages before its write in stage 8 (dual-port: in stage 6,
-        # the block RAM's output register in stage 7, the increment from a register) or one
+        m.d.comb += meta.eq(Mux(s6.atten, self.lut_value, c.meta_one))
+        # the counter is read two stages before its write in stage 9 (dual-port: in stage 7,
+        # the block RAM's output register in stage 8, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s7 if single else s6
+        count_reader = s8 if single else s7
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s6.valid.eq(s5.valid),
-                s6.addr.eq(s5.addr),
-                s6.w.eq(s5.w),
-                s6.lvl.eq(s5.lvl),
-                s6.prod.eq(s5.d * meta + s5.round),
-            ]
-
-        # stage 6: round, saturate ------------------------------------------------------------
-        step = Signal(signed(len(s6.prod) - c.round_shift))
-        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        m.d.comb += [
-            step.eq(s6.prod >> c.round_shift),
-            moved.eq(s6.w - step),
-        ]
-        with m.If(advance):
-            m.d.sync += [
                 s7.valid.eq(s6.valid),
                 s7.addr.eq(s6.addr),
+                s7.w.eq(s6.w),
                 s7.lvl.eq(s6.lvl),
-                s7.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s7.prod.eq(s6.d * meta + s6.round),
             ]
 
-        # stage 7: write back; the new level ------------------------------------------------
-        lvl7 = Signal(lvl_t)
-        m.d.comb += lvl7.eq(level_of(c, s7.w))
+        # stage 7: round, saturate ------------------------------------------------------------
+        step = Signal(signed(len(s7.prod) - c.round_shift))
+        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
+        m.d.comb += [
+            step.eq(s7.prod >> c.round_shift),
+            moved.eq(s7.w - step),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s8.valid.eq(s7.valid),
                 s8.addr.eq(s7.addr),
-                s8.old.eq(s7.lvl),
-                s8.new.eq(lvl7),
-                s8.event.eq(lvl7 != s7.lvl),
+                s8.lvl.eq(s7.lvl),
+                s8.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 8: write back; the new level ------------------------------------------------
+        lvl8 = Signal(lvl_t)
+        m.d.comb += lvl8.eq(level_of(c, s8.w))
+        with m.If(advance):
+            m.d.sync += [
+                s9.valid.eq(s8.valid),
+                s9.addr.eq(s8.addr),
+                s9.w.eq(s8.w),
+                s9.old.eq(s8.lvl),
+                s9.new.eq(lvl8),
+                s9.event.eq(lvl8 != s8.lvl),
             ]
             if not single:
-                m.d.sync += s8.count.eq(counts.rdata)
-        hidden_we = (s7.valid & advance) | self.access.we
-        hidden_waddr = Mux(s7.valid, s7.addr, self.access.addr)
-        hidden_wdata = Mux(s7.valid, s7.w, self.access.wdata)
+                m.d.sync += s9.count.eq(counts.rdata)
+        # single-port: the write a stage later, an odd number of stages after the read
+        back = s9 if single else s8
+        hidden_we = (back.valid & advance) | self.access.we
+        hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
+        hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 8: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s8.count
+        # stage 9: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s9.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s8.valid & advance & s8.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s8.valid, s8.addr, self.access.addr)
-        counts_wdata = Mux(s8.valid, count + 1, 0)
+        counts_we = (s9.valid & advance & s9.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s9.valid, s9.addr, self.access.addr)
+        counts_wdata = Mux(s9.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -464,10 +490,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 6 holds an update: stage 5 is empty then)
+        # read is wanted while stage 9 holds an update: stage 8 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s8.valid | self.access.clear | self.initializing
+            counts_wsel = s9.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -477,10 +503,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s8.valid & s8.event),
-            self.events.payload.addr.eq(s8.addr),
-            self.events.payload.old.eq(s8.old),
-            self.events.payload.new.eq(s8.new),
+            self.events.valid.eq(s9.valid & s9.event),
+            self.events.payload.addr.eq(s9.addr),
+            self.events.payload.old.eq(s9.old),
+            self.events.payload.new.eq(s9.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
