@@ -95,8 +95,10 @@ def _stage_layouts(
 ) -> tuple[data.StructLayout, ...]:
     """The registers between the stages: what each stage hands to the next."""
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
+    hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
     return (
-        data.StructLayout({**head, "hash_a": unsigned(32), "hash_s": unsigned(32)}),
+        data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
+        data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, "w": hid_t, "dither": unsigned(32)}),
         data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
@@ -225,7 +227,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 9
+    depth = 10
 
     def __init__(
         self,
@@ -277,109 +279,119 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 9 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 10 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s9.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s10.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10]
 
         new_addr = self.update.payload.addr
-        # the stages whose update a new one at the same address must wait for: its write in
-        # stage 8 is still to come or comes with this read (dual-port: the read is not
-        # transparent, so that its data can go straight into the block RAM's output register;
-        # single-port: stage 9's, which an update waits for anyway)
-        pending = stages[:8]
-        hazard = Signal()
-        m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
-        ready = advance & ~hazard
+        # stage 1 holds an update until its read is safe: until no update in stages 2 to 9
+        # (10, single-port) is still to write its synapse back. That is known a cycle ahead
+        # (stage 1's ``hazard``, a register): the comparators never reach the inlet's control
+        back_stage = 10 if single else 9
+        back = stages[back_stage - 1]
+        issue_ok = ~s1.hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 8 and write in stage 9, the hidden weight's read here and write in stage 9
-            ready &= ~s1.valid & ~s9.valid & ~self.initializing
+            # stage 9 and write in stage 10, the hidden weight's read here and write in stage 10
+            issue_ok &= ~s2.valid & ~s10.valid
+        issue = Signal()
+        ready = Signal()
         accept = Signal()
         m.d.comb += [
-            self.update.ready.eq(ready),
+            issue.eq(advance & s1.valid & issue_ok),
+            ready.eq(advance & (~s1.valid | issue_ok)),
+            self.update.ready.eq(ready & ~self.initializing if single else ready),
             accept.eq(self.update.valid & self.update.ready),
             self.busy.eq(reduce(or_, (st.valid for st in stages))),
         ]
+        # the stages that will hold an older update, still to write back, next cycle: those
+        # before the write-back now, stage 1 too when it issues (an incoming update is only
+        # accepted then, or into an empty stage 1)
+        ahead = stages[: back_stage - 1]
+
+        def hazard_of(addr: Value, olders: list) -> Value:
+            return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
 
         half = len(MIX32_ROUNDS) // 2
 
-        # stage 0: read W_H, start both halves of the dither hash --------------------------
+        # stage 0: into stage 1, start both halves of the dither hash; a hazard ahead ---------
+        with m.If(advance):
+            with m.If(self.update.ready):
+                m.d.sync += [
+                    s1.valid.eq(self.update.valid),
+                    s1.addr.eq(new_addr),
+                    s1.d.eq(self.update.payload.d),
+                    s1.hash_a.eq(
+                        _mix_rounds(
+                            (new_addr - self.update.payload.origin)[: self.addr_bits],
+                            MIX32_ROUNDS[:half],
+                        )  # fmt: skip
+                    ),
+                    s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+                    s1.hazard.eq(hazard_of(new_addr, ahead)),
+                ]
+            with m.Else():
+                m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
+
+        # stage 1: read W_H when safe (a bubble into stage 2 otherwise) ----------------------
         m.d.comb += [
-            hidden.raddr.eq(Mux(self.update.valid, new_addr, self.access.addr)),
+            hidden.raddr.eq(Mux(s1.valid, s1.addr, self.access.addr)),
             hidden.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s1.valid.eq(accept),
-                s1.addr.eq(new_addr),
-                s1.d.eq(self.update.payload.d),
-                s1.hash_a.eq(
-                    _mix_rounds(
-                        (new_addr - self.update.payload.origin)[: self.addr_bits],
-                        MIX32_ROUNDS[:half],
-                    )  # fmt: skip
-                ),
-                s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
-            ]
-
-        # stage 1: the memory's output into a register (the block RAM's own, where it has one);
-        # the dither hash's second half
-        with m.If(advance):
-            m.d.sync += [
-                s2.valid.eq(s1.valid),
+                s2.valid.eq(issue),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.w.eq(hidden.rdata),
-                s2.dither.eq(
-                    _mix_rounds(s1.hash_a, MIX32_ROUNDS[half:])
-                    ^ _mix_rounds(s1.hash_s, MIX32_ROUNDS[half:])
-                ),
+                s2.hash_a.eq(s1.hash_a),
+                s2.hash_s.eq(s1.hash_s),
             ]
 
-        # stage 2: level (one comparator per boundary) ---------------------------------------
+        # stage 2: the memory's output into a register (the block RAM's own, where it has one);
+        # the dither hash's second half
         with m.If(advance):
             m.d.sync += [
                 s3.valid.eq(s2.valid),
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
-                s3.w.eq(s2.w),
-                s3.lvl.eq(level_of(c, s2.w)),
-                s3.dither.eq(s2.dither),
+                s3.w.eq(hidden.rdata),
+                s3.dither.eq(
+                    _mix_rounds(s2.hash_a, MIX32_ROUNDS[half:])
+                    ^ _mix_rounds(s2.hash_s, MIX32_ROUNDS[half:])
+                ),
             ]
 
-        # stage 3: offset from the level, interval, its reciprocal ----------------------------
-        ws3 = Signal(hid_t)
-        off3 = Signal(signed(c.hidden_width + 1))
-        ivl3 = Signal(range(ivl_count))
-        m.d.comb += [
-            ws3.eq(Array(Const(v, hid_t) for v in c.level_ints)[s3.lvl]),
-            off3.eq(s3.w - ws3),
-        ]
-        with m.If(off3 >= 0):
-            m.d.comb += ivl3.eq(Mux(s3.lvl > ivl_count - 1, ivl_count - 1, s3.lvl))
-        with m.Else():
-            m.d.comb += ivl3.eq(Mux(s3.lvl == 0, 0, s3.lvl - 1))
+        # stage 3: level (one comparator per boundary) ---------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
                 s4.addr.eq(s3.addr),
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
-                s4.lvl.eq(s3.lvl),
-                s4.off.eq(off3),
-                s4.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl3]),
+                s4.lvl.eq(level_of(c, s3.w)),
                 s4.dither.eq(s3.dither),
             ]
 
-        # stage 4: |offset| * reciprocal into a register ------------------------------------
+        # stage 4: offset from the level, interval, its reciprocal ----------------------------
+        ws4 = Signal(hid_t)
+        off4 = Signal(signed(c.hidden_width + 1))
+        ivl4 = Signal(range(ivl_count))
+        m.d.comb += [
+            ws4.eq(Array(Const(v, hid_t) for v in c.level_ints)[s4.lvl]),
+            off4.eq(s4.w - ws4),
+        ]
+        with m.If(off4 >= 0):
+            m.d.comb += ivl4.eq(Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl))
+        with m.Else():
+            m.d.comb += ivl4.eq(Mux(s4.lvl == 0, 0, s4.lvl - 1))
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -387,21 +399,12 @@ class UpdatePipeline(wiring.Component):
                 s5.d.eq(s4.d),
                 s5.w.eq(s4.w),
                 s5.lvl.eq(s4.lvl),
-                # d * (w - ws) < 0: the step would move W_H away from its level
-                s5.atten.eq(((s4.d > 0) & (s4.off < 0)) | ((s4.d < 0) & (s4.off > 0))),
-                s5.round.eq(
-                    s4.dither[: c.round_shift]
-                    if c.rounding == "stochastic"
-                    else 1 << (c.round_shift - 1)
-                ),
-                s5.scaled.eq(abs(s4.off) * s4.recip),
+                s5.off.eq(off4),
+                s5.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl4]),
+                s5.dither.eq(s4.dither),
             ]
 
-        # stage 5: LUT index, LUT read --------------------------------------------------------
-        index = s5.scaled >> c.recip_shift
-        j5 = Signal(range(c.lut_entries))
-        m.d.comb += j5.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
-        m.d.comb += [self.lut_index.eq(j5), self.lut_en.eq(advance)]
+        # stage 5: |offset| * reciprocal into a register ------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s6.valid.eq(s5.valid),
@@ -409,71 +412,92 @@ class UpdatePipeline(wiring.Component):
                 s6.d.eq(s5.d),
                 s6.w.eq(s5.w),
                 s6.lvl.eq(s5.lvl),
-                s6.atten.eq(s5.atten),
-                s6.round.eq(s5.round),
+                # d * (w - ws) < 0: the step would move W_H away from its level
+                s6.atten.eq(((s5.d > 0) & (s5.off < 0)) | ((s5.d < 0) & (s5.off > 0))),
+                s6.round.eq(
+                    s5.dither[: c.round_shift]
+                    if c.rounding == "stochastic"
+                    else 1 << (c.round_shift - 1)
+                ),
+                s6.scaled.eq(abs(s5.off) * s5.recip),
             ]
 
-        # stage 6: M, d * M + dither ----------------------------------------------------------
+        # stage 6: LUT index, LUT read --------------------------------------------------------
+        index = s6.scaled >> c.recip_shift
+        j6 = Signal(range(c.lut_entries))
+        m.d.comb += j6.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
+        m.d.comb += [self.lut_index.eq(j6), self.lut_en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                s7.valid.eq(s6.valid),
+                s7.addr.eq(s6.addr),
+                s7.d.eq(s6.d),
+                s7.w.eq(s6.w),
+                s7.lvl.eq(s6.lvl),
+                s7.atten.eq(s6.atten),
+                s7.round.eq(s6.round),
+            ]
+
+        # stage 7: M, d * M + dither ----------------------------------------------------------
         meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s6.atten, self.lut_value, c.meta_one))
-        # the counter is read two stages before its write in stage 9 (dual-port: in stage 7,
-        # the block RAM's output register in stage 8, the increment from a register) or one
+        m.d.comb += meta.eq(Mux(s7.atten, self.lut_value, c.meta_one))
+        # the counter is read two stages before its write in stage 10 (dual-port: in stage 8,
+        # the block RAM's output register in stage 9, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s8 if single else s7
+        count_reader = s9 if single else s8
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s7.valid.eq(s6.valid),
-                s7.addr.eq(s6.addr),
-                s7.w.eq(s6.w),
-                s7.lvl.eq(s6.lvl),
-                s7.prod.eq(s6.d * meta + s6.round),
-            ]
-
-        # stage 7: round, saturate ------------------------------------------------------------
-        step = Signal(signed(len(s7.prod) - c.round_shift))
-        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        m.d.comb += [
-            step.eq(s7.prod >> c.round_shift),
-            moved.eq(s7.w - step),
-        ]
-        with m.If(advance):
-            m.d.sync += [
                 s8.valid.eq(s7.valid),
                 s8.addr.eq(s7.addr),
+                s8.w.eq(s7.w),
                 s8.lvl.eq(s7.lvl),
-                s8.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s8.prod.eq(s7.d * meta + s7.round),
             ]
 
-        # stage 8: write back; the new level ------------------------------------------------
-        lvl8 = Signal(lvl_t)
-        m.d.comb += lvl8.eq(level_of(c, s8.w))
+        # stage 8: round, saturate ------------------------------------------------------------
+        step = Signal(signed(len(s8.prod) - c.round_shift))
+        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
+        m.d.comb += [
+            step.eq(s8.prod >> c.round_shift),
+            moved.eq(s8.w - step),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s9.valid.eq(s8.valid),
                 s9.addr.eq(s8.addr),
-                s9.w.eq(s8.w),
-                s9.old.eq(s8.lvl),
-                s9.new.eq(lvl8),
-                s9.event.eq(lvl8 != s8.lvl),
+                s9.lvl.eq(s8.lvl),
+                s9.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 9: write back; the new level ------------------------------------------------
+        lvl9 = Signal(lvl_t)
+        m.d.comb += lvl9.eq(level_of(c, s9.w))
+        with m.If(advance):
+            m.d.sync += [
+                s10.valid.eq(s9.valid),
+                s10.addr.eq(s9.addr),
+                s10.w.eq(s9.w),
+                s10.old.eq(s9.lvl),
+                s10.new.eq(lvl9),
+                s10.event.eq(lvl9 != s9.lvl),
             ]
             if not single:
-                m.d.sync += s9.count.eq(counts.rdata)
+                m.d.sync += s10.count.eq(counts.rdata)
         # single-port: the write a stage later, an odd number of stages after the read
-        back = s9 if single else s8
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 9: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s9.count
+        # stage 10: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s10.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s9.valid & advance & s9.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s9.valid, s9.addr, self.access.addr)
-        counts_wdata = Mux(s9.valid, count + 1, 0)
+        counts_we = (s10.valid & advance & s10.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s10.valid, s10.addr, self.access.addr)
+        counts_wdata = Mux(s10.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -490,10 +514,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 9 holds an update: stage 8 is empty then)
+        # read is wanted while stage 10 holds an update: stage 9 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s9.valid | self.access.clear | self.initializing
+            counts_wsel = s10.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -503,10 +527,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s9.valid & s9.event),
-            self.events.payload.addr.eq(s9.addr),
-            self.events.payload.old.eq(s9.old),
-            self.events.payload.new.eq(s9.new),
+            self.events.valid.eq(s10.valid & s10.event),
+            self.events.payload.addr.eq(s10.addr),
+            self.events.payload.old.eq(s10.old),
+            self.events.payload.new.eq(s10.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
