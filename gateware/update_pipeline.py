@@ -136,6 +136,18 @@ def _stage_layouts(
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
+                "atten": unsigned(1),
+                "round": unsigned(c.round_shift),
+                "prod_lut": signed(c.update_width + c.meta_bits + 1),
+                "prod_one": signed(c.update_width + c.meta_bits + 1),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "w": hid_t,
+                "lvl": lvl_t,
                 "prod": signed(c.update_width + c.meta_bits + 2),
             }
         ),
@@ -151,7 +163,6 @@ def _stage_layouts(
             {
                 "valid": unsigned(1),
                 "addr": addr_t,
-                "w": hid_t,
                 "old": lvl_t,
                 "new": lvl_t,
                 "event": unsigned(1),
@@ -227,7 +238,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 10
+    depth = 11
 
     def __init__(
         self,
@@ -279,7 +290,7 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
@@ -287,20 +298,21 @@ class UpdatePipeline(wiring.Component):
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s10.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
 
         new_addr = self.update.payload.addr
-        # stage 1 holds an update until its read is safe: until no update in stages 2 to 9
-        # (10, single-port) is still to write its synapse back. That is known a cycle ahead
-        # (stage 1's ``hazard``, a register): the comparators never reach the inlet's control
-        back_stage = 10 if single else 9
+        # stage 1 holds an update until its read is safe: until no update in stages 2 to 10 is
+        # still to write its synapse back. That is known a cycle ahead (stage 1's ``hazard``, a
+        # register): the comparators never reach the inlet's control. The write-back in stage
+        # 10 is 9 stages after the read, an odd number (single-port)
+        back_stage = 10
         back = stages[back_stage - 1]
         issue_ok = ~s1.hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 9 and write in stage 10, the hidden weight's read here and write in stage 10
+            # stage 10 and write in stage 11, the hidden weight's read here and write in stage 10
             issue_ok &= ~s2.valid & ~s10.valid
         issue = Signal()
         ready = Signal()
@@ -438,13 +450,11 @@ class UpdatePipeline(wiring.Component):
                 s7.round.eq(s6.round),
             ]
 
-        # stage 7: M, d * M + dither ----------------------------------------------------------
-        meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s7.atten, self.lut_value, c.meta_one))
-        # the counter is read two stages before its write in stage 10 (dual-port: in stage 8,
-        # the block RAM's output register in stage 9, the increment from a register) or one
+        # stage 7: both products, d * LUT value and d * 1, into registers ------------------
+        # the counter is read two stages before its write in stage 11 (dual-port: in stage 9,
+        # the block RAM's output register in stage 10, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s9 if single else s8
+        count_reader = s10 if single else s9
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
@@ -455,49 +465,61 @@ class UpdatePipeline(wiring.Component):
                 s8.addr.eq(s7.addr),
                 s8.w.eq(s7.w),
                 s8.lvl.eq(s7.lvl),
-                s8.prod.eq(s7.d * meta + s7.round),
+                s8.atten.eq(s7.atten),
+                s8.round.eq(s7.round),
+                s8.prod_lut.eq(s7.d * self.lut_value),
+                s8.prod_one.eq(s7.d * c.meta_one),
             ]
 
-        # stage 8: round, saturate ------------------------------------------------------------
-        step = Signal(signed(len(s8.prod) - c.round_shift))
-        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        m.d.comb += [
-            step.eq(s8.prod >> c.round_shift),
-            moved.eq(s8.w - step),
-        ]
+        # stage 8: d * M (M the LUT's value, or 1 when the step moves towards the level)
+        # + dither --------------------------------------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s9.valid.eq(s8.valid),
                 s9.addr.eq(s8.addr),
+                s9.w.eq(s8.w),
                 s9.lvl.eq(s8.lvl),
-                s9.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s9.prod.eq(Mux(s8.atten, s8.prod_lut, s8.prod_one) + s8.round),
             ]
 
-        # stage 9: write back; the new level ------------------------------------------------
-        lvl9 = Signal(lvl_t)
-        m.d.comb += lvl9.eq(level_of(c, s9.w))
+        # stage 9: round, saturate ------------------------------------------------------------
+        step = Signal(signed(len(s9.prod) - c.round_shift))
+        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
+        m.d.comb += [
+            step.eq(s9.prod >> c.round_shift),
+            moved.eq(s9.w - step),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s10.valid.eq(s9.valid),
                 s10.addr.eq(s9.addr),
-                s10.w.eq(s9.w),
-                s10.old.eq(s9.lvl),
-                s10.new.eq(lvl9),
-                s10.event.eq(lvl9 != s9.lvl),
+                s10.lvl.eq(s9.lvl),
+                s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 10: write back; the new level ------------------------------------------------
+        lvl10 = Signal(lvl_t)
+        m.d.comb += lvl10.eq(level_of(c, s10.w))
+        with m.If(advance):
+            m.d.sync += [
+                s11.valid.eq(s10.valid),
+                s11.addr.eq(s10.addr),
+                s11.old.eq(s10.lvl),
+                s11.new.eq(lvl10),
+                s11.event.eq(lvl10 != s10.lvl),
             ]
             if not single:
-                m.d.sync += s10.count.eq(counts.rdata)
-        # single-port: the write a stage later, an odd number of stages after the read
+                m.d.sync += s11.count.eq(counts.rdata)
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 10: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s10.count
+        # stage 11: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s11.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s10.valid & advance & s10.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s10.valid, s10.addr, self.access.addr)
-        counts_wdata = Mux(s10.valid, count + 1, 0)
+        counts_we = (s11.valid & advance & s11.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s11.valid, s11.addr, self.access.addr)
+        counts_wdata = Mux(s11.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -517,7 +539,7 @@ class UpdatePipeline(wiring.Component):
         # read is wanted while stage 10 holds an update: stage 9 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s10.valid | self.access.clear | self.initializing
+            counts_wsel = s11.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -527,10 +549,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s10.valid & s10.event),
-            self.events.payload.addr.eq(s10.addr),
-            self.events.payload.old.eq(s10.old),
-            self.events.payload.new.eq(s10.new),
+            self.events.valid.eq(s11.valid & s11.event),
+            self.events.payload.addr.eq(s11.addr),
+            self.events.payload.old.eq(s11.old),
+            self.events.payload.new.eq(s11.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
