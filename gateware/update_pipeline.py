@@ -3,33 +3,43 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed)``; read ``W_H[addr]``; first half of the dither hash
- 1    level of ``W_H`` (one comparator per boundary), offset from its level, interval
- 2    LUT index ``|offset| * recip[interval] >> shift``; read the meta LUT
- 3    ``M`` (or 1 when the step moves towards the level), ``d * M + dither``;
-      read the synapse's change counter
- 4    round, saturate, write back; new level; on a change emit the event and count it
+ 0    accept ``(addr, d, seed, origin)`` into stage 1; first half of the dither hash;
+      whether the update must wait (a register, from the stages ahead)
+ 1    hold the update until its synapse is written back; then read ``W_H[addr]``
+ 2    the memory's output into a register; second half of the dither hash
+ 3    level of ``W_H`` (one comparator per boundary)
+ 4    offset from the level, interval, its reciprocal
+ 5    ``|offset| * recip[interval]`` into a register
+ 6    LUT index (``>> shift``, clamped); read the meta LUT
+ 7    ``d * LUT value`` and ``d * 1`` into registers
+ 8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
+ 9    round, saturate; dual-port: read the synapse's change counter
+10    write back; new level; single-port: read the change counter
+11    on a change emit the event and count it
 ====  ===========================================================================
 
-Every constant (boundaries, reciprocals, shifts, clip range, dither hash) comes from
-:class:`metaplast.contract.Contract`; :class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit`
-is the bit-exact model this is tested against.
+Every path is one piece of arithmetic between registers: the stages are cut for the PLL
+clocks (docs/results.md section 11). Every constant (boundaries, reciprocals, shifts, clip
+range, dither hash) comes from :class:`metaplast.contract.Contract`;
+:class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit` is the bit-exact model this is
+tested against.
 
-Read-after-write: the memory read of stage 0 is transparent for the write of stage 4, and an
-update whose address is still in stages 1 to 3 waits (the only case that costs a cycle: a
-block addresses distinct synapses, so it arises only between blocks that overlap).
+Read-after-write: an update waits in stage 1 while an update of its synapse is in stages 2 to
+10 (the write-back of stage 10 and the read are in one cycle, and the read is not transparent,
+so that the read data can go straight into the block RAM's output register). Whether it must
+wait is computed a cycle ahead into a register, so the address comparators never reach the
+inlet's handshake. Waiting is the only case that costs a cycle: a block addresses distinct
+synapses, so it arises only between blocks that overlap (the same synapse back to back: one
+update per ten cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
-iCE40 UP's SPRAM), where a cycle either reads or writes. The hidden weight is then written
-back one stage later (stage 5, a register after stage 4), so that a read and a write of the
-same memory are always an odd number of stages apart, and an update enters only when stage 1
-(the counter's read in stage 3 against the write in stage 4 of the update before) and stage 5
-(the hidden weight's write against this read) are empty: one update per two cycles over
-distinct synapses. An update whose address is in stages 1 to 4 waits; stage 5's write is
-complete before the next read, so no transparency is needed. An SPRAM is not initialised by
-the bitstream (block RAM is, to zeros): after reset the pipeline writes 0 to every hidden
-weight and counter, one synapse per cycle, with ``initializing`` high; nothing else may reach
-the memories until it falls.
+iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
+an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 10 and
+11), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
+is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
+0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
+nothing else may reach the memories until it falls.
 """
 
 from __future__ import annotations
