@@ -43,8 +43,8 @@ class SynapseCore(wiring.Component):
         # the updates enter through registers both ways: the command engine's control and the
         # pipeline's hazard check and stall were one combinational path (70 ns on the iCE40)
         self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits))
-        # and the level-change events leave through registers: whether an update is an event
-        # is known only at the end of stage 4, too late to reach the engine's recording
+        # and the level-change events leave through registers: the engine's recording and the
+        # pipeline's stall are not one path either
         self.outlet = SkidBuffer(EventLayout(contract, addr_bits))
         super().__init__(
             {

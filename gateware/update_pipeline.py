@@ -3,33 +3,43 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed)``; read ``W_H[addr]``; first half of the dither hash
- 1    level of ``W_H`` (one comparator per boundary), offset from its level, interval
- 2    LUT index ``|offset| * recip[interval] >> shift``; read the meta LUT
- 3    ``M`` (or 1 when the step moves towards the level), ``d * M + dither``;
-      read the synapse's change counter
- 4    round, saturate, write back; new level; on a change emit the event and count it
+ 0    accept ``(addr, d, seed, origin)`` into stage 1; first half of the dither hash;
+      whether the update must wait (a register, from the stages ahead)
+ 1    hold the update until its synapse is written back; then read ``W_H[addr]``
+ 2    the memory's output into a register; second half of the dither hash
+ 3    level of ``W_H`` (one comparator per boundary)
+ 4    offset from the level, interval, its reciprocal
+ 5    ``|offset| * recip[interval]`` into a register
+ 6    LUT index (``>> shift``, clamped); read the meta LUT
+ 7    ``d * LUT value`` and ``d * 1`` into registers
+ 8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
+ 9    round, saturate; dual-port: read the synapse's change counter
+10    write back; new level; single-port: read the change counter
+11    on a change emit the event and count it
 ====  ===========================================================================
 
-Every constant (boundaries, reciprocals, shifts, clip range, dither hash) comes from
-:class:`metaplast.contract.Contract`; :class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit`
-is the bit-exact model this is tested against.
+Every path is one piece of arithmetic between registers: the stages are cut for the PLL
+clocks (docs/results.md section 11). Every constant (boundaries, reciprocals, shifts, clip
+range, dither hash) comes from :class:`metaplast.contract.Contract`;
+:class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit` is the bit-exact model this is
+tested against.
 
-Read-after-write: the memory read of stage 0 is transparent for the write of stage 4, and an
-update whose address is still in stages 1 to 3 waits (the only case that costs a cycle: a
-block addresses distinct synapses, so it arises only between blocks that overlap).
+Read-after-write: an update waits in stage 1 while an update of its synapse is in stages 2 to
+10 (the write-back of stage 10 and the read are in one cycle, and the read is not transparent,
+so that the read data can go straight into the block RAM's output register). Whether it must
+wait is computed a cycle ahead into a register, so the address comparators never reach the
+inlet's handshake. Waiting is the only case that costs a cycle: a block addresses distinct
+synapses, so it arises only between blocks that overlap (the same synapse back to back: one
+update per ten cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
-iCE40 UP's SPRAM), where a cycle either reads or writes. The hidden weight is then written
-back one stage later (stage 5, a register after stage 4), so that a read and a write of the
-same memory are always an odd number of stages apart, and an update enters only when stage 1
-(the counter's read in stage 3 against the write in stage 4 of the update before) and stage 5
-(the hidden weight's write against this read) are empty: one update per two cycles over
-distinct synapses. An update whose address is in stages 1 to 4 waits; stage 5's write is
-complete before the next read, so no transparency is needed. An SPRAM is not initialised by
-the bitstream (block RAM is, to zeros): after reset the pipeline writes 0 to every hidden
-weight and counter, one synapse per cycle, with ``initializing`` high; nothing else may reach
-the memories until it falls.
+iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
+an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 10 and
+11), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
+is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
+0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
+nothing else may reach the memories until it falls.
 """
 
 from __future__ import annotations
@@ -91,12 +101,16 @@ def AccessSignature(  # noqa: N802
 
 
 def _stage_layouts(
-    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape
+    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape, counter_width: int
 ) -> tuple[data.StructLayout, ...]:
     """The registers between the stages: what each stage hands to the next."""
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
+    hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
     return (
-        data.StructLayout({**head, "hash_a": unsigned(32), "hash_s": unsigned(32)}),
+        data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
+        data.StructLayout({**head, **hashes}),
+        data.StructLayout({**head, "w": hid_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
                 **head,
@@ -114,6 +128,28 @@ def _stage_layouts(
                 "lvl": lvl_t,
                 "atten": unsigned(1),
                 "round": unsigned(c.round_shift),
+                "scaled": unsigned(c.hidden_width + 1 + recip_t.width),
+            }
+        ),
+        data.StructLayout(
+            {
+                **head,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "atten": unsigned(1),
+                "round": unsigned(c.round_shift),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "w": hid_t,
+                "lvl": lvl_t,
+                "atten": unsigned(1),
+                "round": unsigned(c.round_shift),
+                "prod_lut": signed(c.update_width + c.meta_bits + 1),
+                "prod_one": signed(c.update_width + c.meta_bits + 1),
             }
         ),
         data.StructLayout(
@@ -123,6 +159,24 @@ def _stage_layouts(
                 "w": hid_t,
                 "lvl": lvl_t,
                 "prod": signed(c.update_width + c.meta_bits + 2),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "w": hid_t,
+                "lvl": lvl_t,
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "old": lvl_t,
+                "new": lvl_t,
+                "event": unsigned(1),
+                "count": unsigned(counter_width),
             }
         ),
     )
@@ -150,9 +204,7 @@ class _MemoryPort:
     address need not wait for a late write enable.
     """
 
-    def __init__(
-        self, m: Module, name: str, shape: Shape, depth: int, *, single: bool, transparent: bool
-    ) -> None:
+    def __init__(self, m: Module, name: str, shape: Shape, depth: int, *, single: bool) -> None:
         self.raddr = Signal(range(depth), name=f"{name}_raddr")
         self.ren = Signal(name=f"{name}_ren")
         self.rdata = Signal(shape, name=f"{name}_rdata")
@@ -172,7 +224,7 @@ class _MemoryPort:
             return
         m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
         wr = memory.write_port()
-        rd = memory.read_port(transparent_for=(wr,) if transparent else ())
+        rd = memory.read_port()
         m.d.comb += [
             rd.addr.eq(self.raddr),
             rd.en.eq(self.ren),
@@ -194,6 +246,9 @@ class UpdatePipeline(wiring.Component):
     ``single_port``: both memories in single-port stores (the iCE40 UP's SPRAM), one update
     per two cycles; otherwise in dual-port block RAM, one update per clock.
     """
+
+    #: the registered stages after the inlet: the farthest two updates of one synapse can be
+    depth = 11
 
     def __init__(
         self,
@@ -230,16 +285,13 @@ class UpdatePipeline(wiring.Component):
         c = self.contract
         m = Module()
         single = self.single_port
-        hidden = _MemoryPort(
-            m, "hidden", signed(c.hidden_width), self.synapses, single=single, transparent=True
-        )
+        hidden = _MemoryPort(m, "hidden", signed(c.hidden_width), self.synapses, single=single)
         counts = _MemoryPort(
             m,
             "counts",
             unsigned(self.counter_width),
             self.synapses,
             single=single,
-            transparent=False,
         )
 
         addr_t = unsigned(self.addr_bits)
@@ -247,157 +299,237 @@ class UpdatePipeline(wiring.Component):
         lvl_t = unsigned(max(1, (len(c.levels) - 1).bit_length()))
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
-        s1, s2, s3, s4 = (Signal(layout, name=f"s{i}") for i, layout in enumerate(
-            _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t), start=1))  # fmt: skip
+        layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = (
+            Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
+        )
 
-        # a stall holds every stage: the events' sink not ready while stage 4 holds an update.
-        # Whether that update is an event is not asked: it is known only at the end of stage 4's
-        # arithmetic, and the stall reaches every stage and the inlet (the iCE40's critical path)
-        s4_event = Signal()
+        # a stall holds every stage: the events' sink not ready while stage 10 holds an update.
+        # Whether that update is an event is not asked (a register, but the stall reaches every
+        # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s4.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4]
-        if single:  # stage 5 writes the hidden weight back
-            s5 = Signal(data.StructLayout({"valid": 1, "addr": addr_t, "w": hid_t}), name="s5")
-            stages.append(s5)
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
 
         new_addr = self.update.payload.addr
-        # the stages whose update a new one at the same address must wait for: their write
-        # is still to come (dual-port: stage 4's is seen through the read's transparency;
-        # single-port: stage 5's is done before the read, which an update waits for anyway)
-        pending = stages[:4] if single else stages[:3]
-        hazard = Signal()
-        m.d.comb += hazard.eq(reduce(or_, (st.valid & (st.addr == new_addr) for st in pending)))
-        ready = advance & ~hazard
+        # stage 1 holds an update until its read is safe: until no update in stages 2 to 10 is
+        # still to write its synapse back. That is known a cycle ahead (stage 1's ``hazard``, a
+        # register): the comparators never reach the inlet's control. The write-back in stage
+        # 10 is 9 stages after the read, an odd number (single-port)
+        back_stage = 10
+        back = stages[back_stage - 1]
+        issue_ok = ~s1.hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 3 and write in stage 4, the hidden weight's read here and write in stage 5
-            ready &= ~s1.valid & ~s5.valid & ~self.initializing
+            # stage 10 and write in stage 11, the hidden weight's read here and write in stage 10
+            issue_ok &= ~s2.valid & ~s10.valid
+        issue = Signal()
+        ready = Signal()
         accept = Signal()
         m.d.comb += [
-            self.update.ready.eq(ready),
+            issue.eq(advance & s1.valid & issue_ok),
+            ready.eq(advance & (~s1.valid | issue_ok)),
+            self.update.ready.eq(ready & ~self.initializing if single else ready),
             accept.eq(self.update.valid & self.update.ready),
             self.busy.eq(reduce(or_, (st.valid for st in stages))),
         ]
+        # the stages that will hold an older update, still to write back, next cycle: those
+        # before the write-back now, stage 1 too when it issues (an incoming update is only
+        # accepted then, or into an empty stage 1)
+        ahead = stages[: back_stage - 1]
+
+        def hazard_of(addr: Value, olders: list) -> Value:
+            return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
 
         half = len(MIX32_ROUNDS) // 2
 
-        # stage 0: read W_H, start both halves of the dither hash --------------------------
+        # stage 0: into stage 1, start both halves of the dither hash; a hazard ahead ---------
+        with m.If(advance):
+            with m.If(self.update.ready):
+                m.d.sync += [
+                    s1.valid.eq(self.update.valid),
+                    s1.addr.eq(new_addr),
+                    s1.d.eq(self.update.payload.d),
+                    s1.hash_a.eq(
+                        _mix_rounds(
+                            (new_addr - self.update.payload.origin)[: self.addr_bits],
+                            MIX32_ROUNDS[:half],
+                        )  # fmt: skip
+                    ),
+                    s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+                    s1.hazard.eq(hazard_of(new_addr, ahead)),
+                ]
+            with m.Else():
+                m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
+
+        # stage 1: read W_H when safe (a bubble into stage 2 otherwise) ----------------------
         m.d.comb += [
-            hidden.raddr.eq(Mux(self.update.valid, new_addr, self.access.addr)),
+            hidden.raddr.eq(Mux(s1.valid, s1.addr, self.access.addr)),
             hidden.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s1.valid.eq(accept),
-                s1.addr.eq(new_addr),
-                s1.d.eq(self.update.payload.d),
-                s1.hash_a.eq(
-                    _mix_rounds(
-                        (new_addr - self.update.payload.origin)[: self.addr_bits],
-                        MIX32_ROUNDS[:half],
-                    )  # fmt: skip
-                ),
-                s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
-            ]
-
-        # stage 1: level, offset from it, interval -------------------------------------------
-        w1 = hidden.rdata
-        lvl1 = Signal(lvl_t)
-        ws1 = Signal(hid_t)
-        off1 = Signal(signed(c.hidden_width + 1))
-        ivl1 = Signal(range(ivl_count))
-        m.d.comb += [
-            lvl1.eq(level_of(c, w1)),
-            ws1.eq(Array(Const(v, hid_t) for v in c.level_ints)[lvl1]),
-            off1.eq(w1 - ws1),
-        ]
-        with m.If(off1 >= 0):
-            m.d.comb += ivl1.eq(Mux(lvl1 > ivl_count - 1, ivl_count - 1, lvl1))
-        with m.Else():
-            m.d.comb += ivl1.eq(Mux(lvl1 == 0, 0, lvl1 - 1))
-        with m.If(advance):
-            m.d.sync += [
-                s2.valid.eq(s1.valid),
+                s2.valid.eq(issue),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.w.eq(w1),
-                s2.lvl.eq(lvl1),
-                s2.off.eq(off1),
-                s2.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl1]),
-                s2.dither.eq(
-                    _mix_rounds(s1.hash_a, MIX32_ROUNDS[half:])
-                    ^ _mix_rounds(s1.hash_s, MIX32_ROUNDS[half:])
-                ),
+                s2.hash_a.eq(s1.hash_a),
+                s2.hash_s.eq(s1.hash_s),
             ]
 
-        # stage 2: LUT index, LUT read --------------------------------------------------------
-        scaled = Signal(unsigned(c.hidden_width + 1 + recip_t.width))
-        j2 = Signal(range(c.lut_entries))
-        m.d.comb += scaled.eq((abs(s2.off) * s2.recip) >> c.recip_shift)
-        m.d.comb += j2.eq(Mux(scaled >= c.lut_entries, c.lut_entries - 1, scaled))
-        m.d.comb += [self.lut_index.eq(j2), self.lut_en.eq(advance)]
+        # stage 2: the memory's output into a register (the block RAM's own, where it has one);
+        # the dither hash's second half
         with m.If(advance):
             m.d.sync += [
                 s3.valid.eq(s2.valid),
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
-                s3.w.eq(s2.w),
-                s3.lvl.eq(s2.lvl),
-                # d * (w - ws) < 0: the step would move W_H away from its level
-                s3.atten.eq(((s2.d > 0) & (s2.off < 0)) | ((s2.d < 0) & (s2.off > 0))),
-                s3.round.eq(
-                    s2.dither[: c.round_shift]
-                    if c.rounding == "stochastic"
-                    else 1 << (c.round_shift - 1)
+                s3.w.eq(hidden.rdata),
+                s3.dither.eq(
+                    _mix_rounds(s2.hash_a, MIX32_ROUNDS[half:])
+                    ^ _mix_rounds(s2.hash_s, MIX32_ROUNDS[half:])
                 ),
             ]
 
-        # stage 3: M, d * M + dither; read the change counter ---------------------------------
-        meta = Signal(c.meta_bits + 1)
-        m.d.comb += meta.eq(Mux(s3.atten, self.lut_value, c.meta_one))
-        m.d.comb += [
-            counts.raddr.eq(Mux(s3.valid, s3.addr, self.access.addr)),
-            counts.ren.eq(advance),
-        ]
+        # stage 3: level (one comparator per boundary) ---------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
                 s4.addr.eq(s3.addr),
+                s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
-                s4.lvl.eq(s3.lvl),
-                s4.prod.eq(s3.d * meta + s3.round),
+                s4.lvl.eq(level_of(c, s3.w)),
+                s4.dither.eq(s3.dither),
             ]
 
-        # stage 4: round, saturate, write back, detect and count the level change -------------
-        step = Signal(signed(len(s4.prod) - c.round_shift))
-        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        w4 = Signal(hid_t)
-        lvl4 = Signal(lvl_t)
+        # stage 4: offset from the level, interval, its reciprocal ----------------------------
+        ws4 = Signal(hid_t)
+        off4 = Signal(signed(c.hidden_width + 1))
+        ivl4 = Signal(range(ivl_count))
         m.d.comb += [
-            step.eq(s4.prod >> c.round_shift),
-            moved.eq(s4.w - step),
-            w4.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
-            lvl4.eq(level_of(c, w4)),
-            s4_event.eq(lvl4 != s4.lvl),
+            ws4.eq(Array(Const(v, hid_t) for v in c.level_ints)[s4.lvl]),
+            off4.eq(s4.w - ws4),
         ]
-        count = counts.rdata
-        saturated = count == (1 << self.counter_width) - 1
-        commit = s4.valid & advance
-        if single:
-            with m.If(advance):
-                m.d.sync += [s5.valid.eq(s4.valid), s5.addr.eq(s4.addr), s5.w.eq(w4)]
-            back = s5  # the hidden weight's write-back, a stage after stage 4
-            back_w = s5.w
-        else:
-            back, back_w = s4, w4
+        with m.If(off4 >= 0):
+            m.d.comb += ivl4.eq(Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl))
+        with m.Else():
+            m.d.comb += ivl4.eq(Mux(s4.lvl == 0, 0, s4.lvl - 1))
+        with m.If(advance):
+            m.d.sync += [
+                s5.valid.eq(s4.valid),
+                s5.addr.eq(s4.addr),
+                s5.d.eq(s4.d),
+                s5.w.eq(s4.w),
+                s5.lvl.eq(s4.lvl),
+                s5.off.eq(off4),
+                s5.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl4]),
+                s5.dither.eq(s4.dither),
+            ]
+
+        # stage 5: |offset| * reciprocal into a register ------------------------------------
+        with m.If(advance):
+            m.d.sync += [
+                s6.valid.eq(s5.valid),
+                s6.addr.eq(s5.addr),
+                s6.d.eq(s5.d),
+                s6.w.eq(s5.w),
+                s6.lvl.eq(s5.lvl),
+                # d * (w - ws) < 0: the step would move W_H away from its level
+                s6.atten.eq(((s5.d > 0) & (s5.off < 0)) | ((s5.d < 0) & (s5.off > 0))),
+                s6.round.eq(
+                    s5.dither[: c.round_shift]
+                    if c.rounding == "stochastic"
+                    else 1 << (c.round_shift - 1)
+                ),
+                s6.scaled.eq(abs(s5.off) * s5.recip),
+            ]
+
+        # stage 6: LUT index, LUT read --------------------------------------------------------
+        index = s6.scaled >> c.recip_shift
+        j6 = Signal(range(c.lut_entries))
+        m.d.comb += j6.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
+        m.d.comb += [self.lut_index.eq(j6), self.lut_en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                s7.valid.eq(s6.valid),
+                s7.addr.eq(s6.addr),
+                s7.d.eq(s6.d),
+                s7.w.eq(s6.w),
+                s7.lvl.eq(s6.lvl),
+                s7.atten.eq(s6.atten),
+                s7.round.eq(s6.round),
+            ]
+
+        # stage 7: both products, d * LUT value and d * 1, into registers ------------------
+        # the counter is read two stages before its write in stage 11 (dual-port: in stage 9,
+        # the block RAM's output register in stage 10, the increment from a register) or one
+        # (single-port: a read and a write an odd number of stages apart)
+        count_reader = s10 if single else s9
+        m.d.comb += [
+            counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
+            counts.ren.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s8.valid.eq(s7.valid),
+                s8.addr.eq(s7.addr),
+                s8.w.eq(s7.w),
+                s8.lvl.eq(s7.lvl),
+                s8.atten.eq(s7.atten),
+                s8.round.eq(s7.round),
+                s8.prod_lut.eq(s7.d * self.lut_value),
+                s8.prod_one.eq(s7.d * c.meta_one),
+            ]
+
+        # stage 8: d * M (M the LUT's value, or 1 when the step moves towards the level)
+        # + dither --------------------------------------------------------------------------
+        with m.If(advance):
+            m.d.sync += [
+                s9.valid.eq(s8.valid),
+                s9.addr.eq(s8.addr),
+                s9.w.eq(s8.w),
+                s9.lvl.eq(s8.lvl),
+                s9.prod.eq(Mux(s8.atten, s8.prod_lut, s8.prod_one) + s8.round),
+            ]
+
+        # stage 9: round, saturate ------------------------------------------------------------
+        step = Signal(signed(len(s9.prod) - c.round_shift))
+        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
+        m.d.comb += [
+            step.eq(s9.prod >> c.round_shift),
+            moved.eq(s9.w - step),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s10.valid.eq(s9.valid),
+                s10.addr.eq(s9.addr),
+                s10.lvl.eq(s9.lvl),
+                s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 10: write back; the new level ------------------------------------------------
+        lvl10 = Signal(lvl_t)
+        m.d.comb += lvl10.eq(level_of(c, s10.w))
+        with m.If(advance):
+            m.d.sync += [
+                s11.valid.eq(s10.valid),
+                s11.addr.eq(s10.addr),
+                s11.old.eq(s10.lvl),
+                s11.new.eq(lvl10),
+                s11.event.eq(lvl10 != s10.lvl),
+            ]
+            if not single:
+                m.d.sync += s11.count.eq(counts.rdata)
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
-        hidden_wdata = Mux(back.valid, back_w, self.access.wdata)
-        counts_we = (commit & s4_event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s4.valid, s4.addr, self.access.addr)
-        counts_wdata = Mux(s4.valid, count + 1, 0)
+        hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
+
+        # stage 11: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s11.count
+        saturated = count == (1 << self.counter_width) - 1
+        counts_we = (s11.valid & advance & s11.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s11.valid, s11.addr, self.access.addr)
+        counts_wdata = Mux(s11.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -413,11 +545,11 @@ class UpdatePipeline(wiring.Component):
             counts_we |= ~done
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
-        # the counter's write enable waits for stage 4's level comparison; its address need
-        # not (no read is wanted while stage 4 holds an update: stage 3 is empty then)
+        # the counter's write enable waits for the sink's ready; its address need not (no
+        # read is wanted while stage 10 holds an update: stage 9 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s4.valid | self.access.clear | self.initializing
+            counts_wsel = s11.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -427,10 +559,10 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s4.valid & s4_event),
-            self.events.payload.addr.eq(s4.addr),
-            self.events.payload.old.eq(s4.lvl),
-            self.events.payload.new.eq(lvl4),
+            self.events.valid.eq(s11.valid & s11.event),
+            self.events.payload.addr.eq(s11.addr),
+            self.events.payload.old.eq(s11.old),
+            self.events.payload.new.eq(s11.new),
             self.access.rdata.eq(hidden.rdata),
             self.access.count.eq(counts.rdata),
         ]
