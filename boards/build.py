@@ -361,9 +361,10 @@ def build(
             text += pnr_log.read_text(errors="replace")
         reason = _not_fit(text)
         if reason:
+            short_of_block_ram = _CELLS[board.family]["bram"] in reason
             hint = (
                 "; --memory spram keeps them in its SPRAM"
-                if memory == "block" and board.spram
+                if memory == "block" and board.spram and short_of_block_ram
                 else ""
             )
             raise BuildError(
