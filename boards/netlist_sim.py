@@ -6,11 +6,17 @@ Verilog runs it with Yosys' cell models; a Verilog testbench clocks it at the bo
 oscillator period and plays the host's side of the UART with the board's real bit time (in
 picoseconds, not in clock cycles, so the divisor's rounding is in the test). Every request's
 reply and every programming strobe is compared with :class:`CommandModel`.
+
+Yosys' model of the iCE40's ``SB_PLL40_PAD`` is an empty box, so a build with the PLL runs with
+the testbench standing in for it: the PLL's output net is driven with an ideal clock at the
+frequency the PLL makes and its ``LOCK`` net rises after :data:`PLL_LOCK_US` (the unit is held
+in reset until then, as on the board).
 """
 
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -40,6 +46,10 @@ _DEFINES = {"ice40": ("-DNO_ICE40_DEFAULT_ASSIGNMENTS",)}
 
 START_US = 40
 """Idle line before the first request: past the iCE40's power-on reset (15 us)."""
+
+PLL_LOCK_US = 20
+"""When the stand-in PLL locks (the iCE40 PLL's datasheet lock time is at most 50 us; the
+host starts later, as a host starts after the board's ``LOCK`` in practice)."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +184,35 @@ module tb;
     end
   end
 
-  always @(posedge clk)
+{pll}
+  always @(posedge {unit_clock})
     if (strobe === 1'b1) $fdisplay(out, "prog %0d %0d %0d", addr, device, level);
 endmodule
 """
+
+
+_PLL_STAND_IN = """\
+  // SB_PLL40_PAD's model is an empty box: an ideal PLL drives its output and LOCK nets
+  reg pll_clk_r = 0;
+  reg pll_lock_r = 0;
+  always #{pll_half_ps} pll_clk_r = ~pll_clk_r;
+  initial begin
+    force dut.{pll_out} = pll_clk_r;
+    force dut.{pll_lock} = pll_lock_r;
+    #({lock_ps}) pll_lock_r = 1;
+  end
+"""
+
+
+def _pll_nets(netlist: str) -> tuple[str, str]:
+    """The nets the netlist's ``SB_PLL40_PAD`` drives: its global clock output and ``LOCK``."""
+    instance = re.search(r"SB_PLL40_PAD\s*#\(.*?\);", netlist, re.S)
+    if instance is None:
+        raise ValueError("the build has a PLL but its netlist has no SB_PLL40_PAD")
+    nets = dict(re.findall(r"\.(PLLOUTGLOBAL|LOCK)\((\S+(?: )?)\)", instance.group(0)))
+    if set(nets) != {"PLLOUTGLOBAL", "LOCK"}:
+        raise ValueError("the netlist's SB_PLL40_PAD drives no PLLOUTGLOBAL or no LOCK")
+    return nets["PLLOUTGLOBAL"], nets["LOCK"]
 
 
 def simulate_netlist(
@@ -192,12 +227,10 @@ def simulate_netlist(
     """Run ``frames`` (default :func:`session`) through the build's netlist under Icarus.
 
     ``baud_error`` offsets the host's bit time (0.01: the host is 1 % fast) to probe the UART's
-    margin. ``report`` is the build's report (its netlist, baud and divisor).
+    margin. ``report`` is the build's report (its netlist, clock, PLL, baud and divisor).
     """
-    if report.get("pll"):
-        raise ValueError(
-            "a build with a PLL has no netlist simulation: Yosys' model of the PLL makes no clock"
-        )
+    if report.get("pll") and board.family != "ice40":
+        raise ValueError(f"no stand-in for the {board.family} PLL in the netlist simulation")
     iverilog = shutil.which("iverilog")
     if iverilog is None:
         raise FileNotFoundError("iverilog is not on PATH (Debian: apt-get install iverilog)")
@@ -205,7 +238,7 @@ def simulate_netlist(
     strobes_model: list[tuple[int, int, int]] = []
     model = CommandModel(
         layout,
-        clock_hz=board.clock_hz,
+        clock_hz=round(report["clock_mhz"] * 1e6),
         baud_divisor=report["baud_divisor"],
         program=lambda a, d, lv: strobes_model.append((a, d, lv)),
     )
@@ -223,6 +256,15 @@ def simulate_netlist(
     bit_ps = round(1e12 / (report["baud"] * (1 + baud_error)))
     bits = 10 * (len(data) + total)
     timeout_ps = START_US * 10**6 + 2 * bits * bit_ps + 10**9
+    pll = ""
+    if report.get("pll"):
+        pll_out, pll_lock = _pll_nets(Path(report["netlist"]).read_text())
+        pll = _PLL_STAND_IN.format(
+            pll_half_ps=round(1e12 / (report["clock_mhz"] * 1e6) / 2),
+            pll_out=pll_out,
+            pll_lock=pll_lock,
+            lock_ps=PLL_LOCK_US * 10**6,
+        )
     (workdir / "tb.v").write_text(
         _TESTBENCH.format(
             top=NAME,
@@ -234,6 +276,8 @@ def simulate_netlist(
             half_bit_ps=bit_ps // 2,
             start_ps=START_US * 10**6,
             timeout_ps=timeout_ps,
+            pll=pll,
+            unit_clock="pll_clk_r" if pll else "clk",
             n_bytes=len(data),
             n_frames=len(frames),
         )

@@ -1,5 +1,5 @@
-"""The iCEBreaker bitstream's netlist under Icarus at 12 MHz and 3 Mbaud, with the host's baud
-rate off by a few percent: where the UART stops working.
+"""The iCEBreaker bitstream's netlist under Icarus at the board's clock and baud, with the
+host's baud rate off by a few percent: where the UART stops working.
 
 Builds the unit (``metaplast build``'s code) unless ``--out`` already holds that build, then
 runs :func:`metaplast.boards.netlist_sim.session` (INFO, WRITE_HIDDEN, LOAD_LUT, three UPDATE
@@ -9,6 +9,12 @@ comparing every reply byte and programming strobe with the model.
     .venv/bin/python experiments/board_netlist.py [--synapses 64] [--max-block 64]
         [--errors=-0.03,-0.02,0,0.02,0.03] [--out build/netlist-icebreaker]
         [--memory auto|block|spram] [--starts 0,16376,32736]
+        [--clock-mhz 48 [--target-mhz F]]
+
+``--clock-mhz`` builds the unit on the PLL (12 Mbaud at 48 MHz, the build's default rate) and
+runs it with an ideal clock in the PLL's place (:mod:`metaplast.boards.netlist_sim`).
+``--target-mhz`` is the build's timing target (default: the clock): the netlist Yosys writes
+does not depend on it, so a lower one simulates a unit whose routing misses the clock.
 
 ``--starts`` runs the session once from each of these synapses, one after the other (with
 ``--memory spram`` and more than 16,384 synapses: both SPRAM banks and the boundary between
@@ -36,19 +42,33 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("build/netlist-icebreaker"))
     p.add_argument("--memory", choices=("auto", "block", "spram"), default="auto")
     p.add_argument("--starts", default="0", help="first synapse of each session")
+    p.add_argument("--clock-mhz", type=float, help="the unit's clock from the PLL")
+    p.add_argument("--target-mhz", type=float, help="the build's timing target")
     args = p.parse_args()
     board = BOARDS["icebreaker"]
     layout = Layout(Contract(), args.synapses, max_block=args.max_block)
     path = args.out / "report.json"
     report = json.loads(path.read_text()) if path.exists() else None
     memory = memory_for(board, layout, args.memory)
-    if report is None or (report["synapses"], report.get("memory", "block")) != (
-        args.synapses,
-        memory,
-    ):
-        report = build(board, layout, args.out, memory=memory)
+    clock_mhz = args.clock_mhz or board.clock_hz / 1e6
+    if report is None or (
+        report["synapses"],
+        report.get("memory", "block"),
+        report.get("clock_mhz"),
+    ) != (args.synapses, memory, clock_mhz):
+        report = build(
+            board,
+            layout,
+            args.out,
+            memory=memory,
+            clock_mhz=args.clock_mhz,
+            target_mhz=args.target_mhz,
+        )
     frames = [f for start in args.starts.split(",") for f in session(layout, 0, int(start))]
-    print(f"netlist {report['netlist']}: {report['luts']} LUTs, Fmax {report['fmax_mhz']} MHz")
+    print(
+        f"netlist {report['netlist']}: {report['luts']} LUTs, clock {report['clock_mhz']:g} MHz "
+        f"(Fmax {report['fmax_mhz']} MHz), {report['baud']} baud (divisor {report['baud_divisor']})"
+    )
     print(
         "| host baud error | reply bytes (netlist / model) | strobes (netlist / model) | "
         "match | simulated | wall |"

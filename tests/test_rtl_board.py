@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -142,6 +143,11 @@ def assert_array_sessions_alike(backend: str, data_dir: Path, tmp: Path) -> floa
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("METAPLAST_RTL_ARRAY") != "1",
+    reason="opt-in (METAPLAST_RTL_ARRAY=1): about 460 s on the Amaranth simulator; the same "
+    "session on the Verilog board, the same gateware, runs by default (test_verilog_board.py)",
+)
 def test_a_session_on_the_rtl_boards_array_ends_as_on_the_model_board_and_in_process(
     data_dir: Path, tmp_path: Path
 ) -> None:
