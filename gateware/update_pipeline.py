@@ -3,13 +3,15 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed, origin)`` into stage 1; first half of the dither hash;
+ 0    accept ``(addr, d, seed, origin)`` into stage 1; the dither hash's first round;
       whether the update must wait (a register, from the stages ahead)
- 1    hold the update until its synapse is written back; then read ``W_H[addr]``
- 2    the memory's output into a register; second half of the dither hash
- 3    level of ``W_H`` (one comparator per boundary)
- 4    offset from the level, interval, its reciprocal
- 5    ``|offset| * recip[interval]`` into a register
+ 1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
+      hash's second round
+ 2    the memory's output into a register; the hash's third round
+ 3    level of ``W_H`` (one comparator per boundary); the hash's last round
+ 4    offset from the level as sign and magnitude (both differences, one chosen), the
+      interval's reciprocal
+ 5    ``|offset| * recip[interval]`` (only the multiplier) into a register
  6    LUT index (``>> shift``, clamped); read the meta LUT
  7    ``d * LUT value`` and ``d * 1`` into registers
  8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
@@ -85,8 +87,8 @@ def AccessSignature(  # noqa: N802
 ) -> wiring.Signature:
     """The link's port into the hidden-weight and counter memories (from the link's side).
 
-    Read the weight and count at ``addr`` (they appear one cycle later), write ``wdata``
-    with ``we``, clear the count with ``clear``.
+    Read the weight and count at ``addr`` (they appear two cycles later: the memory's read,
+    then its output register), write ``wdata`` with ``we``, clear the count with ``clear``.
     """
     return wiring.Signature(
         {
@@ -109,14 +111,16 @@ def _stage_layouts(
     return (
         data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
         data.StructLayout({**head, **hashes}),
-        data.StructLayout({**head, "w": hid_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, **hashes, "w": hid_t}),
         data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
                 **head,
                 "w": hid_t,
                 "lvl": lvl_t,
-                "off": signed(c.hidden_width + 1),
+                "below": unsigned(1),
+                "above": unsigned(1),
+                "mag": unsigned(c.hidden_width + 1),
                 "recip": recip_t,
                 "dither": unsigned(32),
             }
@@ -342,9 +346,12 @@ class UpdatePipeline(wiring.Component):
         def hazard_of(addr: Value, olders: list) -> Value:
             return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
 
-        half = len(MIX32_ROUNDS) // 2
+        # the dither hash: one round (an adder, an xor-shift) per stage, 0 to 3
+        def hash_in(stage: int, x: Value) -> Value:
+            rounds = MIX32_ROUNDS[stage:] if stage == 3 else MIX32_ROUNDS[stage : stage + 1]
+            return _mix_rounds(x, rounds)
 
-        # stage 0: into stage 1, start both halves of the dither hash; a hazard ahead ---------
+        # stage 0: into stage 1, the dither hash's first round; a hazard ahead ---------------
         with m.If(advance):
             with m.If(self.update.ready):
                 m.d.sync += [
@@ -352,18 +359,15 @@ class UpdatePipeline(wiring.Component):
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
                     s1.hash_a.eq(
-                        _mix_rounds(
-                            (new_addr - self.update.payload.origin)[: self.addr_bits],
-                            MIX32_ROUNDS[:half],
-                        )  # fmt: skip
+                        hash_in(0, (new_addr - self.update.payload.origin)[: self.addr_bits])
                     ),
-                    s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+                    s1.hash_s.eq(hash_in(0, self.update.payload.seed)),
                     s1.hazard.eq(hazard_of(new_addr, ahead)),
                 ]
             with m.Else():
                 m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
 
-        # stage 1: read W_H when safe (a bubble into stage 2 otherwise) ----------------------
+        # stage 1: read W_H when safe (a bubble into stage 2 otherwise); the hash's second round
         m.d.comb += [
             hidden.raddr.eq(Mux(s1.valid, s1.addr, self.access.addr)),
             hidden.ren.eq(advance),
@@ -373,25 +377,23 @@ class UpdatePipeline(wiring.Component):
                 s2.valid.eq(issue),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.hash_a.eq(s1.hash_a),
-                s2.hash_s.eq(s1.hash_s),
+                s2.hash_a.eq(hash_in(1, s1.hash_a)),
+                s2.hash_s.eq(hash_in(1, s1.hash_s)),
             ]
 
         # stage 2: the memory's output into a register (the block RAM's own, where it has one);
-        # the dither hash's second half
+        # the dither hash's third round
         with m.If(advance):
             m.d.sync += [
                 s3.valid.eq(s2.valid),
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
                 s3.w.eq(hidden.rdata),
-                s3.dither.eq(
-                    _mix_rounds(s2.hash_a, MIX32_ROUNDS[half:])
-                    ^ _mix_rounds(s2.hash_s, MIX32_ROUNDS[half:])
-                ),
+                s3.hash_a.eq(hash_in(2, s2.hash_a)),
+                s3.hash_s.eq(hash_in(2, s2.hash_s)),
             ]
 
-        # stage 3: level (one comparator per boundary) ---------------------------------------
+        # stage 3: level (one comparator per boundary); the hash's last round -----------------
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
@@ -399,21 +401,21 @@ class UpdatePipeline(wiring.Component):
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
                 s4.lvl.eq(level_of(c, s3.w)),
-                s4.dither.eq(s3.dither),
+                s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
             ]
 
-        # stage 4: offset from the level, interval, its reciprocal ----------------------------
+        # stage 4: offset from the level as sign and magnitude, the interval's reciprocal: both
+        # differences at once, so the magnitude is one carry chain and a multiplexer (stage 5
+        # is only the multiplier); the reciprocal of either side looked up from the level alone
         ws4 = Signal(hid_t)
-        off4 = Signal(signed(c.hidden_width + 1))
-        ivl4 = Signal(range(ivl_count))
+        up4 = Signal(signed(c.hidden_width + 1))
+        down4 = Signal(signed(c.hidden_width + 1))
+        recips = Array(Const(r, recip_t) for r in c.recips)
         m.d.comb += [
             ws4.eq(Array(Const(v, hid_t) for v in c.level_ints)[s4.lvl]),
-            off4.eq(s4.w - ws4),
+            up4.eq(s4.w - ws4),
+            down4.eq(ws4 - s4.w),
         ]
-        with m.If(off4 >= 0):
-            m.d.comb += ivl4.eq(Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl))
-        with m.Else():
-            m.d.comb += ivl4.eq(Mux(s4.lvl == 0, 0, s4.lvl - 1))
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -421,8 +423,16 @@ class UpdatePipeline(wiring.Component):
                 s5.d.eq(s4.d),
                 s5.w.eq(s4.w),
                 s5.lvl.eq(s4.lvl),
-                s5.off.eq(off4),
-                s5.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl4]),
+                s5.below.eq(up4 < 0),
+                s5.above.eq(down4 < 0),
+                s5.mag.eq(Mux(up4 < 0, down4, up4)),
+                s5.recip.eq(
+                    Mux(
+                        up4 < 0,
+                        recips[Mux(s4.lvl == 0, 0, s4.lvl - 1)],
+                        recips[Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl)],
+                    )
+                ),
                 s5.dither.eq(s4.dither),
             ]
 
@@ -435,13 +445,13 @@ class UpdatePipeline(wiring.Component):
                 s6.w.eq(s5.w),
                 s6.lvl.eq(s5.lvl),
                 # d * (w - ws) < 0: the step would move W_H away from its level
-                s6.atten.eq(((s5.d > 0) & (s5.off < 0)) | ((s5.d < 0) & (s5.off > 0))),
+                s6.atten.eq(((s5.d > 0) & s5.below) | ((s5.d < 0) & s5.above)),
                 s6.round.eq(
                     s5.dither[: c.round_shift]
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
-                s6.scaled.eq(abs(s5.off) * s5.recip),
+                s6.scaled.eq(s5.mag * s5.recip),
             ]
 
         # stage 6: LUT index, LUT read --------------------------------------------------------
@@ -517,9 +527,10 @@ class UpdatePipeline(wiring.Component):
                 s11.old.eq(s10.lvl),
                 s11.new.eq(lvl10),
                 s11.event.eq(lvl10 != s10.lvl),
+                # the counter's output register (single-port: only for the access port's read,
+                # the increment reads the memory in stage 11)
+                s11.count.eq(counts.rdata),
             ]
-            if not single:
-                m.d.sync += s11.count.eq(counts.rdata)
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
@@ -563,7 +574,9 @@ class UpdatePipeline(wiring.Component):
             self.events.payload.addr.eq(s11.addr),
             self.events.payload.old.eq(s11.old),
             self.events.payload.new.eq(s11.new),
-            self.access.rdata.eq(hidden.rdata),
-            self.access.count.eq(counts.rdata),
+            # the access port reads through the output registers: the memories' outputs
+            # reach no logic of the link's
+            self.access.rdata.eq(s3.w),
+            self.access.count.eq(s11.count),
         ]
         return m
