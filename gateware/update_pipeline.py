@@ -15,9 +15,11 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
  6    LUT index (``>> shift``, clamped); read the meta LUT
  7    ``d * LUT value`` and ``d * 1`` into registers
  8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
- 9    round, saturate; dual-port: read the synapse's change counter
-10    write back; new level; single-port: read the change counter
-11    on a change emit the event and count it
+ 9    round, saturate
+10    write back; which level boundaries the new weight reaches (one comparator each);
+      dual-port: read the synapse's change counter
+11    the new level, whether it changed; single-port: read the change counter
+12    on a change emit the event and count it
 ====  ===========================================================================
 
 Every path is one piece of arithmetic between registers: the stages are cut for the PLL
@@ -36,8 +38,8 @@ update per ten cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
-an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 10 and
-11), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 11 and
+12), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
 hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
 is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
 0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
@@ -50,7 +52,7 @@ from collections.abc import Sequence
 from functools import reduce
 from operator import or_
 
-from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -178,6 +180,14 @@ def _stage_layouts(
                 "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
+                "reached": unsigned(len(c.boundary_ints)),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "old": lvl_t,
                 "new": lvl_t,
                 "event": unsigned(1),
                 "count": unsigned(counter_width),
@@ -252,7 +262,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 11
+    depth = 12
 
     def __init__(
         self,
@@ -304,17 +314,17 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 10 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 12 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s12.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12]
 
         new_addr = self.update.payload.addr
         # stage 1 holds an update until its read is safe: until no update in stages 2 to 10 is
@@ -326,7 +336,7 @@ class UpdatePipeline(wiring.Component):
         issue_ok = ~s1.hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 10 and write in stage 11, the hidden weight's read here and write in stage 10
+            # stage 11 and write in stage 12, the hidden weight's read here and write in stage 10
             issue_ok &= ~s2.valid & ~s10.valid
         issue = Signal()
         ready = Signal()
@@ -471,10 +481,10 @@ class UpdatePipeline(wiring.Component):
             ]
 
         # stage 7: both products, d * LUT value and d * 1, into registers ------------------
-        # the counter is read two stages before its write in stage 11 (dual-port: in stage 9,
-        # the block RAM's output register in stage 10, the increment from a register) or one
+        # the counter is read two stages before its write in stage 12 (dual-port: in stage 10,
+        # the block RAM's output register in stage 11, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s10 if single else s9
+        count_reader = s11 if single else s10
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
@@ -517,30 +527,40 @@ class UpdatePipeline(wiring.Component):
                 s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
             ]
 
-        # stage 10: write back; the new level ------------------------------------------------
-        lvl10 = Signal(lvl_t)
-        m.d.comb += lvl10.eq(level_of(c, s10.w))
+        # stage 10: write back; the boundaries the new weight reaches (one comparator each) ---
         with m.If(advance):
             m.d.sync += [
                 s11.valid.eq(s10.valid),
                 s11.addr.eq(s10.addr),
                 s11.old.eq(s10.lvl),
-                s11.new.eq(lvl10),
-                s11.event.eq(lvl10 != s10.lvl),
-                # the counter's output register (single-port: only for the access port's read,
-                # the increment reads the memory in stage 11)
-                s11.count.eq(counts.rdata),
+                s11.reached.eq(Cat(s10.w >= b for b in c.boundary_ints)),
             ]
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 11: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s11.count
+        # stage 11: the new level (how many boundaries it reaches), whether it changed: the
+        # level stays when it reaches boundary ``old - 1`` and not boundary ``old`` ----------
+        # (``reached`` is a thermometer: the boundaries ascend)
+        edges = Cat(Const(1, 1), s11.reached, Const(0, 1)).bit_select(s11.old, 2)
+        with m.If(advance):
+            m.d.sync += [
+                s12.valid.eq(s11.valid),
+                s12.addr.eq(s11.addr),
+                s12.old.eq(s11.old),
+                s12.new.eq(sum(s11.reached, Const(0, lvl_t.width))),
+                s12.event.eq(edges != 0b01),
+                # the counter's output register (single-port: only for the access port's read,
+                # the increment reads the memory in stage 12)
+                s12.count.eq(counts.rdata),
+            ]
+
+        # stage 12: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s12.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s11.valid & advance & s11.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s11.valid, s11.addr, self.access.addr)
-        counts_wdata = Mux(s11.valid, count + 1, 0)
+        counts_we = (s12.valid & advance & s12.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s12.valid, s12.addr, self.access.addr)
+        counts_wdata = Mux(s12.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -557,10 +577,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 10 holds an update: stage 9 is empty then)
+        # read is wanted while stage 12 holds an update: stage 11 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s11.valid | self.access.clear | self.initializing
+            counts_wsel = s12.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -570,13 +590,13 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s11.valid & s11.event),
-            self.events.payload.addr.eq(s11.addr),
-            self.events.payload.old.eq(s11.old),
-            self.events.payload.new.eq(s11.new),
+            self.events.valid.eq(s12.valid & s12.event),
+            self.events.payload.addr.eq(s12.addr),
+            self.events.payload.old.eq(s12.old),
+            self.events.payload.new.eq(s12.new),
             # the access port reads through the output registers: the memories' outputs
             # reach no logic of the link's
             self.access.rdata.eq(s3.w),
-            self.access.count.eq(s11.count),
+            self.access.count.eq(s12.count),
         ]
         return m

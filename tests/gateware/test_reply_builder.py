@@ -131,18 +131,19 @@ def with_memories(builder: ReplyBuilder, model: CommandModel, banks: dict) -> Mo
     events = Memory(shape=32, depth=len(words), init=words)
     m.submodules += [hidden, counts, events]
     h, k, e = hidden.read_port(), counts.read_port(), events.read_port()
-    # as in the unit: the engine registers the address, the pipeline the memories' outputs
+    # as in the unit: the engine registers the address, the pipeline the memories' outputs,
+    # the retry memory its events'
     addr = Signal.like(builder.access.addr)
     m.d.sync += [
         addr.eq(builder.access.addr),
         builder.access.rdata.eq(h.data),
         builder.access.count.eq(k.data),
+        builder.events.data.eq(e.data),
     ]
     m.d.comb += [
         h.addr.eq(addr),
         k.addr.eq(addr),
         e.addr.eq(Cat(builder.events.index[:index_bits], builder.events.bank)),
-        builder.events.data.eq(e.data),
     ]
     return m
 
