@@ -138,7 +138,8 @@ class CrossbarRelay(wiring.Component):
     recorded_bank : ``In(range(depth))``
     access_addr : ``Out(addr_bits)``
     access_rdata : ``In(signed(hidden_width))``
-        Reading hidden weights for the sweep (owned while ``sweeping``).
+        Reading hidden weights for the sweep (owned while ``sweeping``; a weight two cycles
+        after its address).
     sweeping : ``Out(1)``
     events : ``Out(stream.Signature(EventLayout))``
         The sweep's level changes, to the programming port.
@@ -339,7 +340,12 @@ class CrossbarRelay(wiring.Component):
                 with m.If((n_out == 0) | (n_in == 0)):  # a driver's OK to an empty layer
                     m.next = "DONE"
 
+            # the weight appears two cycles after its address (the memory's output register)
             with m.State("SWEEP_ADDR"):
+                m.d.comb += [self.sweeping.eq(1), self.access_addr.eq(address)]
+                m.next = "SWEEP_WAIT"
+
+            with m.State("SWEEP_WAIT"):
                 m.d.comb += [self.sweeping.eq(1), self.access_addr.eq(address)]
                 m.next = "SWEEP_LOAD"
 

@@ -199,13 +199,17 @@ class ReplyBuilder(wiring.Component):
                     with m.If(order.elements == 0):
                         m.next = "IDLE"
 
-            # each element: address it, load it two cycles later (the command engine registers
-            # the address on its way to the memories), send its bytes
+            # each element: address it, load it three cycles later (the command engine registers
+            # the address on its way to the memories, their outputs are registered), send it
             with m.State("FETCH"):
                 m.d.comb += self.access.addr.eq(fetch_addr)
                 m.next = "SETTLE"
 
             with m.State("SETTLE"):
+                m.d.comb += self.access.addr.eq(fetch_addr)
+                m.next = "OUTPUT"
+
+            with m.State("OUTPUT"):
                 m.d.comb += self.access.addr.eq(fetch_addr)
                 m.next = "LOAD"
 

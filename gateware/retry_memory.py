@@ -42,7 +42,7 @@ class RetryMemory(wiring.Component):
     ``record.event`` appends one (``recorded`` counts them), and ``push`` remembers ``key`` with
     them as the newest entry, forgetting the oldest. A lookup changes nothing, so retries do not
     reorder the entries. Replaying: the event at ``replay.index`` of ``replay.bank`` appears on
-    ``replay.data`` a cycle later.
+    ``replay.data`` two cycles later.
 
     Parameters
     ----------
@@ -98,7 +98,8 @@ class RetryMemory(wiring.Component):
         bank : ``Out(range(depth))``
         index : ``Out(range(max_block))``
         data : ``In(EventRecord)``
-            The event addressed in the previous cycle.
+            The event addressed two cycles before (the memory's read, then its output
+            register).
         """
 
         def __init__(self, depth: int, max_block: int) -> None:
@@ -182,6 +183,7 @@ class RetryMemory(wiring.Component):
             write.addr.eq(Cat(count[:index_bits], bank)),
             write.data.eq(event.payload),
             read.addr.eq(Cat(self.replay.index[:index_bits], self.replay.bank)),
-            self.replay.data.eq(read.data),
         ]
+        # the memory's output register: its output reaches no logic of the reply builder's
+        m.d.sync += self.replay.data.eq(read.data)
         return m

@@ -3,19 +3,23 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed, origin)`` into stage 1; first half of the dither hash;
+ 0    accept ``(addr, d, seed, origin)`` into stage 1; the dither hash's first round;
       whether the update must wait (a register, from the stages ahead)
- 1    hold the update until its synapse is written back; then read ``W_H[addr]``
- 2    the memory's output into a register; second half of the dither hash
- 3    level of ``W_H`` (one comparator per boundary)
- 4    offset from the level, interval, its reciprocal
- 5    ``|offset| * recip[interval]`` into a register
+ 1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
+      hash's second round
+ 2    the memory's output into a register; the hash's third round
+ 3    level of ``W_H`` (one comparator per boundary); the hash's last round
+ 4    offset from the level as sign and magnitude (both differences, one chosen), the
+      interval's reciprocal
+ 5    ``|offset| * recip[interval]`` (only the multiplier) into a register
  6    LUT index (``>> shift``, clamped); read the meta LUT
  7    ``d * LUT value`` and ``d * 1`` into registers
  8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
- 9    round, saturate; dual-port: read the synapse's change counter
-10    write back; new level; single-port: read the change counter
-11    on a change emit the event and count it
+ 9    round, saturate
+10    write back; which level boundaries the new weight reaches (one comparator each);
+      dual-port: read the synapse's change counter
+11    the new level, whether it changed; single-port: read the change counter
+12    on a change emit the event and count it
 ====  ===========================================================================
 
 Every path is one piece of arithmetic between registers: the stages are cut for the PLL
@@ -34,8 +38,8 @@ update per ten cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
-an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 10 and
-11), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 11 and
+12), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
 hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
 is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
 0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
@@ -48,7 +52,7 @@ from collections.abc import Sequence
 from functools import reduce
 from operator import or_
 
-from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -85,8 +89,8 @@ def AccessSignature(  # noqa: N802
 ) -> wiring.Signature:
     """The link's port into the hidden-weight and counter memories (from the link's side).
 
-    Read the weight and count at ``addr`` (they appear one cycle later), write ``wdata``
-    with ``we``, clear the count with ``clear``.
+    Read the weight and count at ``addr`` (they appear two cycles later: the memory's read,
+    then its output register), write ``wdata`` with ``we``, clear the count with ``clear``.
     """
     return wiring.Signature(
         {
@@ -109,14 +113,16 @@ def _stage_layouts(
     return (
         data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
         data.StructLayout({**head, **hashes}),
-        data.StructLayout({**head, "w": hid_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, **hashes, "w": hid_t}),
         data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
                 **head,
                 "w": hid_t,
                 "lvl": lvl_t,
-                "off": signed(c.hidden_width + 1),
+                "below": unsigned(1),
+                "above": unsigned(1),
+                "mag": unsigned(c.hidden_width + 1),
                 "recip": recip_t,
                 "dither": unsigned(32),
             }
@@ -167,6 +173,14 @@ def _stage_layouts(
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "old": lvl_t,
+                "reached": unsigned(len(c.boundary_ints)),
             }
         ),
         data.StructLayout(
@@ -248,7 +262,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 11
+    depth = 12
 
     def __init__(
         self,
@@ -300,17 +314,17 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 10 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 12 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s12.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12]
 
         new_addr = self.update.payload.addr
         # stage 1 holds an update until its read is safe: until no update in stages 2 to 10 is
@@ -322,7 +336,7 @@ class UpdatePipeline(wiring.Component):
         issue_ok = ~s1.hazard
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 10 and write in stage 11, the hidden weight's read here and write in stage 10
+            # stage 11 and write in stage 12, the hidden weight's read here and write in stage 10
             issue_ok &= ~s2.valid & ~s10.valid
         issue = Signal()
         ready = Signal()
@@ -342,9 +356,12 @@ class UpdatePipeline(wiring.Component):
         def hazard_of(addr: Value, olders: list) -> Value:
             return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
 
-        half = len(MIX32_ROUNDS) // 2
+        # the dither hash: one round (an adder, an xor-shift) per stage, 0 to 3
+        def hash_in(stage: int, x: Value) -> Value:
+            rounds = MIX32_ROUNDS[stage:] if stage == 3 else MIX32_ROUNDS[stage : stage + 1]
+            return _mix_rounds(x, rounds)
 
-        # stage 0: into stage 1, start both halves of the dither hash; a hazard ahead ---------
+        # stage 0: into stage 1, the dither hash's first round; a hazard ahead ---------------
         with m.If(advance):
             with m.If(self.update.ready):
                 m.d.sync += [
@@ -352,18 +369,15 @@ class UpdatePipeline(wiring.Component):
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
                     s1.hash_a.eq(
-                        _mix_rounds(
-                            (new_addr - self.update.payload.origin)[: self.addr_bits],
-                            MIX32_ROUNDS[:half],
-                        )  # fmt: skip
+                        hash_in(0, (new_addr - self.update.payload.origin)[: self.addr_bits])
                     ),
-                    s1.hash_s.eq(_mix_rounds(self.update.payload.seed, MIX32_ROUNDS[:half])),
+                    s1.hash_s.eq(hash_in(0, self.update.payload.seed)),
                     s1.hazard.eq(hazard_of(new_addr, ahead)),
                 ]
             with m.Else():
                 m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
 
-        # stage 1: read W_H when safe (a bubble into stage 2 otherwise) ----------------------
+        # stage 1: read W_H when safe (a bubble into stage 2 otherwise); the hash's second round
         m.d.comb += [
             hidden.raddr.eq(Mux(s1.valid, s1.addr, self.access.addr)),
             hidden.ren.eq(advance),
@@ -373,25 +387,23 @@ class UpdatePipeline(wiring.Component):
                 s2.valid.eq(issue),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.hash_a.eq(s1.hash_a),
-                s2.hash_s.eq(s1.hash_s),
+                s2.hash_a.eq(hash_in(1, s1.hash_a)),
+                s2.hash_s.eq(hash_in(1, s1.hash_s)),
             ]
 
         # stage 2: the memory's output into a register (the block RAM's own, where it has one);
-        # the dither hash's second half
+        # the dither hash's third round
         with m.If(advance):
             m.d.sync += [
                 s3.valid.eq(s2.valid),
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
                 s3.w.eq(hidden.rdata),
-                s3.dither.eq(
-                    _mix_rounds(s2.hash_a, MIX32_ROUNDS[half:])
-                    ^ _mix_rounds(s2.hash_s, MIX32_ROUNDS[half:])
-                ),
+                s3.hash_a.eq(hash_in(2, s2.hash_a)),
+                s3.hash_s.eq(hash_in(2, s2.hash_s)),
             ]
 
-        # stage 3: level (one comparator per boundary) ---------------------------------------
+        # stage 3: level (one comparator per boundary); the hash's last round -----------------
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
@@ -399,21 +411,21 @@ class UpdatePipeline(wiring.Component):
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
                 s4.lvl.eq(level_of(c, s3.w)),
-                s4.dither.eq(s3.dither),
+                s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
             ]
 
-        # stage 4: offset from the level, interval, its reciprocal ----------------------------
+        # stage 4: offset from the level as sign and magnitude, the interval's reciprocal: both
+        # differences at once, so the magnitude is one carry chain and a multiplexer (stage 5
+        # is only the multiplier); the reciprocal of either side looked up from the level alone
         ws4 = Signal(hid_t)
-        off4 = Signal(signed(c.hidden_width + 1))
-        ivl4 = Signal(range(ivl_count))
+        up4 = Signal(signed(c.hidden_width + 1))
+        down4 = Signal(signed(c.hidden_width + 1))
+        recips = Array(Const(r, recip_t) for r in c.recips)
         m.d.comb += [
             ws4.eq(Array(Const(v, hid_t) for v in c.level_ints)[s4.lvl]),
-            off4.eq(s4.w - ws4),
+            up4.eq(s4.w - ws4),
+            down4.eq(ws4 - s4.w),
         ]
-        with m.If(off4 >= 0):
-            m.d.comb += ivl4.eq(Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl))
-        with m.Else():
-            m.d.comb += ivl4.eq(Mux(s4.lvl == 0, 0, s4.lvl - 1))
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -421,8 +433,16 @@ class UpdatePipeline(wiring.Component):
                 s5.d.eq(s4.d),
                 s5.w.eq(s4.w),
                 s5.lvl.eq(s4.lvl),
-                s5.off.eq(off4),
-                s5.recip.eq(Array(Const(r, recip_t) for r in c.recips)[ivl4]),
+                s5.below.eq(up4 < 0),
+                s5.above.eq(down4 < 0),
+                s5.mag.eq(Mux(up4 < 0, down4, up4)),
+                s5.recip.eq(
+                    Mux(
+                        up4 < 0,
+                        recips[Mux(s4.lvl == 0, 0, s4.lvl - 1)],
+                        recips[Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl)],
+                    )
+                ),
                 s5.dither.eq(s4.dither),
             ]
 
@@ -435,13 +455,13 @@ class UpdatePipeline(wiring.Component):
                 s6.w.eq(s5.w),
                 s6.lvl.eq(s5.lvl),
                 # d * (w - ws) < 0: the step would move W_H away from its level
-                s6.atten.eq(((s5.d > 0) & (s5.off < 0)) | ((s5.d < 0) & (s5.off > 0))),
+                s6.atten.eq(((s5.d > 0) & s5.below) | ((s5.d < 0) & s5.above)),
                 s6.round.eq(
                     s5.dither[: c.round_shift]
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
-                s6.scaled.eq(abs(s5.off) * s5.recip),
+                s6.scaled.eq(s5.mag * s5.recip),
             ]
 
         # stage 6: LUT index, LUT read --------------------------------------------------------
@@ -461,10 +481,10 @@ class UpdatePipeline(wiring.Component):
             ]
 
         # stage 7: both products, d * LUT value and d * 1, into registers ------------------
-        # the counter is read two stages before its write in stage 11 (dual-port: in stage 9,
-        # the block RAM's output register in stage 10, the increment from a register) or one
+        # the counter is read two stages before its write in stage 12 (dual-port: in stage 10,
+        # the block RAM's output register in stage 11, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s10 if single else s9
+        count_reader = s11 if single else s10
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
@@ -507,29 +527,40 @@ class UpdatePipeline(wiring.Component):
                 s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
             ]
 
-        # stage 10: write back; the new level ------------------------------------------------
-        lvl10 = Signal(lvl_t)
-        m.d.comb += lvl10.eq(level_of(c, s10.w))
+        # stage 10: write back; the boundaries the new weight reaches (one comparator each) ---
         with m.If(advance):
             m.d.sync += [
                 s11.valid.eq(s10.valid),
                 s11.addr.eq(s10.addr),
                 s11.old.eq(s10.lvl),
-                s11.new.eq(lvl10),
-                s11.event.eq(lvl10 != s10.lvl),
+                s11.reached.eq(Cat(s10.w >= b for b in c.boundary_ints)),
             ]
-            if not single:
-                m.d.sync += s11.count.eq(counts.rdata)
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 11: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s11.count
+        # stage 11: the new level (how many boundaries it reaches), whether it changed: the
+        # level stays when it reaches boundary ``old - 1`` and not boundary ``old`` ----------
+        # (``reached`` is a thermometer: the boundaries ascend)
+        edges = Cat(Const(1, 1), s11.reached, Const(0, 1)).bit_select(s11.old, 2)
+        with m.If(advance):
+            m.d.sync += [
+                s12.valid.eq(s11.valid),
+                s12.addr.eq(s11.addr),
+                s12.old.eq(s11.old),
+                s12.new.eq(sum(s11.reached, Const(0, lvl_t.width))),
+                s12.event.eq(edges != 0b01),
+                # the counter's output register (single-port: only for the access port's read,
+                # the increment reads the memory in stage 12)
+                s12.count.eq(counts.rdata),
+            ]
+
+        # stage 12: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s12.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s11.valid & advance & s11.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s11.valid, s11.addr, self.access.addr)
-        counts_wdata = Mux(s11.valid, count + 1, 0)
+        counts_we = (s12.valid & advance & s12.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s12.valid, s12.addr, self.access.addr)
+        counts_wdata = Mux(s12.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -546,10 +577,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 10 holds an update: stage 9 is empty then)
+        # read is wanted while stage 12 holds an update: stage 11 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s11.valid | self.access.clear | self.initializing
+            counts_wsel = s12.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -559,11 +590,13 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s11.valid & s11.event),
-            self.events.payload.addr.eq(s11.addr),
-            self.events.payload.old.eq(s11.old),
-            self.events.payload.new.eq(s11.new),
-            self.access.rdata.eq(hidden.rdata),
-            self.access.count.eq(counts.rdata),
+            self.events.valid.eq(s12.valid & s12.event),
+            self.events.payload.addr.eq(s12.addr),
+            self.events.payload.old.eq(s12.old),
+            self.events.payload.new.eq(s12.new),
+            # the access port reads through the output registers: the memories' outputs
+            # reach no logic of the link's
+            self.access.rdata.eq(s3.w),
+            self.access.count.eq(s12.count),
         ]
         return m

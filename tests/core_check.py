@@ -129,7 +129,7 @@ def core_testbenches(s: Scenario) -> tuple[SynapseCore, list[Testbench], list[Te
             await ctx.tick()
         for a in range(s.synapses):
             ctx.set(core.access.addr, a)
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             s.final.append(ctx.get(core.access.rdata))
             s.counts.append(ctx.get(core.access.count))
 

@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
     const int64_t mask = (int64_t(1) << h[HIDDEN_WIDTH]) - 1;
     for (int64_t a = 0; a < synapses; ++a) {
         core->PORT(access, addr) = a;
+        run.cycle();  // the read, then the output register
         run.cycle();
         int64_t w = int64_t(core->PORT(access, rdata)) & mask;
         final_w.push_back((w ^ sign) - sign);

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth import Cat, Module, signed, unsigned
+from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 from core_check import CONTRACTS
 
@@ -131,13 +131,19 @@ def with_memories(builder: ReplyBuilder, model: CommandModel, banks: dict) -> Mo
     events = Memory(shape=32, depth=len(words), init=words)
     m.submodules += [hidden, counts, events]
     h, k, e = hidden.read_port(), counts.read_port(), events.read_port()
-    m.d.comb += [
-        h.addr.eq(builder.access.addr),
-        k.addr.eq(builder.access.addr),
+    # as in the unit: the engine registers the address, the pipeline the memories' outputs,
+    # the retry memory its events'
+    addr = Signal.like(builder.access.addr)
+    m.d.sync += [
+        addr.eq(builder.access.addr),
         builder.access.rdata.eq(h.data),
         builder.access.count.eq(k.data),
-        e.addr.eq(Cat(builder.events.index[:index_bits], builder.events.bank)),
         builder.events.data.eq(e.data),
+    ]
+    m.d.comb += [
+        h.addr.eq(addr),
+        k.addr.eq(addr),
+        e.addr.eq(Cat(builder.events.index[:index_bits], builder.events.bank)),
     ]
     return m
 

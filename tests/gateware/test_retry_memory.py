@@ -54,7 +54,7 @@ class Bench:
         ctx.set(dut.replay.bank, bank)
         for i in range(count):
             ctx.set(dut.replay.index, i)
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             data = ctx.get(dut.replay.data)
             events.append((data.offset, data.old, data.new))
         assert ctx.get(dut.hit), "a lookup changed what is remembered"
