@@ -65,7 +65,7 @@ class ReplyBuilder(wiring.Component):
     events : ``Out(RetryMemory.ReplaySignature(depth, layout.max_block))``
     body : ``Out(stream.Signature(BodyByte))``
     done : ``Out(1)``
-        Strobe: the last byte was taken.
+        Strobe, the cycle after the last byte was taken.
     """
 
     def __init__(self, layout: Layout, *, info: Info, depth: int) -> None:
@@ -130,8 +130,10 @@ class ReplyBuilder(wiring.Component):
         m.d.sync += [info_q.eq(info_byte), fresh.eq(1)]
 
         sent = body.valid & body.ready
+        # `done` a cycle after the last byte is taken, a register: `last` is the end of the
+        # builder's own decoding, which went on into the engine's state
+        m.d.sync += self.done.eq(sent & body.payload.last)
         m.d.comb += [
-            self.done.eq(sent & body.payload.last),
             self.events.bank.eq(order.bank),
             self.events.index.eq(k),
         ]
