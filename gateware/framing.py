@@ -158,57 +158,87 @@ class FrameReceiver(wiring.Component):
         seq = Signal(8)
         last_two = Signal(16)  # the CRC, if this was the last byte
 
+        # the UART's byte, what it is and its error into registers, a cycle late (the byte
+        # comparisons were the head of a path through the unstuffing into the buffer's write)
+        rx_valid, rx_byte, rx_error = Signal(), Signal(8), Signal()
+        is_end, is_esc, is_esc_end, is_esc_esc = Signal(), Signal(), Signal(), Signal()
         m.d.comb += self.rx.ready.eq(1)
-        with m.If(self.rx_error):
+        m.d.sync += [
+            rx_valid.eq(self.rx.valid),
+            rx_byte.eq(self.rx.payload),
+            rx_error.eq(self.rx_error),
+            is_end.eq(self.rx.payload == END),
+            is_esc.eq(self.rx.payload == ESC),
+            is_esc_end.eq(self.rx.payload == ESC_END),
+            is_esc_esc.eq(self.rx.payload == ESC_ESC),
+        ]
+        with m.If(rx_error):
             m.d.sync += uart_error.eq(1)
+
+        # what `count` is, in flip-flops set from its next value (compared in place, they were
+        # in series with the unstuffing and the buffer's write)
+        count_next = Signal.like(count)
+        m.d.comb += count_next.eq(count)
+        m.d.sync += count.eq(count_next)
+        starting = Signal(init=1)  # count == 0
+        second = Signal()  # count == 1
+        storing = Signal(init=1)  # count < bank_size: the byte goes into the bank
+        overflowed = Signal()  # count == bank_size + 1 (it saturates there)
+        short = Signal(init=1)  # count < MIN_FRAME
+        m.d.sync += [
+            starting.eq(count_next == 0),
+            second.eq(count_next == 1),
+            storing.eq(count_next < bank_size),
+            overflowed.eq(count_next == bank_size + 1),
+            short.eq(count_next < MIN_FRAME),
+        ]
 
         byte = Signal(8)
         push = Signal()  # `byte` is the next unstuffed byte of the frame
         end = Signal()
-        with m.If(self.rx.valid):
-            with m.If(self.rx.payload == END):
+        with m.If(rx_valid):
+            with m.If(is_end):
                 m.d.comb += end.eq(1)
             with m.Elif(escaped):
                 m.d.sync += escaped.eq(0)
                 m.d.comb += push.eq(1)
-                with m.If(self.rx.payload == ESC_END):
+                with m.If(is_esc_end):
                     m.d.comb += byte.eq(END)
-                with m.Elif(self.rx.payload == ESC_ESC):
+                with m.Elif(is_esc_esc):
                     m.d.comb += byte.eq(ESC)
                 with m.Else():
-                    m.d.comb += byte.eq(self.rx.payload)
+                    m.d.comb += byte.eq(rx_byte)
                     m.d.sync += bad_escape.eq(1)
-            with m.Elif(self.rx.payload == ESC):
+            with m.Elif(is_esc):
                 m.d.sync += escaped.eq(1)
             with m.Else():
-                m.d.comb += [push.eq(1), byte.eq(self.rx.payload)]
+                m.d.comb += [push.eq(1), byte.eq(rx_byte)]
 
         with m.If(push):
-            starting = count == 0
             full = busy == BANKS
             drop = Mux(starting, full, dropping)
             with m.If(starting):
                 m.d.sync += [dropping.eq(full), bank.eq(free_bank)]
-            with m.If(count != bank_size + 1):
-                m.d.sync += count.eq(count + 1)
+            with m.If(~overflowed):
+                m.d.comb += count_next.eq(count + 1)
             with m.If(~drop):
                 m.d.comb += [
                     wr.addr.eq(Cat(count[:index_bits], Mux(starting, free_bank, bank))),
                     wr.data.eq(byte),
-                    wr.en.eq(count < bank_size),
+                    wr.en.eq(storing),
                     checker.start.eq(starting),
                     checker.valid.eq(1),
                     checker.data.eq(byte),
                 ]
-            with m.If(count == 0):
+            with m.If(starting):
                 m.d.sync += op.eq(byte)
-            with m.If(count == 1):
+            with m.If(second):
                 m.d.sync += seq.eq(byte)
             m.d.sync += last_two.eq(Cat(last_two[8:], byte))
 
         with m.If(end):
+            m.d.comb += count_next.eq(0)
             m.d.sync += [
-                count.eq(0),
                 escaped.eq(0),
                 bad_escape.eq(0),
                 uart_error.eq(0),
@@ -217,18 +247,18 @@ class FrameReceiver(wiring.Component):
                 last_two.eq(0),
                 dropping.eq(0),
             ]
-            with m.If(count != 0):
+            with m.If(~starting):
                 with m.If(dropping):
                     m.d.comb += self.dropped.eq(1)
                 with m.Else():
                     m.d.comb += complete.eq(1)
 
         status = Signal(range(max(Status) + 1))
-        with m.If(escaped | bad_escape | uart_error | self.rx_error):
+        with m.If(escaped | bad_escape | uart_error | rx_error):
             m.d.comb += status.eq(Status.FRAMING)
-        with m.Elif(count > bank_size):
+        with m.Elif(overflowed):
             m.d.comb += status.eq(Status.OVERFLOW)
-        with m.Elif(count < MIN_FRAME):
+        with m.Elif(short):
             m.d.comb += status.eq(Status.LENGTH)
         with m.Elif(~checker.match_detected):
             m.d.comb += status.eq(Status.CRC)
