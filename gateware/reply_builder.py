@@ -8,8 +8,9 @@ where its events are kept. :class:`~.framing.FrameSender` adds the framing and t
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metaplast import protocol
@@ -112,22 +113,30 @@ class ReplyBuilder(wiring.Component):
         # elements after the k-th: counted down, so that the last byte is known without
         # comparing k with the order (a carry chain into `last` and the engine's `done`)
         rest = Signal.like(order.elements)
-        info_byte = Signal(8)
-        m.d.comb += info_byte.eq(Array(Const(b, 8) for b in info_bytes)[k])
+        # INFO's bytes: the constant ones from a ROM read with a registered address, a cycle
+        # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
+        # multiplexer, in one cycle with the fields' comparisons, was a path of its own)
+        m.submodules.info_rom = rom = Memory(shape=8, depth=len(info_bytes), init=info_bytes)
+        rom_read = rom.read_port()
+        m.d.comb += rom_read.addr.eq(k)
+        live = []  # (k is at a live byte, a register; that byte)
         for offset, field in (
             (Info.LUT_MSTAR_OFFSET, self.lut_mstar),
             (Info.LUT_CRC_OFFSET, self.lut_crc),
         ):
-            with m.If(k == offset):
-                m.d.comb += info_byte.eq(field[:8])
-            with m.If(k == offset + 1):
-                m.d.comb += info_byte.eq(field[8:])
-
-        # INFO's bytes come from a registered ROM read: the byte at k is in `info_q` a cycle
-        # after k is set (the ROM's multiplexer was a path of its own into the reply's outlet)
+            for half in (0, 1):
+                at = Signal(name=f"at_{offset + half}")
+                m.d.sync += at.eq(k == offset + half)
+                live.append((at, field[8 * half : 8 * half + 8]))
+        info_byte = Signal(8)
+        m.d.comb += info_byte.eq(rom_read.data)
+        for at, byte in live:
+            with m.If(at):
+                m.d.comb += info_byte.eq(byte)
         info_q = Signal(8)
+        ready1 = Signal()  # the ROM's data and the `at_` flags are those of k
         fresh = Signal()  # info_q holds the byte at k
-        m.d.sync += [info_q.eq(info_byte), fresh.eq(1)]
+        m.d.sync += [info_q.eq(info_byte), ready1.eq(1), fresh.eq(ready1)]
 
         sent = body.valid & body.ready
         # `done` a cycle after the last byte is taken, a register: `last` is the end of the
@@ -180,7 +189,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.last.eq(k == len(info_bytes) - 1),
                 ]
                 with m.If(sent):
-                    m.d.sync += [k.eq(k + 1), fresh.eq(0)]
+                    m.d.sync += [k.eq(k + 1), ready1.eq(0), fresh.eq(0)]
                     with m.If(k == len(info_bytes) - 1):
                         m.next = "IDLE"
 
