@@ -198,8 +198,16 @@ class CommandChecker(wiring.Component):
             m.d.comb += bad_element.eq(entry > c.meta_one)
         bad_value = Signal()
 
+        # the fixed fields' checks in registers, two cycles after the last field byte (MEASURE):
+        # an adder and wide comparisons of the fields were in series with the verdict
         read_end = Signal(34)
-        m.d.comb += read_end.eq(header.span.start + header.span.count)
+        span_bad, span_over, origin_after = Signal(), Signal(), Signal()
+        m.d.sync += [
+            read_end.eq(header.span.start + header.span.count),
+            span_over.eq(read_end > L.synapses),
+            span_bad.eq((header.span.count == 0) | (header.span.count > L.max_block)),
+            origin_after.eq(header.layer.origin > header.layer.start),
+        ]
         range_end = Signal(34)  # of the count a cycle before: the final one in VERDICT
         m.d.sync += range_end.eq(header.block.start + payload.count)
 
@@ -248,7 +256,15 @@ class CommandChecker(wiring.Component):
                 with m.If(payload.raw.valid):
                     m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
                     with m.If(payload.raw.payload.index == PAYLOAD + _HEADER_BYTES - 1):
-                        m.next = "CHECK"
+                        m.next = "MEASURE"
+
+            with m.State("MEASURE"):
+                # the checks of the final fields are in their registers a cycle later, the
+                # range's (after `read_end`) two
+                m.next = "MEASURE_END"
+
+            with m.State("MEASURE_END"):
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 m.d.sync += bad_value.eq(0)
@@ -259,10 +275,9 @@ class CommandChecker(wiring.Component):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
                 with m.Elif(op_is[Op.READ_HIDDEN] | op_is[Op.READ_COUNTERS]):
                     m.d.comb += verdict.done.eq(1)
-                    count = header.span.count
-                    with m.If(~plen_span | (count == 0) | (count > L.max_block)):
+                    with m.If(~plen_span | span_bad):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
-                    with m.Elif(read_end > L.synapses):
+                    with m.Elif(span_over):
                         m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(Cat(op_is[op] for op in _ARRAY_HEAD).any()):
                     m.d.comb += payload.seek.eq(1)
@@ -286,13 +301,14 @@ class CommandChecker(wiring.Component):
 
             with m.State("VERDICT"):
                 is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
-                origin_after = op_is[Op.UPDATE_LAYER] & (header.layer.origin > header.layer.start)
                 count = payload.count
                 m.d.comb += verdict.done.eq(1)
                 m.next = "IDLE"
                 with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
                     m.d.comb += verdict.status.eq(Status.LENGTH)
-                with m.Elif((is_block & (range_end > L.synapses)) | origin_after):
+                with m.Elif(
+                    (is_block & (range_end > L.synapses)) | (op_is[Op.UPDATE_LAYER] & origin_after)
+                ):
                     m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(bad_value):
                     m.d.comb += verdict.status.eq(Status.VALUE)
