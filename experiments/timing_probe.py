@@ -4,7 +4,8 @@ While the pipeline's arithmetic is the critical path of a build, the router repo
 about the paths behind it. This probe copies the source tree to a temporary directory,
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
 bits in place of the level comparators of stages 3 and 10, XOR in place of the two
-multipliers and of the dither hash's adders, no saturation in stage 9), and builds it with
+multipliers and of the dither hash's adders, one bit for the hazard's address comparators,
+no saturation in stage 9), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those of
 everything else: the link, the command engine, the memories' ports, the handshakes. The
 repository's files are not changed. With ``--clock-mhz`` the build uses the board's PLL and
@@ -41,6 +42,11 @@ STAND_INS = [
     ("s8.prod_lut.eq(s7.d * self.lut_value)", "s8.prod_lut.eq(s7.d ^ self.lut_value)"),
     # the dither hash's adders (stages 0 and 2)
     ("        x = (x + (x << add_shift))[:32]\n", "        x = (x ^ (x << add_shift))[:32]\n"),
+    # the read-after-write hazard's address comparators (stage 0): one bit of one stage
+    (
+        "return reduce(or_, (st.valid & (st.addr == addr) for st in olders))",
+        "return olders[0].valid & (olders[0].addr[0] == addr[0])",
+    ),
     # stage 9: the saturation
     (
         "s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
