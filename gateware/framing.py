@@ -175,23 +175,14 @@ class FrameReceiver(wiring.Component):
         with m.If(rx_error):
             m.d.sync += uart_error.eq(1)
 
-        # what `count` is, in flip-flops set from its next value (compared in place, they were
-        # in series with the unstuffing and the buffer's write)
-        count_next = Signal.like(count)
-        m.d.comb += count_next.eq(count)
-        m.d.sync += count.eq(count_next)
+        # what `count` is, in flip-flops: each set as `count` steps, from a comparison of the
+        # register (compared in place, they were in series with the unstuffing and the
+        # buffer's write; compared after the step, with the step's multiplexer)
         starting = Signal(init=1)  # count == 0
         second = Signal()  # count == 1
         storing = Signal(init=1)  # count < bank_size: the byte goes into the bank
         overflowed = Signal()  # count == bank_size + 1 (it saturates there)
         short = Signal(init=1)  # count < MIN_FRAME
-        m.d.sync += [
-            starting.eq(count_next == 0),
-            second.eq(count_next == 1),
-            storing.eq(count_next < bank_size),
-            overflowed.eq(count_next == bank_size + 1),
-            short.eq(count_next < MIN_FRAME),
-        ]
 
         byte = Signal(8)
         push = Signal()  # `byte` is the next unstuffed byte of the frame
@@ -220,7 +211,14 @@ class FrameReceiver(wiring.Component):
             with m.If(starting):
                 m.d.sync += [dropping.eq(full), bank.eq(free_bank)]
             with m.If(~overflowed):
-                m.d.comb += count_next.eq(count + 1)
+                m.d.sync += [
+                    count.eq(count + 1),
+                    starting.eq(0),
+                    second.eq(starting),
+                    storing.eq(count < bank_size - 1),
+                    overflowed.eq(count == bank_size),
+                    short.eq(count < MIN_FRAME - 1),
+                ]
             with m.If(~drop):
                 m.d.comb += [
                     wr.addr.eq(Cat(count[:index_bits], Mux(starting, free_bank, bank))),
@@ -237,8 +235,13 @@ class FrameReceiver(wiring.Component):
             m.d.sync += last_two.eq(Cat(last_two[8:], byte))
 
         with m.If(end):
-            m.d.comb += count_next.eq(0)
             m.d.sync += [
+                count.eq(0),
+                starting.eq(1),
+                second.eq(0),
+                storing.eq(1),
+                overflowed.eq(0),
+                short.eq(1),
                 escaped.eq(0),
                 bad_escape.eq(0),
                 uart_error.eq(0),
