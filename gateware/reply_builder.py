@@ -8,7 +8,7 @@ where its events are kept. :class:`~.framing.FrameSender` adds the framing and t
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -113,6 +113,11 @@ class ReplyBuilder(wiring.Component):
         # elements after the k-th: counted down, so that the last byte is known without
         # comparing k with the order (a carry chain into `last` and the engine's `done`)
         rest = Signal.like(order.elements)
+        # flags of `left` and `rest` in registers, set as they step: compared in place, they
+        # were in series with `last`, the outlet's register and the counters' enables
+        rest_zero = Signal()  # rest == 0
+        left_one = Signal()  # left == 1
+        final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
         # INFO's bytes: the constant ones from a ROM read with a registered address, a cycle
         # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
         # multiplexer, in one cycle with the fields' comparisons, was a path of its own)
@@ -156,7 +161,11 @@ class ReplyBuilder(wiring.Component):
 
             with m.State("OP"):
                 m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.op | protocol.RESPONSE)]
-                m.d.sync += [k.eq(0), rest.eq(order.elements - 1)]
+                m.d.sync += [
+                    k.eq(0),
+                    rest.eq(order.elements - 1),
+                    rest_zero.eq(order.elements == 1),
+                ]
                 with m.If(sent):
                     m.next = "SEQ"
 
@@ -222,30 +231,40 @@ class ReplyBuilder(wiring.Component):
 
             with m.State("LOAD"):
                 m.d.comb += self.access.addr.eq(fetch_addr)
-                with m.If(op_is[Op.READ_HIDDEN]):
+
+                def load(value: Value, size: int) -> None:
                     m.d.sync += [
-                        shifter.eq(self.access.rdata.as_signed()),
-                        left.eq(L.hidden_bytes),
+                        shifter.eq(value),
+                        left.eq(size),
+                        left_one.eq(size == 1),
+                        final.eq(rest_zero if size == 1 else 0),
                     ]
+
+                with m.If(op_is[Op.READ_HIDDEN]):
+                    load(self.access.rdata.as_signed(), L.hidden_bytes)
                 with m.Elif(op_is[Op.READ_COUNTERS]):
-                    m.d.sync += [shifter.eq(self.access.count), left.eq(2)]
+                    load(self.access.count, 2)
                 with m.Else():
-                    m.d.sync += [shifter.eq(self.events.data), left.eq(Layout.EVENT_BYTES)]
+                    load(self.events.data, Layout.EVENT_BYTES)
                 m.next = "EMIT"
 
             with m.State("EMIT"):
-                final = (left == 1) & (rest == 0)
                 m.d.comb += [
                     body.valid.eq(1),
                     body.payload.byte.eq(shifter[:8]),
                     body.payload.last.eq(final),
                 ]
                 with m.If(sent):
-                    m.d.sync += [shifter.eq(shifter >> 8), left.eq(left - 1)]
+                    m.d.sync += [
+                        shifter.eq(shifter >> 8),
+                        left.eq(left - 1),
+                        left_one.eq(left == 2),
+                        final.eq((left == 2) & rest_zero),
+                    ]
                     with m.If(final):
                         m.next = "IDLE"
-                    with m.Elif(left == 1):
-                        m.d.sync += [k.eq(k + 1), rest.eq(rest - 1)]
+                    with m.Elif(left_one):
+                        m.d.sync += [k.eq(k + 1), rest.eq(rest - 1), rest_zero.eq(rest == 1)]
                         m.next = "FETCH"
 
         return m
