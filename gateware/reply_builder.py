@@ -101,10 +101,15 @@ class ReplyBuilder(wiring.Component):
         # in place, it was in series with `last`, `done` and the engine's control
         op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in Op}
         m.d.sync += [op_is[op].eq(self.op == op) for op in Op]
-        has_payload = Cat(
-            op_is[op]
-            for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
-        ).any()
+        # whether the status is the last byte, a register too: valid from SEQ on (the op and
+        # the order are held from `start`)
+        payload_ops = (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
+        has_payload = Signal()
+        no_payload = Signal()
+        m.d.sync += [
+            has_payload.eq(Cat(self.op == op for op in payload_ops).any()),
+            no_payload.eq((order.status != Status.OK) | ~has_payload),
+        ]
 
         info_bytes = self.info.pack()
         k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
@@ -175,7 +180,6 @@ class ReplyBuilder(wiring.Component):
                     m.next = "STATUS"
 
             with m.State("STATUS"):
-                no_payload = (order.status != Status.OK) | ~has_payload
                 m.d.comb += [
                     body.valid.eq(1),
                     body.payload.byte.eq(order.status),
