@@ -208,8 +208,15 @@ class CommandChecker(wiring.Component):
             span_bad.eq((header.span.count == 0) | (header.span.count > L.max_block)),
             origin_after.eq(header.layer.origin > header.layer.start),
         ]
-        range_end = Signal(34)  # of the count a cycle before: the final one in VERDICT
-        m.d.sync += range_end.eq(header.block.start + payload.count)
+        # the block's checks, registers too: `range_end` of the final count in TALLY (the
+        # count is final when the reader is done), the comparisons in VERDICT
+        range_end = Signal(34)
+        count_bad, range_over = Signal(), Signal()
+        m.d.sync += [
+            range_end.eq(header.block.start + payload.count),
+            range_over.eq(range_end > L.synapses),
+            count_bad.eq((payload.count == 0) | (payload.count > L.max_block)),
+        ]
 
         # the verdict leaves through registers, a cycle after it is reached: the range
         # comparisons and the retry lookup were one combinational path with the engine's
@@ -297,18 +304,18 @@ class CommandChecker(wiring.Component):
                 with m.If(payload.elements.valid & bad_element):
                     m.d.sync += bad_value.eq(1)
                 with m.If(payload.done):
-                    m.next = "VERDICT"
+                    m.next = "TALLY"
+
+            with m.State("TALLY"):
+                m.next = "VERDICT"
 
             with m.State("VERDICT"):
                 is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
-                count = payload.count
                 m.d.comb += verdict.done.eq(1)
                 m.next = "IDLE"
-                with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
+                with m.If(payload.partial | (is_block & count_bad)):
                     m.d.comb += verdict.status.eq(Status.LENGTH)
-                with m.Elif(
-                    (is_block & (range_end > L.synapses)) | (op_is[Op.UPDATE_LAYER] & origin_after)
-                ):
+                with m.Elif((is_block & range_over) | (op_is[Op.UPDATE_LAYER] & origin_after)):
                     m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(bad_value):
                     m.d.comb += verdict.status.eq(Status.VALUE)
