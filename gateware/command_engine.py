@@ -128,6 +128,11 @@ class CommandEngine(wiring.Component):
         # (an update it offered is in the core's inlet, busy, the cycle after)
         pipeline_busy = Signal()
         m.d.sync += pipeline_busy.eq(self.pipeline_busy)
+        # the applier's done a cycle late, a register: the retry memory's push and the reply
+        # builder's start follow from it (in place, it was one path from the pipeline's busy
+        # to the reply builder's state); the recording has ended with the applier's done
+        applied = Signal()
+        m.d.sync += applied.eq(applier.done)
         # the retry lookup (a comparison with every remembered key) is registered: a cycle
         # after the frame is taken (LOOKUP), it answers for it until the next one
         hit = Signal()
@@ -282,7 +287,7 @@ class CommandEngine(wiring.Component):
                 m.next = "APPLY"
 
             with m.State("APPLY"):
-                with m.If(applier.done):
+                with m.If(applied):
                     m.d.sync += applying.eq(0)
                     m.d.comb += [
                         retry.push.eq(1),
