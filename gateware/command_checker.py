@@ -79,8 +79,16 @@ def array_format(layout: Layout, op: Value) -> tuple[Value, Value, Value]:
 
 def read_array(m: Module, layout: Layout, frame: Any, payload: Any) -> Value:
     """Point ``payload`` (a payload reader's port) at the array of ``frame``'s op: its element
-    size and sign, to the frame's end. Returns where the array starts (a seek's target)."""
-    first, size, is_signed = array_format(layout, frame.op)
+    size and sign, to the frame's end, from the cycle after ``frame`` is set. Returns where the
+    array starts (a seek's target), a register."""
+    # the format in registers, a cycle after the frame is set (the op's decoding and the
+    # multiplexers were in series with the reader's seek and the length checks)
+    fmt = array_format(layout, frame.op)
+    first, size, is_signed = (
+        Signal(len(v), name=f"array_{n}")
+        for v, n in zip(fmt, ("first", "size", "signed"), strict=True)
+    )
+    m.d.sync += [first.eq(fmt[0]), size.eq(fmt[1]), is_signed.eq(fmt[2])]
     m.d.comb += [
         payload.size.eq(size),
         payload.signed.eq(is_signed),
@@ -165,8 +173,8 @@ class CommandChecker(wiring.Component):
         frame, payload, header = self.frame, self.payload, self.header
         xbar_ops = tuple(op for op in Op if op.name.startswith("XBAR_")) if self.crossbar else ()
         op_now = {op: frame.op == op for op in (*_OPS, *xbar_ops)}
-        plen = Signal(range(self.bank_size + 1))
-        m.d.comb += plen.eq(frame.length - PAYLOAD)
+        plen = Signal(range(self.bank_size + 1))  # a register: the checks below a cycle later
+        m.d.sync += plen.eq(frame.length - PAYLOAD)
         first = read_array(m, L, frame, payload)
 
         # what depends on the frame alone is registered: the frame is held from `start`, and
@@ -180,7 +188,7 @@ class CommandChecker(wiring.Component):
         m.d.sync += [
             plen_zero.eq(plen == 0),
             plen_span.eq(plen == 6),
-            too_short.eq(Mux(op_now[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
+            too_short.eq(Mux(op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
         ]
 
         # each op's values narrowed to its element width (the reader extends from exactly it)
