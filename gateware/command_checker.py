@@ -191,8 +191,16 @@ class CommandChecker(wiring.Component):
             too_short.eq(Mux(op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
         ]
 
+        # each element checked a cycle after it is taken, from a register (the reader's sign
+        # extension and the comparisons were one path into `bad_value`); it is in the register
+        # before the reader is done, so before TALLY
+        element = Signal.like(payload.elements.payload)
+        checking = Signal()
+        m.d.sync += [
+            element.eq(payload.elements.payload),
+            checking.eq(payload.elements.valid & payload.elements.ready),
+        ]
         # each op's values narrowed to its element width (the reader extends from exactly it)
-        element = payload.elements.payload
         hidden = element[: 8 * L.hidden_bytes].as_signed()
         update = element[: 8 * L.update_bytes].as_signed()
         entry = element[: 8 * L.lut_bytes]
@@ -309,7 +317,7 @@ class CommandChecker(wiring.Component):
 
             with m.State("VALIDATE"):
                 m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
-                with m.If(payload.elements.valid & bad_element):
+                with m.If(checking & bad_element):
                     m.d.sync += bad_value.eq(1)
                 with m.If(payload.done):
                     m.next = "TALLY"
