@@ -191,28 +191,39 @@ class CommandChecker(wiring.Component):
             too_short.eq(Mux(op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
         ]
 
-        # each element checked a cycle after it is taken, from a register (the reader's sign
-        # extension and the comparisons were one path into `bad_value`); it is in the register
-        # before the reader is done, so before TALLY
+        # each element checked from registers: the element a cycle after it is taken, the
+        # comparisons of each width into flags a cycle later, `bad_value` from them after that
+        # (the reader's sign extension, the comparisons and the op's choice were one path).
+        # The last element's verdict is in `bad_value` three cycles after it is taken: in
+        # VERDICT (the reader is done a cycle after it, then TALLY)
         element = Signal.like(payload.elements.payload)
-        checking = Signal()
+        checking = [Signal(name=f"checking{i}") for i in range(2)]
         m.d.sync += [
             element.eq(payload.elements.payload),
-            checking.eq(payload.elements.valid & payload.elements.ready),
+            checking[0].eq(payload.elements.valid & payload.elements.ready),
+            checking[1].eq(checking[0]),
         ]
         # each op's values narrowed to its element width (the reader extends from exactly it)
         hidden = element[: 8 * L.hidden_bytes].as_signed()
         update = element[: 8 * L.update_bytes].as_signed()
         entry = element[: 8 * L.lut_bytes]
         update_limit = 1 << (c.update_width - 1)
+        bad_hidden, bad_update, bad_entry = Signal(), Signal(), Signal()
+        m.d.sync += [
+            bad_hidden.eq((hidden < c.w_min) | (hidden > c.w_max)),
+            bad_update.eq((update < -update_limit) | (update >= update_limit)),
+            bad_entry.eq(entry > c.meta_one),
+        ]
         bad_element = Signal()
         with m.If(op_is[Op.WRITE_HIDDEN]):
-            m.d.comb += bad_element.eq((hidden < c.w_min) | (hidden > c.w_max))
+            m.d.comb += bad_element.eq(bad_hidden)
         with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
-            m.d.comb += bad_element.eq((update < -update_limit) | (update >= update_limit))
+            m.d.comb += bad_element.eq(bad_update)
         with m.Else():
-            m.d.comb += bad_element.eq(entry > c.meta_one)
-        bad_value = Signal()
+            m.d.comb += bad_element.eq(bad_entry)
+        bad_value = Signal()  # cleared in CHECK, before the array's first element is taken
+        with m.If(checking[1] & bad_element):
+            m.d.sync += bad_value.eq(1)
 
         # the fixed fields' checks in registers, two cycles after the last field byte (MEASURE):
         # an adder and wide comparisons of the fields were in series with the verdict
@@ -317,8 +328,6 @@ class CommandChecker(wiring.Component):
 
             with m.State("VALIDATE"):
                 m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
-                with m.If(checking & bad_element):
-                    m.d.sync += bad_value.eq(1)
                 with m.If(payload.done):
                     m.next = "TALLY"
 
