@@ -101,7 +101,9 @@ class CommandApplier(wiring.Component):
         # the op decoded into registers, read from the state after `start` on (the frame is
         # held): decoded in place, it was in series with the reader's and the pipeline's control
         is_write, is_lut, is_update, is_layer = Signal(), Signal(), Signal(), Signal()
+        is_reset = Signal()  # read at `start`: the frame is set a cycle before it
         m.d.sync += [
+            is_reset.eq(frame.op == Op.RESET),
             is_write.eq(frame.op == Op.WRITE_HIDDEN),
             is_lut.eq(frame.op == Op.LOAD_LUT),
             is_update.eq((frame.op == Op.UPDATE) | (frame.op == Op.UPDATE_LAYER)),
@@ -132,7 +134,7 @@ class CommandApplier(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    with m.If(frame.op == Op.RESET):
+                    with m.If(is_reset):
                         m.d.sync += wipe.eq(0)
                         m.next = "CLEAR"
                     with m.Else():
