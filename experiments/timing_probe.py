@@ -4,7 +4,8 @@ While the pipeline's arithmetic is the critical path of a build, the router repo
 about the paths behind it. This probe copies the source tree to a temporary directory,
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
 bits in place of the level comparators of stages 3 and 10, XOR in place of the two
-multipliers and of the dither hash's adders, one bit for the hazard's address comparators,
+multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
+hazard's address comparators,
 no saturation in stage 9), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those of
 everything else: the link, the command engine, the memories' ports, the handshakes. The
@@ -40,8 +41,13 @@ STAND_INS = [
     # the two multipliers (stages 5 and 7)
     ("s6.scaled.eq(abs(s5.off) * s5.recip)", "s6.scaled.eq(s5.off ^ s5.recip)"),
     ("s8.prod_lut.eq(s7.d * self.lut_value)", "s8.prod_lut.eq(s7.d ^ self.lut_value)"),
-    # the dither hash's adders (stages 0 and 2)
-    ("        x = (x + (x << add_shift))[:32]\n", "        x = (x ^ (x << add_shift))[:32]\n"),
+    # the dither hash (stages 0 and 2): its input as it is
+    (
+        "        x = (x + (x << add_shift))[:32]\n        x = x ^ (x >> xor_shift)\n",
+        "        x = x[:32]\n",
+    ),
+    # the dither's origin subtracted (stage 0)
+    ("(new_addr - self.update.payload.origin)", "(new_addr ^ self.update.payload.origin)"),
     # the read-after-write hazard's address comparators (stage 0): one bit of one stage
     (
         "return reduce(or_, (st.valid & (st.addr == addr) for st in olders))",

@@ -184,26 +184,35 @@ class FrameReceiver(wiring.Component):
         overflowed = Signal()  # count == bank_size + 1 (it saturates there)
         short = Signal(init=1)  # count < MIN_FRAME
 
+        # the unstuffed byte, whether it is one and whether the frame ends, into registers a
+        # cycle later again (the escape decoding was in series with the buffer's write); with
+        # the end, whether the frame had a bad escape or a UART error
         byte = Signal(8)
         push = Signal()  # `byte` is the next unstuffed byte of the frame
         end = Signal()
+        framing = Signal()  # at `end`: the frame had a bad escape or a UART error
+        m.d.sync += [push.eq(0), end.eq(0)]
         with m.If(rx_valid):
             with m.If(is_end):
-                m.d.comb += end.eq(1)
+                m.d.sync += [
+                    end.eq(1),
+                    framing.eq(escaped | bad_escape | uart_error | rx_error),
+                    escaped.eq(0),
+                    bad_escape.eq(0),
+                    uart_error.eq(0),
+                ]
             with m.Elif(escaped):
-                m.d.sync += escaped.eq(0)
-                m.d.comb += push.eq(1)
+                m.d.sync += [escaped.eq(0), push.eq(1)]
                 with m.If(is_esc_end):
-                    m.d.comb += byte.eq(END)
+                    m.d.sync += byte.eq(END)
                 with m.Elif(is_esc_esc):
-                    m.d.comb += byte.eq(ESC)
+                    m.d.sync += byte.eq(ESC)
                 with m.Else():
-                    m.d.comb += byte.eq(rx_byte)
-                    m.d.sync += bad_escape.eq(1)
+                    m.d.sync += [byte.eq(rx_byte), bad_escape.eq(1)]
             with m.Elif(is_esc):
                 m.d.sync += escaped.eq(1)
             with m.Else():
-                m.d.comb += [push.eq(1), byte.eq(rx_byte)]
+                m.d.sync += [push.eq(1), byte.eq(rx_byte)]
 
         with m.If(push):
             full = busy == BANKS
@@ -242,9 +251,6 @@ class FrameReceiver(wiring.Component):
                 storing.eq(1),
                 overflowed.eq(0),
                 short.eq(1),
-                escaped.eq(0),
-                bad_escape.eq(0),
-                uart_error.eq(0),
                 op.eq(0),
                 seq.eq(0),
                 last_two.eq(0),
@@ -257,7 +263,7 @@ class FrameReceiver(wiring.Component):
                     m.d.comb += complete.eq(1)
 
         status = Signal(range(max(Status) + 1))
-        with m.If(escaped | bad_escape | uart_error | rx_error):
+        with m.If(framing):
             m.d.comb += status.eq(Status.FRAMING)
         with m.Elif(overflowed):
             m.d.comb += status.eq(Status.OVERFLOW)
