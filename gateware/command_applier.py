@@ -114,6 +114,13 @@ class CommandApplier(wiring.Component):
 
         # the table's identity is the CRC of the entry bytes actually written
         m.submodules.lut_crc = lut_crc = crc.Processor(protocol.CRC(8))
+        # each entry byte reaches the CRC a cycle after it is read, from registers (the
+        # reader's queue and its `take` were in series with the CRC's update); the CRC is read
+        # at the earliest three cycles after the last byte (the reader is done a cycle after the
+        # last element is taken, FINISH a cycle later)
+        crc_valid, crc_data = Signal(), Signal(8)
+        m.d.comb += [lut_crc.valid.eq(crc_valid), lut_crc.data.eq(crc_data)]
+        m.d.sync += crc_valid.eq(0)
 
         # level changes, as offsets into the block, while the pipeline may still report them
         recording = Signal()
@@ -157,8 +164,10 @@ class CommandApplier(wiring.Component):
                         self.lut.index.eq(payload.count),
                         self.lut.value.eq(element[: 8 * L.lut_bytes]),
                         self.lut.en.eq(payload.elements.valid),
-                        lut_crc.valid.eq(payload.raw.valid),
-                        lut_crc.data.eq(payload.raw.payload.data),
+                    ]
+                    m.d.sync += [
+                        crc_valid.eq(payload.raw.valid),
+                        crc_data.eq(payload.raw.payload.data),
                     ]
                 with m.Elif(is_update):
                     origin = Mux(is_layer, header.layer.origin, 0)
