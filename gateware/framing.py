@@ -321,30 +321,41 @@ class FrameSender(wiring.Component):
         have = Signal()  # `current` holds a body byte
         escaped = Signal()  # its ESC has been sent, its escape code is due
 
+        # the wire byte is a register too (`tx`'s valid and payload): the next one is chosen
+        # from flip-flops while it is empty (`free`), never from the UART's ready, which only
+        # empties it (a cycle more between wire bytes)
+        out_valid, out_byte = Signal(), Signal(8)
+        m.d.comb += [self.tx.valid.eq(out_valid), self.tx.payload.eq(out_byte)]
+        with m.If(self.tx.ready):
+            m.d.sync += out_valid.eq(0)
+        free = ~out_valid
+
         def load(byte: Value) -> list[Any]:
             return [current.eq(byte), special.eq((byte == END) | (byte == ESC))]
 
-        m.d.comb += self.tx.payload.eq(
-            Mux(escaped, Mux(current == END, ESC_END, ESC_ESC), Mux(special, ESC, current))
-        )
-        sent = self.tx.valid & self.tx.ready
+        def emit(byte: Value | int) -> None:
+            m.d.sync += [out_byte.eq(byte), out_valid.eq(1)]
+
+        wire = Mux(escaped, Mux(current == END, ESC_END, ESC_ESC), Mux(special, ESC, current))
+        sent = Signal()  # a wire byte of `current` is emitted this cycle
         done = sent & (escaped | ~special)  # `current` is completely on the wire
-        with m.If(sent & special & ~escaped):
-            m.d.sync += escaped.eq(1)
+        with m.If(sent):
+            emit(wire)
+            with m.If(special & ~escaped):
+                m.d.sync += escaped.eq(1)
         with m.If(done):
             m.d.sync += escaped.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.tx.payload.eq(END)
-                with m.If(self.body.valid):
-                    m.d.comb += [self.tx.valid.eq(1), generator.start.eq(1)]
-                    with m.If(self.tx.ready):
-                        m.next = "BODY"
+                with m.If(self.body.valid & free):
+                    emit(END)
+                    m.d.comb += generator.start.eq(1)
+                    m.next = "BODY"
             with m.State("BODY"):
                 m.d.comb += [
                     self.body.ready.eq(~have),
-                    self.tx.valid.eq(have),
+                    sent.eq(have & free),
                     generator.data.eq(self.body.payload.byte),
                     generator.valid.eq(self.body.valid & ~have),
                 ]
@@ -358,17 +369,17 @@ class FrameSender(wiring.Component):
                         m.d.sync += load(generator.crc[:8])
                         m.next = "CRC_LOW"
             with m.State("CRC_LOW"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += sent.eq(free)
                 with m.If(done):
                     m.d.sync += load(generator.crc[8:])
                     m.next = "CRC_HIGH"
             with m.State("CRC_HIGH"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += sent.eq(free)
                 with m.If(done):
                     m.next = "END"
             with m.State("END"):
-                m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(1)]
-                with m.If(self.tx.ready):
+                with m.If(free):
+                    emit(END)
                     m.next = "IDLE"
 
         return m
