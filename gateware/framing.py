@@ -113,7 +113,13 @@ class FrameReceiver(wiring.Component):
         index_bits = (bank_size - 1).bit_length()
 
         m.submodules.memory = memory = Memory(shape=8, depth=BANKS * bank_size, init=[])
-        wr = memory.write_port()
+        port = memory.write_port()
+        # the write a cycle late, from registers: the drop decision into the write enable was
+        # in series with Yosys' read-first logic for the block RAM (its address comparison);
+        # a frame's last byte is written before its END is seen
+        wr = Signal(data.StructLayout({"addr": len(port.addr), "data": 8, "en": 1}))
+        m.d.sync += wr.en.eq(0)
+        m.d.comb += [port.addr.eq(wr.addr), port.data.eq(wr.data), port.en.eq(wr.en)]
         rd = memory.read_port()
         m.d.comb += [rd.addr.eq(self.read_addr), self.read_data.eq(rd.data)]
 
@@ -229,10 +235,12 @@ class FrameReceiver(wiring.Component):
                     short.eq(count < MIN_FRAME - 1),
                 ]
             with m.If(~drop):
-                m.d.comb += [
+                m.d.sync += [
                     wr.addr.eq(Cat(count[:index_bits], Mux(starting, free_bank, bank))),
                     wr.data.eq(byte),
                     wr.en.eq(storing),
+                ]
+                m.d.comb += [
                     checker.start.eq(starting),
                     checker.valid.eq(1),
                     checker.data.eq(byte),
