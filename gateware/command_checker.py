@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -106,7 +106,7 @@ class CommandChecker(wiring.Component):
     first ran). Otherwise it reads the payload's fixed fields into ``header``, checks the
     length and range and, for an op that carries an array, reads the array once through
     ``payload`` checking every element; the verdict follows the model's order: LENGTH, then
-    RANGE, then VALUE. ``frame`` and ``retry`` are read from the cycle after ``start``.
+    RANGE, then VALUE. ``retry`` is read from the cycle after ``start``.
 
     With ``crossbar``, the crossbar ops are known too: the unit does not check their
     payloads (the driver behind the crossbar port does), so a valid frame of one is answered
@@ -124,7 +124,8 @@ class CommandChecker(wiring.Component):
     Members
     -------
     frame : ``In(descriptor_layout(bank_size))``
-        The request, as the receiver describes it; held while the checker runs.
+        The request, as the receiver describes it; set at least a cycle before ``start`` (its
+        op's classes are decoded in two registers) and held while the checker runs.
     start : ``In(1)``
         Strobe: check ``frame``.
     retry : ``In(1)``
@@ -182,7 +183,24 @@ class CommandChecker(wiring.Component):
         # in series with the reader's control and the verdict)
         op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in op_now}
         m.d.sync += [op_is[op].eq(op_now[op]) for op in op_now]
-        is_xbar = Cat(op_is[op] for op in xbar_ops).any() if xbar_ops else Const(0)
+        # the classes of ops the verdict asks about, registers as well, from the decodes a cycle
+        # later (each an OR of several decodes, which were in series with the verdict's
+        # priorities; from the frame, its wide fan-out's routing was): in CLASSIFY when the
+        # frame is set a cycle before `start`
+        classes = {
+            "known": tuple(op_now),
+            "xbar": xbar_ops,
+            "read": (Op.READ_HIDDEN, Op.READ_COUNTERS),
+            "array": tuple(_ARRAY_HEAD),
+            "block": (Op.WRITE_HIDDEN, Op.UPDATE, Op.UPDATE_LAYER),
+            "update": (Op.UPDATE, Op.UPDATE_LAYER),
+        }
+        op_in = {name: Signal(name=f"op_{name}") for name in classes}
+        m.d.sync += [
+            op_in[name].eq(Cat(op_is[op] for op in ops).any() if ops else 0)
+            for name, ops in classes.items()
+        ]
+        is_xbar = op_in["xbar"]
         lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
         plen_zero, plen_span, too_short = Signal(), Signal(), Signal()
         m.d.sync += [
@@ -217,7 +235,7 @@ class CommandChecker(wiring.Component):
         bad_element = Signal()
         with m.If(op_is[Op.WRITE_HIDDEN]):
             m.d.comb += bad_element.eq(bad_hidden)
-        with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
+        with m.Elif(op_in["update"]):
             m.d.comb += bad_element.eq(bad_update)
         with m.Else():
             m.d.comb += bad_element.eq(bad_entry)
@@ -275,7 +293,7 @@ class CommandChecker(wiring.Component):
                 m.next = "IDLE"
                 with m.If(frame.status != Status.OK):
                     m.d.comb += [verdict.done.eq(1), verdict.status.eq(frame.status)]
-                with m.Elif(~Cat(op_is.values()).any()):
+                with m.Elif(~op_in["known"]):
                     m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.OPCODE)]
                 with m.Elif(self.retry):
                     m.d.comb += verdict.done.eq(1)
@@ -307,13 +325,13 @@ class CommandChecker(wiring.Component):
                     m.d.comb += verdict.done.eq(1)
                     with m.If(~plen_zero):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
-                with m.Elif(op_is[Op.READ_HIDDEN] | op_is[Op.READ_COUNTERS]):
+                with m.Elif(op_in["read"]):
                     m.d.comb += verdict.done.eq(1)
                     with m.If(~plen_span | span_bad):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
                     with m.Elif(span_over):
                         m.d.comb += verdict.status.eq(Status.RANGE)
-                with m.Elif(Cat(op_is[op] for op in _ARRAY_HEAD).any()):
+                with m.Elif(op_in["array"]):
                     m.d.comb += payload.seek.eq(1)
                     m.next = "VALIDATE"
                     with m.If(too_short):
@@ -335,7 +353,7 @@ class CommandChecker(wiring.Component):
                 m.next = "VERDICT"
 
             with m.State("VERDICT"):
-                is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
+                is_block = op_in["block"]
                 m.d.comb += verdict.done.eq(1)
                 m.next = "IDLE"
                 with m.If(payload.partial | (is_block & count_bad)):
