@@ -5,13 +5,13 @@ about the paths behind it. This probe copies the source tree to a temporary dire
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
 bits in place of the level comparators of stages 3 and 10, XOR in place of the two
 multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
-hazard's address comparators, no saturation in stage 9), and builds it with ``metaplast
-build``. The bitstream computes nonsense; its Fmax and critical path are those of everything
-else: the link, the command engine, the memories' ports, the handshakes. The repository's
-files are not changed. With ``--clock-mhz`` the build uses the board's PLL and the router
-aims at that clock; a build that fails timing is reported all the same (nextpnr's own
-report). The path is printed a net a line, with the gateware line that made it where the
-netlist says (the cells' names are often a neighbour's).
+hazard's address comparators, no stall, no saturation in stage 9), and builds it with
+``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
+of everything else: the link, the command engine, the memories' ports, the handshakes. The
+repository's files are not changed. With ``--clock-mhz`` the build uses the board's PLL and
+the router aims at that clock; a build that fails timing is reported all the same (nextpnr's
+own report). The path is printed a net a line, with the gateware line that made it where
+the netlist says (the cells' names are often a neighbour's).
 
     .venv/bin/python experiments/timing_probe.py --board icebreaker --synapses 1024
         [--clock-mhz 48] [--out build/probe-icebreaker]
@@ -51,6 +51,11 @@ STAND_INS = [
     (
         "return reduce(or_, (st.valid & (st.addr == addr) for st in olders))",
         "return olders[0].valid & (olders[0].addr[0] == addr[0])",
+    ),
+    # the stall (its fan-out to every stage's enable): never
+    (
+        "m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))",
+        "m.d.comb += advance.eq(1)",
     ),
     # stage 9: the saturation
     (
