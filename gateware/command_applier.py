@@ -118,9 +118,15 @@ class CommandApplier(wiring.Component):
         # reader's queue and its `take` were in series with the CRC's update); the CRC is read
         # at the earliest three cycles after the last byte (the reader is done a cycle after the
         # last element is taken, FINISH a cycle later)
-        crc_valid, crc_data = Signal(), Signal(8)
-        m.d.comb += [lut_crc.valid.eq(crc_valid), lut_crc.data.eq(crc_data)]
-        m.d.sync += crc_valid.eq(0)
+        # the CRC's start is a cycle late as well (the engine's state was in series with its
+        # update), still long before the first byte (a seek takes four cycles)
+        crc_start, crc_valid, crc_data = Signal(), Signal(), Signal(8)
+        m.d.comb += [
+            lut_crc.start.eq(crc_start),
+            lut_crc.valid.eq(crc_valid),
+            lut_crc.data.eq(crc_data),
+        ]
+        m.d.sync += [crc_start.eq(0), crc_valid.eq(0)]
 
         # level changes, as offsets into the block, while the pipeline may still report them
         recording = Signal()
@@ -145,7 +151,8 @@ class CommandApplier(wiring.Component):
                         m.d.sync += wipe.eq(0)
                         m.next = "CLEAR"
                     with m.Else():
-                        m.d.comb += [payload.seek.eq(1), lut_crc.start.eq(1)]
+                        m.d.comb += payload.seek.eq(1)
+                        m.d.sync += crc_start.eq(1)
                         m.next = "APPLY"
                     m.d.comb += self.record.begin.eq(1)
 
