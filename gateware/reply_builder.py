@@ -147,6 +147,8 @@ class ReplyBuilder(wiring.Component):
         ready1 = Signal()  # the ROM's data and the `at_` flags are those of k
         fresh = Signal()  # info_q holds the byte at k
         m.d.sync += [info_q.eq(info_byte), ready1.eq(1), fresh.eq(ready1)]
+        info_last = Signal()  # k is INFO's last byte: valid with `fresh`, as `info_q` is
+        m.d.sync += info_last.eq(k == len(info_bytes) - 1)
 
         sent = body.valid & body.ready
         # `done` a cycle after the last byte is taken, a register: `last` is the end of the
@@ -199,11 +201,11 @@ class ReplyBuilder(wiring.Component):
                 m.d.comb += [
                     body.valid.eq(fresh),
                     body.payload.byte.eq(info_q),
-                    body.payload.last.eq(k == len(info_bytes) - 1),
+                    body.payload.last.eq(info_last),
                 ]
                 with m.If(sent):
                     m.d.sync += [k.eq(k + 1), ready1.eq(0), fresh.eq(0)]
-                    with m.If(k == len(info_bytes) - 1):
+                    with m.If(info_last):
                         m.next = "IDLE"
 
             # UPDATE: the event count, u16
