@@ -123,6 +123,7 @@ class ReplyBuilder(wiring.Component):
         rest_zero = Signal()  # rest == 0
         left_one = Signal()  # left == 1
         final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
+        emitting = Signal()  # the state is EMIT
         # INFO's bytes: the constant ones from a ROM read with a registered address, a cycle
         # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
         # multiplexer, in one cycle with the fields' comparisons, was a path of its own)
@@ -252,6 +253,7 @@ class ReplyBuilder(wiring.Component):
                     load(self.access.count, 2)
                 with m.Else():
                     load(self.events.data, Layout.EVENT_BYTES)
+                m.d.sync += emitting.eq(1)
                 m.next = "EMIT"
 
             with m.State("EMIT"):
@@ -261,16 +263,23 @@ class ReplyBuilder(wiring.Component):
                     body.payload.last.eq(final),
                 ]
                 with m.If(sent):
-                    m.d.sync += [
-                        shifter.eq(shifter >> 8),
-                        left.eq(left - 1),
-                        left_one.eq(left == 2),
-                        final.eq((left == 2) & rest_zero),
-                    ]
                     with m.If(final):
+                        m.d.sync += emitting.eq(0)
                         m.next = "IDLE"
                     with m.Elif(left_one):
-                        m.d.sync += [k.eq(k + 1), rest.eq(rest - 1), rest_zero.eq(rest == 1)]
+                        m.d.sync += emitting.eq(0)
                         m.next = "FETCH"
+
+        # EMIT's counters and shifter step on `emitting`, a flip-flop beside the state's (the
+        # state's decoding into `sent` and on into their enables was a path of its own)
+        with m.If(emitting & body.ready):
+            m.d.sync += [
+                shifter.eq(shifter >> 8),
+                left.eq(left - 1),
+                left_one.eq(left == 2),
+                final.eq((left == 2) & rest_zero),
+            ]
+            with m.If(~final & left_one):
+                m.d.sync += [k.eq(k + 1), rest.eq(rest - 1), rest_zero.eq(rest == 1)]
 
         return m
