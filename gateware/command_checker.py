@@ -244,22 +244,28 @@ class CommandChecker(wiring.Component):
             m.d.sync += bad_value.eq(1)
 
         # the fixed fields' checks in registers, two cycles after the last field byte (MEASURE):
-        # an adder and wide comparisons of the fields were in series with the verdict
-        read_end = Signal(34)
+        # an adder and wide comparisons of the fields were in series with the verdict. A span
+        # ends beyond the synapses when its start has a bit set above the low `low` bits (the
+        # synapses are fewer than 2 ** low) or when the start's low bits plus the count are
+        # more than the synapses: a short adder, not one of 34 bits
+        low = L.addr_bits + 1
+        read_far, read_low = Signal(), Signal(low + 17)
         span_bad, span_over, origin_after = Signal(), Signal(), Signal()
         m.d.sync += [
-            read_end.eq(header.span.start + header.span.count),
-            span_over.eq(read_end > L.synapses),
+            read_far.eq(header.span.start[low:] != 0),
+            read_low.eq(header.span.start[:low] + header.span.count),
+            span_over.eq(read_far | (read_low > L.synapses)),
             span_bad.eq((header.span.count == 0) | (header.span.count > L.max_block)),
             origin_after.eq(header.layer.origin > header.layer.start),
         ]
-        # the block's checks, registers too: `range_end` of the final count in TALLY (the
-        # count is final when the reader is done), the comparisons in VERDICT
-        range_end = Signal(34)
+        # the block's checks, registers too: its end's of the final count in TALLY (the count
+        # is final when the reader is done), the comparisons in VERDICT
+        range_far, range_low = Signal(), Signal(low + len(payload.count) + 1)
         count_bad, range_over = Signal(), Signal()
         m.d.sync += [
-            range_end.eq(header.block.start + payload.count),
-            range_over.eq(range_end > L.synapses),
+            range_far.eq(header.block.start[low:] != 0),
+            range_low.eq(header.block.start[:low] + payload.count),
+            range_over.eq(range_far | (range_low > L.synapses)),
             count_bad.eq((payload.count == 0) | (payload.count > L.max_block)),
         ]
 
@@ -312,7 +318,7 @@ class CommandChecker(wiring.Component):
 
             with m.State("MEASURE"):
                 # the checks of the final fields are in their registers a cycle later, the
-                # range's (after `read_end`) two
+                # range's (after its sum) two
                 m.next = "MEASURE_END"
 
             with m.State("MEASURE_END"):
