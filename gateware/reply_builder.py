@@ -106,7 +106,11 @@ class ReplyBuilder(wiring.Component):
         payload_ops = (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
         has_payload = Signal()
         no_payload = Signal()
+        has_events = Signal()  # UPDATE or UPDATE_LAYER: the event count follows the status
+        no_events = Signal()  # of the order, valid from SEQ on
         m.d.sync += [
+            has_events.eq((self.op == Op.UPDATE) | (self.op == Op.UPDATE_LAYER)),
+            no_events.eq(order.elements == 0),
             has_payload.eq(Cat(self.op == op for op in payload_ops).any()),
             no_payload.eq((order.status != Status.OK) | ~has_payload),
         ]
@@ -151,6 +155,11 @@ class ReplyBuilder(wiring.Component):
         info_last = Signal()  # k is INFO's last byte: valid with `fresh`, as `info_q` is
         m.d.sync += info_last.eq(k == len(info_bytes) - 1)
 
+        # `body.valid` from flip-flops set and cleared with the state's changes (decoded from
+        # the state, it was in series with `sent` and the state's own next value): `bvalid` in
+        # every state that offers a byte but INFO, where `fresh` tells
+        bvalid, in_info = Signal(), Signal()
+        m.d.comb += body.valid.eq(bvalid | (in_info & fresh))
         sent = body.valid & body.ready
         # `done` a cycle after the last byte is taken, a register: `last` is the end of the
         # builder's own decoding, which went on into the engine's state
@@ -164,11 +173,11 @@ class ReplyBuilder(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += order.eq(self.order)
+                    m.d.sync += [order.eq(self.order), bvalid.eq(1)]
                     m.next = "OP"
 
             with m.State("OP"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.op | protocol.RESPONSE)]
+                m.d.comb += body.payload.byte.eq(self.op | protocol.RESPONSE)
                 m.d.sync += [
                     k.eq(0),
                     rest.eq(order.elements - 1),
@@ -178,52 +187,54 @@ class ReplyBuilder(wiring.Component):
                     m.next = "SEQ"
 
             with m.State("SEQ"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.seq)]
+                m.d.comb += body.payload.byte.eq(self.seq)
                 with m.If(sent):
                     m.next = "STATUS"
 
             with m.State("STATUS"):
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(order.status),
                     body.payload.last.eq(no_payload),
                 ]
                 with m.If(sent):
+                    m.d.sync += bvalid.eq(0)
                     with m.If(no_payload):
                         m.next = "IDLE"
                     with m.Elif(op_is[Op.INFO]):
+                        m.d.sync += in_info.eq(1)
                         m.next = "INFO"
-                    with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
+                    with m.Elif(has_events):
+                        m.d.sync += bvalid.eq(1)
                         m.next = "COUNT_LO"
                     with m.Else():
                         m.next = "FETCH"
 
             with m.State("INFO"):
                 m.d.comb += [
-                    body.valid.eq(fresh),
                     body.payload.byte.eq(info_q),
                     body.payload.last.eq(info_last),
                 ]
                 with m.If(sent):
                     m.d.sync += [k.eq(k + 1), ready1.eq(0), fresh.eq(0)]
                     with m.If(info_last):
+                        m.d.sync += in_info.eq(0)
                         m.next = "IDLE"
 
             # UPDATE: the event count, u16
             with m.State("COUNT_LO"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(order.elements[:8])]
+                m.d.comb += body.payload.byte.eq(order.elements[:8])
                 with m.If(sent):
                     m.next = "COUNT_HI"
 
             with m.State("COUNT_HI"):
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
-                    body.payload.last.eq(order.elements == 0),
+                    body.payload.last.eq(no_events),
                 ]
                 with m.If(sent):
+                    m.d.sync += bvalid.eq(0)
                     m.next = "FETCH"
-                    with m.If(order.elements == 0):
+                    with m.If(no_events):
                         m.next = "IDLE"
 
             # each element: address it, load it two cycles later (the command engine registers
@@ -253,21 +264,20 @@ class ReplyBuilder(wiring.Component):
                     load(self.access.count, 2)
                 with m.Else():
                     load(self.events.data, Layout.EVENT_BYTES)
-                m.d.sync += emitting.eq(1)
+                m.d.sync += [emitting.eq(1), bvalid.eq(1)]
                 m.next = "EMIT"
 
             with m.State("EMIT"):
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(shifter[:8]),
                     body.payload.last.eq(final),
                 ]
                 with m.If(sent):
                     with m.If(final):
-                        m.d.sync += emitting.eq(0)
+                        m.d.sync += [emitting.eq(0), bvalid.eq(0)]
                         m.next = "IDLE"
                     with m.Elif(left_one):
-                        m.d.sync += emitting.eq(0)
+                        m.d.sync += [emitting.eq(0), bvalid.eq(0)]
                         m.next = "FETCH"
 
         # EMIT's counters and shifter step on `emitting`, a flip-flop beside the state's (the
