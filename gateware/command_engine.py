@@ -202,6 +202,13 @@ class CommandEngine(wiring.Component):
             access.count.eq(self.access.count),
         ]
 
+        # the reply builder is started a cycle after the verdict or the applier's end, from
+        # registers (the engine's state and the verdict were in series with the builder's state)
+        reply_start = Signal()
+        reply_order = Signal.like(replies.order)
+        m.d.sync += reply_start.eq(0)
+        m.d.comb += [replies.start.eq(reply_start), replies.order.eq(reply_order)]
+
         relaying = Signal()
         relay = None
         if self.crossbar:
@@ -258,11 +265,11 @@ class CommandEngine(wiring.Component):
                 m.next = "START"
             with m.Elif(checker.done):
                 # the newest remembered response of a retry, or a READ's span
-                m.d.comb += [
-                    replies.start.eq(1),
-                    replies.order.status.eq(checker.status),
-                    replies.order.elements.eq(Mux(hit, stored.events, header.span.count)),
-                    replies.order.bank.eq(stored.bank),
+                m.d.sync += [
+                    reply_start.eq(1),
+                    reply_order.status.eq(checker.status),
+                    reply_order.elements.eq(Mux(hit, stored.events, header.span.count)),
+                    reply_order.bank.eq(stored.bank),
                 ]
                 m.next = "REPLY"
 
@@ -291,12 +298,12 @@ class CommandEngine(wiring.Component):
             with m.State("APPLY"):
                 with m.If(applied):
                     m.d.sync += applying.eq(0)
-                    m.d.comb += [
-                        retry.push.eq(1),
-                        replies.start.eq(1),
-                        replies.order.status.eq(Status.OK),
-                        replies.order.elements.eq(retry.recorded.events),
-                        replies.order.bank.eq(retry.recorded.bank),
+                    m.d.comb += retry.push.eq(1)
+                    m.d.sync += [
+                        reply_start.eq(1),
+                        reply_order.status.eq(Status.OK),
+                        reply_order.elements.eq(retry.recorded.events),
+                        reply_order.bank.eq(retry.recorded.bank),
                     ]
                     m.next = "REPLY"
 
