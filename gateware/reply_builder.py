@@ -133,7 +133,10 @@ class ReplyBuilder(wiring.Component):
         # multiplexer, in one cycle with the fields' comparisons, was a path of its own)
         m.submodules.info_rom = rom = Memory(shape=8, depth=len(info_bytes), init=info_bytes)
         rom_read = rom.read_port()
-        m.d.comb += rom_read.addr.eq(k)
+        # its address a copy of k of its own (k's fan-out to the events and the memories was
+        # in series with the ROM's multiplexers)
+        info_k = Signal(range(len(info_bytes) + 1))
+        m.d.comb += rom_read.addr.eq(info_k)
         live = []  # (k is at a live byte, a register; that byte)
         for offset, field in (
             (Info.LUT_MSTAR_OFFSET, self.lut_mstar),
@@ -141,7 +144,7 @@ class ReplyBuilder(wiring.Component):
         ):
             for half in (0, 1):
                 at = Signal(name=f"at_{offset + half}")
-                m.d.sync += at.eq(k == offset + half)
+                m.d.sync += at.eq(info_k == offset + half)
                 live.append((at, field[8 * half : 8 * half + 8]))
         info_byte = Signal(8)
         m.d.comb += info_byte.eq(rom_read.data)
@@ -153,7 +156,7 @@ class ReplyBuilder(wiring.Component):
         fresh = Signal()  # info_q holds the byte at k
         m.d.sync += [info_q.eq(info_byte), ready1.eq(1), fresh.eq(ready1)]
         info_last = Signal()  # k is INFO's last byte: valid with `fresh`, as `info_q` is
-        m.d.sync += info_last.eq(k == len(info_bytes) - 1)
+        m.d.sync += info_last.eq(info_k == len(info_bytes) - 1)
 
         # `body.valid` from flip-flops set and cleared with the state's changes (decoded from
         # the state, it was in series with `sent` and the state's own next value): `bvalid` in
@@ -180,6 +183,7 @@ class ReplyBuilder(wiring.Component):
                 m.d.comb += body.payload.byte.eq(self.op | protocol.RESPONSE)
                 m.d.sync += [
                     k.eq(0),
+                    info_k.eq(0),
                     rest.eq(order.elements - 1),
                     rest_zero.eq(order.elements == 1),
                 ]
@@ -215,7 +219,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.last.eq(info_last),
                 ]
                 with m.If(sent):
-                    m.d.sync += [k.eq(k + 1), ready1.eq(0), fresh.eq(0)]
+                    m.d.sync += [info_k.eq(info_k + 1), ready1.eq(0), fresh.eq(0)]
                     with m.If(info_last):
                         m.d.sync += in_info.eq(0)
                         m.next = "IDLE"
