@@ -43,8 +43,8 @@ class CommandApplier(wiring.Component):
     Members
     -------
     frame : ``In(descriptor_layout(bank_size))``
-        The request; set at least a cycle before ``start`` (its array's format is a register)
-        and held while the applier runs.
+        The request; set at least two cycles before ``start`` (its array's format is two
+        registers from it) and held while the applier runs.
     header : ``In(Header)``
         Its fixed fields.
     start : ``In(1)``

@@ -79,11 +79,14 @@ def array_format(layout: Layout, op: Value) -> tuple[Value, Value, Value]:
 
 def read_array(m: Module, layout: Layout, frame: Any, payload: Any) -> Value:
     """Point ``payload`` (a payload reader's port) at the array of ``frame``'s op: its element
-    size and sign, to the frame's end, from the cycle after ``frame`` is set. Returns where the
-    array starts (a seek's target), a register."""
-    # the format in registers, a cycle after the frame is set (the op's decoding and the
-    # multiplexers were in series with the reader's seek and the length checks)
-    fmt = array_format(layout, frame.op)
+    size and sign, to the frame's end, from the second cycle after ``frame`` is set. Returns
+    where the array starts (a seek's target), a register."""
+    # the format in registers, two cycles after the frame is set, from a copy of the op of
+    # its own (the op's decoding and the multiplexers were in series with the reader's seek
+    # and the length checks; from the frame, with its fan-out's routing)
+    op = Signal(8, name="array_op")
+    m.d.sync += op.eq(frame.op)
+    fmt = array_format(layout, op)
     first, size, is_signed = (
         Signal(len(v), name=f"array_{n}")
         for v, n in zip(fmt, ("first", "size", "signed"), strict=True)
