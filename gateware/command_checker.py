@@ -259,7 +259,16 @@ class CommandChecker(wiring.Component):
             read_low.eq(header.span.start[:low] + header.span.count),
             span_over.eq(read_far | (read_low > L.synapses)),
             span_bad.eq((header.span.count == 0) | (header.span.count > L.max_block)),
-            origin_after.eq(header.layer.origin > header.layer.start),
+        ]
+        # UPDATE_LAYER's origin after its start: the comparison in halves, a cycle apart (one
+        # of 32 bits was a carry chain too long); valid long before VERDICT
+        halves = [Signal(name=f"origin_{name}") for name in ("hi_gt", "hi_eq", "lo_gt")]
+        origin, start = header.layer.origin, header.layer.start
+        m.d.sync += [
+            halves[0].eq(origin[16:] > start[16:]),
+            halves[1].eq(origin[16:] == start[16:]),
+            halves[2].eq(origin[:16] > start[:16]),
+            origin_after.eq(halves[0] | (halves[1] & halves[2])),
         ]
         # the block's checks, registers too: its end's of the final count in TALLY (the count
         # is final when the reader is done), the comparisons in VERDICT
