@@ -51,7 +51,7 @@ class ReplyBuilder(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Strobe: answer the request with ``order``.
+        Strobe: answer the request with ``order`` (taken from the cycle after ``done`` on).
     order : ``In(ReplyOrder(depth, layout.max_block))``
         Read at ``start``.
     op : ``In(8)``
@@ -162,8 +162,14 @@ class ReplyBuilder(wiring.Component):
         # the state, it was in series with `sent` and the state's own next value): `bvalid` in
         # every state that offers a byte but INFO, where `fresh` tells
         bvalid, in_info = Signal(), Signal()
-        m.d.comb += body.valid.eq(bvalid | (in_info & fresh))
+        # the state moves, and the counters step, a cycle after a byte is taken (`sent_q`, a
+        # register; the byte is not offered again in that cycle): `sent` itself was in series
+        # with the state's next value and the counters' enables. A byte every two cycles at
+        # most; the UART takes ten bit times for each
+        sent_q = Signal()
+        m.d.comb += body.valid.eq((bvalid | (in_info & fresh)) & ~sent_q)
         sent = body.valid & body.ready
+        m.d.sync += sent_q.eq(sent)
         # `done` a cycle after the last byte is taken, a register: `last` is the end of the
         # builder's own decoding, which went on into the engine's state
         m.d.sync += self.done.eq(sent & body.payload.last)
@@ -187,12 +193,12 @@ class ReplyBuilder(wiring.Component):
                     rest.eq(order.elements - 1),
                     rest_zero.eq(order.elements == 1),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
                     m.next = "SEQ"
 
             with m.State("SEQ"):
                 m.d.comb += body.payload.byte.eq(self.seq)
-                with m.If(sent):
+                with m.If(sent_q):
                     m.next = "STATUS"
 
             with m.State("STATUS"):
@@ -200,7 +206,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.byte.eq(order.status),
                     body.payload.last.eq(no_payload),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
                     m.d.sync += bvalid.eq(0)
                     with m.If(no_payload):
                         m.next = "IDLE"
@@ -218,7 +224,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.byte.eq(info_q),
                     body.payload.last.eq(info_last),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
                     m.d.sync += [info_k.eq(info_k + 1), ready1.eq(0), fresh.eq(0)]
                     with m.If(info_last):
                         m.d.sync += in_info.eq(0)
@@ -227,7 +233,7 @@ class ReplyBuilder(wiring.Component):
             # UPDATE: the event count, u16
             with m.State("COUNT_LO"):
                 m.d.comb += body.payload.byte.eq(order.elements[:8])
-                with m.If(sent):
+                with m.If(sent_q):
                     m.next = "COUNT_HI"
 
             with m.State("COUNT_HI"):
@@ -235,7 +241,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.byte.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
                     body.payload.last.eq(no_events),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
                     m.d.sync += bvalid.eq(0)
                     m.next = "FETCH"
                     with m.If(no_events):
@@ -276,7 +282,7 @@ class ReplyBuilder(wiring.Component):
                     body.payload.byte.eq(shifter[:8]),
                     body.payload.last.eq(final),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
                     with m.If(final):
                         m.d.sync += [emitting.eq(0), bvalid.eq(0)]
                         m.next = "IDLE"
@@ -286,7 +292,7 @@ class ReplyBuilder(wiring.Component):
 
         # EMIT's counters and shifter step on `emitting`, a flip-flop beside the state's (the
         # state's decoding into `sent` and on into their enables was a path of its own)
-        with m.If(emitting & body.ready):
+        with m.If(emitting & sent_q):
             m.d.sync += [
                 shifter.eq(shifter >> 8),
                 left.eq(left - 1),

@@ -186,6 +186,7 @@ def answer(
                 await ctx.tick()
                 cycles += 1
             assert ctx.get(dut.done), "done is the cycle after the last byte was taken"
+            await ctx.tick()  # a start is taken from the cycle after done
             ctx.set(dut.body.ready, 0)
             sent.append(bytes(body))
 
