@@ -294,6 +294,12 @@ class CommandChecker(wiring.Component):
             self.forward.eq(verdict.forward),
         ]
 
+        # the reader runs while `reading`, a flip-flop set and cleared with the state (in
+        # HEADER and VALIDATE): decoded from the state, it was in series with the reader's
+        # `take` and on into the state and the header's shift
+        reading = Signal()
+        m.d.comb += [payload.run.eq(reading), payload.elements.ready.eq(reading)]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -318,15 +324,17 @@ class CommandChecker(wiring.Component):
                 with m.Elif(is_xbar):
                     m.d.comb += [verdict.done.eq(1), verdict.forward.eq(1)]
                 with m.Else():
+                    m.d.sync += reading.eq(1)
                     m.next = "HEADER"
 
             with m.State("HEADER"):
-                # whatever the length: the checks below use only the fields the op has
-                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
+                # whatever the length: the checks below use only the fields the op has. The
+                # reader stops at the fields' end (the seek's), and is done a cycle or two later
                 with m.If(payload.raw.valid):
                     m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
-                    with m.If(payload.raw.payload.index == PAYLOAD + _HEADER_BYTES - 1):
-                        m.next = "MEASURE"
+                with m.If(payload.done):
+                    m.d.sync += reading.eq(0)
+                    m.next = "MEASURE"
 
             with m.State("MEASURE"):
                 # the checks of the final fields are in their registers a cycle later, the
@@ -351,9 +359,11 @@ class CommandChecker(wiring.Component):
                         m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(op_in["array"]):
                     m.d.comb += payload.seek.eq(1)
+                    m.d.sync += reading.eq(1)
                     m.next = "VALIDATE"
                     with m.If(too_short):
                         m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.LENGTH)]
+                        m.d.sync += reading.eq(0)
                         m.next = "IDLE"
                 with m.Elif(op_is[Op.RESET]):
                     m.d.comb += verdict.done.eq(1)
@@ -363,8 +373,8 @@ class CommandChecker(wiring.Component):
                         m.d.comb += verdict.apply.eq(1)
 
             with m.State("VALIDATE"):
-                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
                 with m.If(payload.done):
+                    m.d.sync += reading.eq(0)
                     m.next = "TALLY"
 
             with m.State("TALLY"):
