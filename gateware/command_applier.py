@@ -139,6 +139,16 @@ class CommandApplier(wiring.Component):
             self.record.event.payload.new.eq(self.events.payload.new),
         ]
 
+        # an update's fields whatever the state (only its valid waits for APPLY): chosen by the
+        # state and the op, they were in series with the pipeline's inlet register
+        origin = Mux(is_layer, header.layer.origin, 0)
+        m.d.comb += [
+            self.update.payload.origin.eq(origin[: L.addr_bits]),
+            self.update.payload.addr.eq(addr),
+            self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
+            self.update.payload.seed.eq(header.block.seed),
+        ]
+
         # RESET visits every synapse and every LUT entry
         wipe_count = max(L.synapses, c.lut_entries)
         wipe = Signal(range(wipe_count))
@@ -177,14 +187,9 @@ class CommandApplier(wiring.Component):
                         crc_data.eq(payload.raw.payload.data),
                     ]
                 with m.Elif(is_update):
-                    origin = Mux(is_layer, header.layer.origin, 0)
                     m.d.comb += [
-                        self.update.payload.origin.eq(origin[: L.addr_bits]),
                         payload.elements.ready.eq(self.update.ready),
                         self.update.valid.eq(payload.elements.valid),
-                        self.update.payload.addr.eq(addr),
-                        self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
-                        self.update.payload.seed.eq(header.block.seed),
                     ]
                 with m.If(payload.done):
                     m.next = "FINISH"
