@@ -300,6 +300,13 @@ class CommandChecker(wiring.Component):
         reading = Signal()
         m.d.comb += [payload.run.eq(reading), payload.elements.ready.eq(reading)]
 
+        # each field byte into the header a cycle after it is read, from registers (the reader's
+        # `take` reached every bit of the header's enable); the last one is in before MEASURE
+        field_valid, field_byte = Signal(), Signal(8)
+        m.d.sync += field_valid.eq(0)
+        with m.If(field_valid):
+            m.d.sync += header.eq(Cat(header.as_value()[8:], field_byte))
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -331,7 +338,7 @@ class CommandChecker(wiring.Component):
                 # whatever the length: the checks below use only the fields the op has. The
                 # reader stops at the fields' end (the seek's), and is done a cycle or two later
                 with m.If(payload.raw.valid):
-                    m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
+                    m.d.sync += [field_valid.eq(1), field_byte.eq(payload.raw.payload.data)]
                 with m.If(payload.done):
                     m.d.sync += reading.eq(0)
                     m.next = "MEASURE"
