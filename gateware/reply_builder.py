@@ -128,10 +128,14 @@ class ReplyBuilder(wiring.Component):
         left_one = Signal()  # left == 1
         final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
         emitting = Signal()  # the state is EMIT
-        # INFO's bytes: the constant ones from a ROM read with a registered address, a cycle
+        # INFO's bytes: the constant ones from a ROM read port (its data a register), a cycle
         # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
-        # multiplexer, in one cycle with the fields' comparisons, was a path of its own)
-        m.submodules.info_rom = rom = Memory(shape=8, depth=len(info_bytes), init=info_bytes)
+        # multiplexer, in one cycle with the fields' comparisons, was a path of its own). The
+        # ROM in block RAM where there is one (`rom_style`): in LUTs, its 107 bytes were seven
+        # levels (an iCE40 EBR of 30; 2,304 synapses in block RAM still fit, in all 30)
+        m.submodules.info_rom = rom = Memory(
+            shape=8, depth=len(info_bytes), init=info_bytes, attrs={"rom_style": "block"}
+        )
         rom_read = rom.read_port()
         # its address a copy of k of its own (k's fan-out to the events and the memories was
         # in series with the ROM's multiplexers)
