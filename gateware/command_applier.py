@@ -149,6 +149,15 @@ class CommandApplier(wiring.Component):
             self.update.payload.seed.eq(header.block.seed),
         ]
 
+        # the reader runs while `running`, a flip-flop set and cleared with the state (APPLY),
+        # and takes an element when the op's sink can (decoded from the state and the op, they
+        # were in series with the reader's `take` and the bytes it moves)
+        running = Signal()
+        m.d.comb += [
+            payload.run.eq(running),
+            payload.elements.ready.eq(running & (~is_update | self.update.ready)),
+        ]
+
         # RESET visits every synapse and every LUT entry
         wipe_count = max(L.synapses, c.lut_entries)
         wipe = Signal(range(wipe_count))
@@ -162,22 +171,20 @@ class CommandApplier(wiring.Component):
                         m.next = "CLEAR"
                     with m.Else():
                         m.d.comb += payload.seek.eq(1)
-                        m.d.sync += crc_start.eq(1)
+                        m.d.sync += [crc_start.eq(1), running.eq(1)]
                         m.next = "APPLY"
                     m.d.comb += self.record.begin.eq(1)
 
             with m.State("APPLY"):
-                m.d.comb += [payload.run.eq(1), recording.eq(1)]
+                m.d.comb += recording.eq(1)
                 with m.If(is_write):
                     m.d.comb += [
-                        payload.elements.ready.eq(1),
                         self.access.addr.eq(addr),
                         self.access.wdata.eq(element[: 8 * L.hidden_bytes].as_signed()),
                         self.access.we.eq(payload.elements.valid),
                     ]
                 with m.Elif(is_lut):
                     m.d.comb += [
-                        payload.elements.ready.eq(1),
                         self.lut.index.eq(payload.count),
                         self.lut.value.eq(element[: 8 * L.lut_bytes]),
                         self.lut.en.eq(payload.elements.valid),
@@ -187,11 +194,9 @@ class CommandApplier(wiring.Component):
                         crc_data.eq(payload.raw.payload.data),
                     ]
                 with m.Elif(is_update):
-                    m.d.comb += [
-                        payload.elements.ready.eq(self.update.ready),
-                        self.update.valid.eq(payload.elements.valid),
-                    ]
+                    m.d.comb += self.update.valid.eq(payload.elements.valid)
                 with m.If(payload.done):
+                    m.d.sync += running.eq(0)
                     m.next = "FINISH"
 
             with m.State("FINISH"):
