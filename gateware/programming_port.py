@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
 
+from .skid_buffer import SkidBuffer
 from .update_pipeline import EventLayout
 
 __all__ = ["ProgrammingPort"]
@@ -80,17 +81,21 @@ class ProgrammingPort(wiring.Component):
         change_p = Signal()
         change_n = Signal()
         m.d.comb += [change_p.eq(old_p != new_p), change_n.eq(old_n != new_n)]
-        decoded = Signal(op_layout)
+        # the decoded operations reach the FIFO through a skid buffer (the decoding was in
+        # series with the FIFO's write data and Yosys' read-first logic for its memory)
+        m.submodules.decoded = decoded = SkidBuffer(op_layout)
         m.d.comb += [
-            decoded.addr.eq(event.addr),
-            decoded.both.eq(change_p & change_n),
+            decoded.i.payload.addr.eq(event.addr),
+            decoded.i.payload.both.eq(change_p & change_n),
             # the device going back to 0 first: G+ when the weight was positive
-            decoded.first_minus.eq(change_n & (~change_p | (old_n > 0))),
-            decoded.new_p.eq(new_p),
-            decoded.new_n.eq(new_n),
-            fifo.w_data.eq(decoded),
-            fifo.w_en.eq(self.events.valid),
-            self.events.ready.eq(fifo.w_rdy),
+            decoded.i.payload.first_minus.eq(change_n & (~change_p | (old_n > 0))),
+            decoded.i.payload.new_p.eq(new_p),
+            decoded.i.payload.new_n.eq(new_n),
+            decoded.i.valid.eq(self.events.valid),
+            self.events.ready.eq(decoded.i.ready),
+            fifo.w_data.eq(decoded.o.payload),
+            fifo.w_en.eq(decoded.o.valid),
+            decoded.o.ready.eq(fifo.w_rdy),
         ]
         head = data.View(op_layout, fifo.r_data)
 
@@ -111,7 +116,7 @@ class ProgrammingPort(wiring.Component):
         m.d.sync += strobed.eq(go)
         # nothing waiting, nothing strobed and not answered yet, the circuit done
         m.d.comb += self.idle.eq(
-            (fifo.level == 0) & ~self.events.valid & ~strobed & ~self.prog_busy
+            (fifo.level == 0) & ~self.events.valid & ~decoded.busy & ~strobed & ~self.prog_busy
         )
         with m.If(go):
             m.d.sync += second.eq(head.both & ~second)
