@@ -101,13 +101,17 @@ class CommandApplier(wiring.Component):
         # the op decoded into registers, read from the state after `start` on (the frame is
         # held): decoded in place, it was in series with the reader's and the pipeline's control
         is_write, is_lut, is_update, is_layer = Signal(), Signal(), Signal(), Signal()
-        is_reset = Signal()  # read at `start`: the frame is set a cycle before it
+        # from a copy of the op of its own, so a cycle later again (the frame's fan-out was in
+        # series with the decoding): read at `start`, two cycles after the frame is set
+        is_reset = Signal()
+        op = Signal(8)
         m.d.sync += [
-            is_reset.eq(frame.op == Op.RESET),
-            is_write.eq(frame.op == Op.WRITE_HIDDEN),
-            is_lut.eq(frame.op == Op.LOAD_LUT),
-            is_update.eq((frame.op == Op.UPDATE) | (frame.op == Op.UPDATE_LAYER)),
-            is_layer.eq(frame.op == Op.UPDATE_LAYER),
+            op.eq(frame.op),
+            is_reset.eq(op == Op.RESET),
+            is_write.eq(op == Op.WRITE_HIDDEN),
+            is_lut.eq(op == Op.LOAD_LUT),
+            is_update.eq((op == Op.UPDATE) | (op == Op.UPDATE_LAYER)),
+            is_layer.eq(op == Op.UPDATE_LAYER),
         ]
         element = payload.elements.payload
         addr = (header.block.start + payload.count)[: L.addr_bits]
