@@ -1,16 +1,20 @@
 """Fmax of the unit without the update pipeline's arithmetic: what the rest of it allows.
 
-While the pipeline's stage 1 and stage 4 arithmetic are the critical path of a build, the
-router reports nothing about the paths behind them. This probe copies the source tree to a
-temporary directory, replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by
-stand-ins (registers after the memory read and before the level detection, the top bits in
-place of the level comparators, XOR in place of the two multipliers, no read-after-write hazard
-check), and builds it with ``metaplast build``. The bitstream computes nonsense; its Fmax and
-critical path are those of everything else: the link, the command engine, the memories'
-ports, the handshakes. The repository's files are not changed.
+While the pipeline's arithmetic is the critical path of a build, the router reports nothing
+about the paths behind it. This probe copies the source tree to a temporary directory,
+replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
+bits in place of the level comparators of stages 3 and 10, XOR in place of the two
+multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
+hazard's address comparators, no stall, no saturation in stage 9), and builds it with
+``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
+of everything else: the link, the command engine, the memories' ports, the handshakes. The
+repository's files are not changed. With ``--clock-mhz`` the build uses the board's PLL and
+the router aims at that clock; a build that fails timing is reported all the same (nextpnr's
+own report). The path is printed a net a line, with the gateware line that made it where
+the netlist says (the cells' names are often a neighbour's).
 
     .venv/bin/python experiments/timing_probe.py --board icebreaker --synapses 1024
-        [--out build/probe-icebreaker]
+        [--clock-mhz 48] [--out build/probe-icebreaker]
 """
 
 from __future__ import annotations
@@ -25,45 +29,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-from metaplast.boards.build import NAME
+from metaplast.boards.build import NAME, parse_nextpnr_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # (what the pipeline says, what the probe puts instead): each must match exactly once
 STAND_INS = [
-    # stage 1: the memory's data into a register before the level comparators
-    (
-        "        w1 = h_rd.data\n",
-        "        w1 = Signal(hid_t)\n        m.d.sync += w1.eq(h_rd.data)\n",
-    ),
-    # the level comparators (stages 1 and 4): the top bits
+    # the level comparators (stages 3 and 10): the top bits
     ("    return sum((w >= b for b in contract.boundary_ints), Const(0, 8))", "    return w[-4:]"),
-    # the two multipliers (stages 2 and 3)
-    ("scaled.eq((abs(s2.off) * s2.recip) >> c.recip_shift)", "scaled.eq(s2.off ^ s2.recip)"),
-    ("s4.prod.eq(s3.d * meta + s3.round)", "s4.prod.eq(s3.d ^ meta ^ s3.round)"),
-    # stage 4: the saturated weight and the event into registers
+    # the two multipliers (stages 5 and 7)
+    ("s6.scaled.eq(abs(s5.off) * s5.recip)", "s6.scaled.eq(s5.off ^ s5.recip)"),
+    ("s8.prod_lut.eq(s7.d * self.lut_value)", "s8.prod_lut.eq(s7.d ^ self.lut_value)"),
+    # the dither hash (stages 0 and 2): its input as it is
     (
-        "            w4.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),\n",
-        "",
+        "        x = (x + (x << add_shift))[:32]\n        x = x ^ (x >> xor_shift)\n",
+        "        x = x[:32]\n",
     ),
+    # the dither's origin subtracted (stage 0)
+    ("(new_addr - self.update.payload.origin)", "(new_addr ^ self.update.payload.origin)"),
+    # the read-after-write hazard's address comparators (stage 0): one bit of one stage
     (
-        "            s4_event.eq(lvl4 != s4.lvl),\n",
-        "",
+        "return reduce(or_, (st.valid & (st.addr == addr) for st in olders))",
+        "return olders[0].valid & (olders[0].addr[0] == addr[0])",
     ),
+    # the stall (its fan-out to every stage's enable): never
     (
-        "        count = c_rd.data\n",
-        "        m.d.sync += w4.eq(\n"
-        "            Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))\n"
-        "        )\n"
-        "        probe_event = Signal()\n"
-        "        m.d.sync += probe_event.eq(lvl4 != s4.lvl)\n"
-        "        m.d.comb += s4_event.eq(probe_event)\n"
-        "        count = c_rd.data\n",
+        "m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))",
+        "m.d.comb += advance.eq(1)",
     ),
-    # the read-after-write hazard check
+    # stage 9: the saturation
     (
-        "        m.d.comb += hazard.eq(\n",
-        "        m.d.comb += hazard.eq(0)\n        m.d.comb += Signal().eq(\n",
+        "s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
+        "s10.w.eq(moved),",
     ),
 ]
 
@@ -84,15 +81,27 @@ def probe_tree(dest: Path) -> None:
 
 
 def critical_path(tim: Path) -> list[str]:
-    """The unit clock's last critical path, one line per cell (net names shortened)."""
+    """The unit clock's last critical path, one line per net: the time it is reached, its name
+    (shortened) and the gateware line that made it (the cells' names are often a neighbour's)."""
     report = tim.read_text().split("Critical path report for clock")[-1]
     report = report.split("Critical path report for cross-domain")[0]
-    lines, last = [], None
-    for m in re.finditer(r"(clk-to-q|logic|setup)\s+[\d.]+\s+([\d.]+)\s+\w+\s+(\S+)", report):
-        name = m.group(3).split("_SB_")[0].split("_TRELLIS")[0].split("$")[0]
-        if name != last:
-            lines.append(f"  {m.group(2):>7} ns  {name}")
-            last = name
+    lines: list[str] = []
+    total, net, where = "", "", ""
+    for line in report.splitlines():
+        step = re.search(r"(clk-to-q|logic|setup|routing)\s+[\d.]+\s+([\d.]+)", line)
+        if step:
+            if net:
+                lines.append(f"  {total:>7} ns  {net}  {where}")
+            total, net, where = step.group(2), "", ""
+            if step.group(1) == "routing":
+                found = re.search(r"Net (\S+)", line)
+                net = found.group(1).split("_SB_")[0].split("_TRELLIS")[0] if found else ""
+            continue
+        source = re.search(r"(gateware|boards)/(\w+\.py:\d+)", line)
+        if source and net and not where:
+            where = source.group(2)
+    if net:
+        lines.append(f"  {total:>7} ns  {net}  {where}")
     return lines
 
 
@@ -100,6 +109,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--board", default="icebreaker")
     p.add_argument("--synapses", type=int, default=1024)
+    p.add_argument("--clock-mhz", type=float, help="the PLL's clock (default: the oscillator)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     out = (args.out or Path(f"build/probe-{args.board}")).resolve()
@@ -108,10 +118,21 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": tmp}
         command = [sys.executable, "-m", "metaplast.cli", "build", "--board", args.board]
         command += ["--synapses", str(args.synapses), "--out", str(out)]
-        subprocess.run(command, env=env, cwd=tmp, check=True)
-    report = json.loads((out / "report.json").read_text())
-    print(f"probe, {args.board}, {args.synapses} synapses: Fmax {report['fmax_mhz']} MHz")
-    print("\n".join(critical_path(out / "build" / f"{NAME}.tim")))
+        if args.clock_mhz is not None:
+            command += ["--clock-mhz", f"{args.clock_mhz:g}"]
+        # exit 2 is a failed timing: the router's report is there all the same
+        if subprocess.run(command, env=env, cwd=tmp).returncode not in (0, 2):
+            raise SystemExit("the probe's build failed")
+    workdir = out / "build"
+    pnr = json.loads((workdir / f"{NAME}.pnr.json").read_text())
+    pr = parse_nextpnr_report(pnr)
+    logic = pr.utilization.get("ICESTORM_LC", (0, 0))[0]
+    clock = "" if args.clock_mhz is None else f", {args.clock_mhz:g} MHz PLL"
+    print(
+        f"probe, {args.board}, {args.synapses} synapses{clock}: Fmax {pr.fmax_mhz:.2f} MHz"
+        + (f", {logic} logic cells" if args.board == "icebreaker" else "")
+    )
+    print("\n".join(critical_path(workdir / f"{NAME}.tim")))
 
 
 if __name__ == "__main__":

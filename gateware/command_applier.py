@@ -43,7 +43,8 @@ class CommandApplier(wiring.Component):
     Members
     -------
     frame : ``In(descriptor_layout(bank_size))``
-        The request; held while the applier runs.
+        The request; set at least two cycles before ``start`` (its array's format is two
+        registers from it) and held while the applier runs.
     header : ``In(Header)``
         Its fixed fields.
     start : ``In(1)``
@@ -100,17 +101,36 @@ class CommandApplier(wiring.Component):
         # the op decoded into registers, read from the state after `start` on (the frame is
         # held): decoded in place, it was in series with the reader's and the pipeline's control
         is_write, is_lut, is_update, is_layer = Signal(), Signal(), Signal(), Signal()
+        # from a copy of the op of its own, so a cycle later again (the frame's fan-out was in
+        # series with the decoding): read at `start`, two cycles after the frame is set
+        is_reset = Signal()
+        op = Signal(8)
         m.d.sync += [
-            is_write.eq(frame.op == Op.WRITE_HIDDEN),
-            is_lut.eq(frame.op == Op.LOAD_LUT),
-            is_update.eq((frame.op == Op.UPDATE) | (frame.op == Op.UPDATE_LAYER)),
-            is_layer.eq(frame.op == Op.UPDATE_LAYER),
+            op.eq(frame.op),
+            is_reset.eq(op == Op.RESET),
+            is_write.eq(op == Op.WRITE_HIDDEN),
+            is_lut.eq(op == Op.LOAD_LUT),
+            is_update.eq((op == Op.UPDATE) | (op == Op.UPDATE_LAYER)),
+            is_layer.eq(op == Op.UPDATE_LAYER),
         ]
         element = payload.elements.payload
         addr = (header.block.start + payload.count)[: L.addr_bits]
 
         # the table's identity is the CRC of the entry bytes actually written
         m.submodules.lut_crc = lut_crc = crc.Processor(protocol.CRC(8))
+        # each entry byte reaches the CRC a cycle after it is read, from registers (the
+        # reader's queue and its `take` were in series with the CRC's update); the CRC is read
+        # at the earliest three cycles after the last byte (the reader is done a cycle after the
+        # last element is taken, FINISH a cycle later)
+        # the CRC's start is a cycle late as well (the engine's state was in series with its
+        # update), still long before the first byte (a seek takes four cycles)
+        crc_start, crc_valid, crc_data = Signal(), Signal(), Signal(8)
+        m.d.comb += [
+            lut_crc.start.eq(crc_start),
+            lut_crc.valid.eq(crc_valid),
+            lut_crc.data.eq(crc_data),
+        ]
+        m.d.sync += [crc_start.eq(0), crc_valid.eq(0)]
 
         # level changes, as offsets into the block, while the pipeline may still report them
         recording = Signal()
@@ -123,6 +143,25 @@ class CommandApplier(wiring.Component):
             self.record.event.payload.new.eq(self.events.payload.new),
         ]
 
+        # an update's fields whatever the state (only its valid waits for APPLY): chosen by the
+        # state and the op, they were in series with the pipeline's inlet register
+        origin = Mux(is_layer, header.layer.origin, 0)
+        m.d.comb += [
+            self.update.payload.origin.eq(origin[: L.addr_bits]),
+            self.update.payload.addr.eq(addr),
+            self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
+            self.update.payload.seed.eq(header.block.seed),
+        ]
+
+        # the reader runs while `running`, a flip-flop set and cleared with the state (APPLY),
+        # and takes an element when the op's sink can (decoded from the state and the op, they
+        # were in series with the reader's `take` and the bytes it moves)
+        running = Signal()
+        m.d.comb += [
+            payload.run.eq(running),
+            payload.elements.ready.eq(running & (~is_update | self.update.ready)),
+        ]
+
         # RESET visits every synapse and every LUT entry
         wipe_count = max(L.synapses, c.lut_entries)
         wipe = Signal(range(wipe_count))
@@ -131,43 +170,37 @@ class CommandApplier(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    with m.If(frame.op == Op.RESET):
+                    with m.If(is_reset):
                         m.d.sync += wipe.eq(0)
                         m.next = "CLEAR"
                     with m.Else():
-                        m.d.comb += [payload.seek.eq(1), lut_crc.start.eq(1)]
+                        m.d.comb += payload.seek.eq(1)
+                        m.d.sync += [crc_start.eq(1), running.eq(1)]
                         m.next = "APPLY"
                     m.d.comb += self.record.begin.eq(1)
 
             with m.State("APPLY"):
-                m.d.comb += [payload.run.eq(1), recording.eq(1)]
+                m.d.comb += recording.eq(1)
                 with m.If(is_write):
                     m.d.comb += [
-                        payload.elements.ready.eq(1),
                         self.access.addr.eq(addr),
                         self.access.wdata.eq(element[: 8 * L.hidden_bytes].as_signed()),
                         self.access.we.eq(payload.elements.valid),
                     ]
                 with m.Elif(is_lut):
                     m.d.comb += [
-                        payload.elements.ready.eq(1),
                         self.lut.index.eq(payload.count),
                         self.lut.value.eq(element[: 8 * L.lut_bytes]),
                         self.lut.en.eq(payload.elements.valid),
-                        lut_crc.valid.eq(payload.raw.valid),
-                        lut_crc.data.eq(payload.raw.payload.data),
+                    ]
+                    m.d.sync += [
+                        crc_valid.eq(payload.raw.valid),
+                        crc_data.eq(payload.raw.payload.data),
                     ]
                 with m.Elif(is_update):
-                    origin = Mux(is_layer, header.layer.origin, 0)
-                    m.d.comb += [
-                        self.update.payload.origin.eq(origin[: L.addr_bits]),
-                        payload.elements.ready.eq(self.update.ready),
-                        self.update.valid.eq(payload.elements.valid),
-                        self.update.payload.addr.eq(addr),
-                        self.update.payload.d.eq(element[: 8 * L.update_bytes].as_signed()),
-                        self.update.payload.seed.eq(header.block.seed),
-                    ]
+                    m.d.comb += self.update.valid.eq(payload.elements.valid)
                 with m.If(payload.done):
+                    m.d.sync += running.eq(0)
                     m.next = "FINISH"
 
             with m.State("FINISH"):

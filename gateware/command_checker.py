@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,8 +79,19 @@ def array_format(layout: Layout, op: Value) -> tuple[Value, Value, Value]:
 
 def read_array(m: Module, layout: Layout, frame: Any, payload: Any) -> Value:
     """Point ``payload`` (a payload reader's port) at the array of ``frame``'s op: its element
-    size and sign, to the frame's end. Returns where the array starts (a seek's target)."""
-    first, size, is_signed = array_format(layout, frame.op)
+    size and sign, to the frame's end, from the second cycle after ``frame`` is set. Returns
+    where the array starts (a seek's target), a register."""
+    # the format in registers, two cycles after the frame is set, from a copy of the op of
+    # its own (the op's decoding and the multiplexers were in series with the reader's seek
+    # and the length checks; from the frame, with its fan-out's routing)
+    op = Signal(8, name="array_op")
+    m.d.sync += op.eq(frame.op)
+    fmt = array_format(layout, op)
+    first, size, is_signed = (
+        Signal(len(v), name=f"array_{n}")
+        for v, n in zip(fmt, ("first", "size", "signed"), strict=True)
+    )
+    m.d.sync += [first.eq(fmt[0]), size.eq(fmt[1]), is_signed.eq(fmt[2])]
     m.d.comb += [
         payload.size.eq(size),
         payload.signed.eq(is_signed),
@@ -98,7 +109,7 @@ class CommandChecker(wiring.Component):
     first ran). Otherwise it reads the payload's fixed fields into ``header``, checks the
     length and range and, for an op that carries an array, reads the array once through
     ``payload`` checking every element; the verdict follows the model's order: LENGTH, then
-    RANGE, then VALUE. ``frame`` and ``retry`` are read from the cycle after ``start``.
+    RANGE, then VALUE. ``retry`` is read from the cycle after ``start``.
 
     With ``crossbar``, the crossbar ops are known too: the unit does not check their
     payloads (the driver behind the crossbar port does), so a valid frame of one is answered
@@ -116,7 +127,8 @@ class CommandChecker(wiring.Component):
     Members
     -------
     frame : ``In(descriptor_layout(bank_size))``
-        The request, as the receiver describes it; held while the checker runs.
+        The request, as the receiver describes it; set at least a cycle before ``start`` (its
+        op's classes are decoded in two registers) and held while the checker runs.
     start : ``In(1)``
         Strobe: check ``frame``.
     retry : ``In(1)``
@@ -165,8 +177,8 @@ class CommandChecker(wiring.Component):
         frame, payload, header = self.frame, self.payload, self.header
         xbar_ops = tuple(op for op in Op if op.name.startswith("XBAR_")) if self.crossbar else ()
         op_now = {op: frame.op == op for op in (*_OPS, *xbar_ops)}
-        plen = Signal(range(self.bank_size + 1))
-        m.d.comb += plen.eq(frame.length - PAYLOAD)
+        plen = Signal(range(self.bank_size + 1))  # a register: the checks below a cycle later
+        m.d.sync += plen.eq(frame.length - PAYLOAD)
         first = read_array(m, L, frame, payload)
 
         # what depends on the frame alone is registered: the frame is held from `start`, and
@@ -174,34 +186,100 @@ class CommandChecker(wiring.Component):
         # in series with the reader's control and the verdict)
         op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in op_now}
         m.d.sync += [op_is[op].eq(op_now[op]) for op in op_now]
-        is_xbar = Cat(op_is[op] for op in xbar_ops).any() if xbar_ops else Const(0)
+        # the classes of ops the verdict asks about, registers as well, from the decodes a cycle
+        # later (each an OR of several decodes, which were in series with the verdict's
+        # priorities; from the frame, its wide fan-out's routing was): in CLASSIFY when the
+        # frame is set a cycle before `start`
+        classes = {
+            "known": tuple(op_now),
+            "xbar": xbar_ops,
+            "read": (Op.READ_HIDDEN, Op.READ_COUNTERS),
+            "array": tuple(_ARRAY_HEAD),
+            "block": (Op.WRITE_HIDDEN, Op.UPDATE, Op.UPDATE_LAYER),
+            "update": (Op.UPDATE, Op.UPDATE_LAYER),
+        }
+        op_in = {name: Signal(name=f"op_{name}") for name in classes}
+        m.d.sync += [
+            op_in[name].eq(Cat(op_is[op] for op in ops).any() if ops else 0)
+            for name, ops in classes.items()
+        ]
+        is_xbar = op_in["xbar"]
         lut_size = _ARRAY_HEAD[Op.LOAD_LUT] + L.lut_bytes * c.lut_entries
         plen_zero, plen_span, too_short = Signal(), Signal(), Signal()
         m.d.sync += [
             plen_zero.eq(plen == 0),
             plen_span.eq(plen == 6),
-            too_short.eq(Mux(op_now[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
+            too_short.eq(Mux(op_is[Op.LOAD_LUT], plen != lut_size, plen < first - PAYLOAD)),
         ]
 
+        # each element checked from registers: the element a cycle after it is taken, the
+        # comparisons of each width into flags a cycle later, `bad_value` from them after that
+        # (the reader's sign extension, the comparisons and the op's choice were one path).
+        # The last element's verdict is in `bad_value` three cycles after it is taken: in
+        # VERDICT (the reader is done a cycle after it, then TALLY)
+        element = Signal.like(payload.elements.payload)
+        checking = [Signal(name=f"checking{i}") for i in range(2)]
+        m.d.sync += [
+            element.eq(payload.elements.payload),
+            checking[0].eq(payload.elements.valid & payload.elements.ready),
+            checking[1].eq(checking[0]),
+        ]
         # each op's values narrowed to its element width (the reader extends from exactly it)
-        element = payload.elements.payload
         hidden = element[: 8 * L.hidden_bytes].as_signed()
         update = element[: 8 * L.update_bytes].as_signed()
         entry = element[: 8 * L.lut_bytes]
         update_limit = 1 << (c.update_width - 1)
+        bad_hidden, bad_update, bad_entry = Signal(), Signal(), Signal()
+        m.d.sync += [
+            bad_hidden.eq((hidden < c.w_min) | (hidden > c.w_max)),
+            bad_update.eq((update < -update_limit) | (update >= update_limit)),
+            bad_entry.eq(entry > c.meta_one),
+        ]
         bad_element = Signal()
         with m.If(op_is[Op.WRITE_HIDDEN]):
-            m.d.comb += bad_element.eq((hidden < c.w_min) | (hidden > c.w_max))
-        with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
-            m.d.comb += bad_element.eq((update < -update_limit) | (update >= update_limit))
+            m.d.comb += bad_element.eq(bad_hidden)
+        with m.Elif(op_in["update"]):
+            m.d.comb += bad_element.eq(bad_update)
         with m.Else():
-            m.d.comb += bad_element.eq(entry > c.meta_one)
-        bad_value = Signal()
+            m.d.comb += bad_element.eq(bad_entry)
+        bad_value = Signal()  # cleared in CHECK, before the array's first element is taken
+        with m.If(checking[1] & bad_element):
+            m.d.sync += bad_value.eq(1)
 
-        read_end = Signal(34)
-        m.d.comb += read_end.eq(header.span.start + header.span.count)
-        range_end = Signal(34)  # of the count a cycle before: the final one in VERDICT
-        m.d.sync += range_end.eq(header.block.start + payload.count)
+        # the fixed fields' checks in registers, two cycles after the last field byte (MEASURE):
+        # an adder and wide comparisons of the fields were in series with the verdict. A span
+        # ends beyond the synapses when its start has a bit set above the low `low` bits (the
+        # synapses are fewer than 2 ** low) or when the start's low bits plus the count are
+        # more than the synapses: a short adder, not one of 34 bits
+        low = L.addr_bits + 1
+        read_far, read_low = Signal(), Signal(low + 17)
+        span_bad, span_over, origin_after = Signal(), Signal(), Signal()
+        m.d.sync += [
+            read_far.eq(header.span.start[low:] != 0),
+            read_low.eq(header.span.start[:low] + header.span.count),
+            span_over.eq(read_far | (read_low > L.synapses)),
+            span_bad.eq((header.span.count == 0) | (header.span.count > L.max_block)),
+        ]
+        # UPDATE_LAYER's origin after its start: the comparison in halves, a cycle apart (one
+        # of 32 bits was a carry chain too long); valid long before VERDICT
+        halves = [Signal(name=f"origin_{name}") for name in ("hi_gt", "hi_eq", "lo_gt")]
+        origin, start = header.layer.origin, header.layer.start
+        m.d.sync += [
+            halves[0].eq(origin[16:] > start[16:]),
+            halves[1].eq(origin[16:] == start[16:]),
+            halves[2].eq(origin[:16] > start[:16]),
+            origin_after.eq(halves[0] | (halves[1] & halves[2])),
+        ]
+        # the block's checks, registers too: its end's of the final count in TALLY (the count
+        # is final when the reader is done), the comparisons in VERDICT
+        range_far, range_low = Signal(), Signal(low + len(payload.count) + 1)
+        count_bad, range_over = Signal(), Signal()
+        m.d.sync += [
+            range_far.eq(header.block.start[low:] != 0),
+            range_low.eq(header.block.start[:low] + payload.count),
+            range_over.eq(range_far | (range_low > L.synapses)),
+            count_bad.eq((payload.count == 0) | (payload.count > L.max_block)),
+        ]
 
         # the verdict leaves through registers, a cycle after it is reached: the range
         # comparisons and the retry lookup were one combinational path with the engine's
@@ -215,6 +293,19 @@ class CommandChecker(wiring.Component):
             self.apply.eq(verdict.apply),
             self.forward.eq(verdict.forward),
         ]
+
+        # the reader runs while `reading`, a flip-flop set and cleared with the state (in
+        # HEADER and VALIDATE): decoded from the state, it was in series with the reader's
+        # `take` and on into the state and the header's shift
+        reading = Signal()
+        m.d.comb += [payload.run.eq(reading), payload.elements.ready.eq(reading)]
+
+        # each field byte into the header a cycle after it is read, from registers (the reader's
+        # `take` reached every bit of the header's enable); the last one is in before MEASURE
+        field_valid, field_byte = Signal(), Signal(8)
+        m.d.sync += field_valid.eq(0)
+        with m.If(field_valid):
+            m.d.sync += header.eq(Cat(header.as_value()[8:], field_byte))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -233,22 +324,32 @@ class CommandChecker(wiring.Component):
                 m.next = "IDLE"
                 with m.If(frame.status != Status.OK):
                     m.d.comb += [verdict.done.eq(1), verdict.status.eq(frame.status)]
-                with m.Elif(~Cat(op_is.values()).any()):
+                with m.Elif(~op_in["known"]):
                     m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.OPCODE)]
                 with m.Elif(self.retry):
                     m.d.comb += verdict.done.eq(1)
                 with m.Elif(is_xbar):
                     m.d.comb += [verdict.done.eq(1), verdict.forward.eq(1)]
                 with m.Else():
+                    m.d.sync += reading.eq(1)
                     m.next = "HEADER"
 
             with m.State("HEADER"):
-                # whatever the length: the checks below use only the fields the op has
-                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
+                # whatever the length: the checks below use only the fields the op has. The
+                # reader stops at the fields' end (the seek's), and is done a cycle or two later
                 with m.If(payload.raw.valid):
-                    m.d.sync += header.eq(Cat(header.as_value()[8:], payload.raw.payload.data))
-                    with m.If(payload.raw.payload.index == PAYLOAD + _HEADER_BYTES - 1):
-                        m.next = "CHECK"
+                    m.d.sync += [field_valid.eq(1), field_byte.eq(payload.raw.payload.data)]
+                with m.If(payload.done):
+                    m.d.sync += reading.eq(0)
+                    m.next = "MEASURE"
+
+            with m.State("MEASURE"):
+                # the checks of the final fields are in their registers a cycle later, the
+                # range's (after its sum) two
+                m.next = "MEASURE_END"
+
+            with m.State("MEASURE_END"):
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 m.d.sync += bad_value.eq(0)
@@ -257,18 +358,19 @@ class CommandChecker(wiring.Component):
                     m.d.comb += verdict.done.eq(1)
                     with m.If(~plen_zero):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
-                with m.Elif(op_is[Op.READ_HIDDEN] | op_is[Op.READ_COUNTERS]):
+                with m.Elif(op_in["read"]):
                     m.d.comb += verdict.done.eq(1)
-                    count = header.span.count
-                    with m.If(~plen_span | (count == 0) | (count > L.max_block)):
+                    with m.If(~plen_span | span_bad):
                         m.d.comb += verdict.status.eq(Status.LENGTH)
-                    with m.Elif(read_end > L.synapses):
+                    with m.Elif(span_over):
                         m.d.comb += verdict.status.eq(Status.RANGE)
-                with m.Elif(Cat(op_is[op] for op in _ARRAY_HEAD).any()):
+                with m.Elif(op_in["array"]):
                     m.d.comb += payload.seek.eq(1)
+                    m.d.sync += reading.eq(1)
                     m.next = "VALIDATE"
                     with m.If(too_short):
                         m.d.comb += [verdict.done.eq(1), verdict.status.eq(Status.LENGTH)]
+                        m.d.sync += reading.eq(0)
                         m.next = "IDLE"
                 with m.Elif(op_is[Op.RESET]):
                     m.d.comb += verdict.done.eq(1)
@@ -278,21 +380,20 @@ class CommandChecker(wiring.Component):
                         m.d.comb += verdict.apply.eq(1)
 
             with m.State("VALIDATE"):
-                m.d.comb += [payload.run.eq(1), payload.elements.ready.eq(1)]
-                with m.If(payload.elements.valid & bad_element):
-                    m.d.sync += bad_value.eq(1)
                 with m.If(payload.done):
-                    m.next = "VERDICT"
+                    m.d.sync += reading.eq(0)
+                    m.next = "TALLY"
+
+            with m.State("TALLY"):
+                m.next = "VERDICT"
 
             with m.State("VERDICT"):
-                is_block = op_is[Op.WRITE_HIDDEN] | op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]
-                origin_after = op_is[Op.UPDATE_LAYER] & (header.layer.origin > header.layer.start)
-                count = payload.count
+                is_block = op_in["block"]
                 m.d.comb += verdict.done.eq(1)
                 m.next = "IDLE"
-                with m.If(payload.partial | (is_block & ((count == 0) | (count > L.max_block)))):
+                with m.If(payload.partial | (is_block & count_bad)):
                     m.d.comb += verdict.status.eq(Status.LENGTH)
-                with m.Elif((is_block & (range_end > L.synapses)) | origin_after):
+                with m.Elif((is_block & range_over) | (op_is[Op.UPDATE_LAYER] & origin_after)):
                     m.d.comb += verdict.status.eq(Status.RANGE)
                 with m.Elif(bad_value):
                     m.d.comb += verdict.status.eq(Status.VALUE)

@@ -128,8 +128,15 @@ class CommandEngine(wiring.Component):
         # (an update it offered is in the core's inlet, busy, the cycle after)
         pipeline_busy = Signal()
         m.d.sync += pipeline_busy.eq(self.pipeline_busy)
-        # the retry lookup (a comparison with every remembered key) is registered: a cycle
-        # after the frame is taken (LOOKUP), it answers for it until the next one
+        # the applier's done a cycle late, a register: the retry memory's push and the reply
+        # builder's start follow from it (in place, it was one path from the pipeline's busy
+        # to the reply builder's state); the recording has ended with the applier's done
+        applied = Signal()
+        m.d.sync += applied.eq(applier.done)
+        # the retry lookup (a comparison with every remembered key) is registered twice: the
+        # comparisons in the retry memory (in LOOKUP, from the frame taken), the entry chosen
+        # here (in DISPATCH); from the checker's first state on it answers for the frame until
+        # the next one
         hit = Signal()
         stored = Signal.like(retry.stored)
         m.d.sync += [hit.eq(retry.hit), stored.eq(retry.stored)]
@@ -195,6 +202,13 @@ class CommandEngine(wiring.Component):
             access.count.eq(self.access.count),
         ]
 
+        # the reply builder is started a cycle after the verdict or the applier's end, from
+        # registers (the engine's state and the verdict were in series with the builder's state)
+        reply_start = Signal()
+        reply_order = Signal.like(replies.order)
+        m.d.sync += reply_start.eq(0)
+        m.d.comb += [replies.start.eq(reply_start), replies.order.eq(reply_order)]
+
         relaying = Signal()
         relay = None
         if self.crossbar:
@@ -251,11 +265,11 @@ class CommandEngine(wiring.Component):
                 m.next = "START"
             with m.Elif(checker.done):
                 # the newest remembered response of a retry, or a READ's span
-                m.d.comb += [
-                    replies.start.eq(1),
-                    replies.order.status.eq(checker.status),
-                    replies.order.elements.eq(Mux(hit, stored.events, header.span.count)),
-                    replies.order.bank.eq(stored.bank),
+                m.d.sync += [
+                    reply_start.eq(1),
+                    reply_order.status.eq(checker.status),
+                    reply_order.elements.eq(Mux(hit, stored.events, header.span.count)),
+                    reply_order.bank.eq(stored.bank),
                 ]
                 m.next = "REPLY"
 
@@ -282,14 +296,14 @@ class CommandEngine(wiring.Component):
                 m.next = "APPLY"
 
             with m.State("APPLY"):
-                with m.If(applier.done):
+                with m.If(applied):
                     m.d.sync += applying.eq(0)
-                    m.d.comb += [
-                        retry.push.eq(1),
-                        replies.start.eq(1),
-                        replies.order.status.eq(Status.OK),
-                        replies.order.elements.eq(retry.recorded.events),
-                        replies.order.bank.eq(retry.recorded.bank),
+                    m.d.comb += retry.push.eq(1)
+                    m.d.sync += [
+                        reply_start.eq(1),
+                        reply_order.status.eq(Status.OK),
+                        reply_order.elements.eq(retry.recorded.events),
+                        reply_order.bank.eq(retry.recorded.bank),
                     ]
                     m.next = "REPLY"
 

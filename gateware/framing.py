@@ -113,7 +113,13 @@ class FrameReceiver(wiring.Component):
         index_bits = (bank_size - 1).bit_length()
 
         m.submodules.memory = memory = Memory(shape=8, depth=BANKS * bank_size, init=[])
-        wr = memory.write_port()
+        port = memory.write_port()
+        # the write a cycle late, from registers: the drop decision into the write enable was
+        # in series with Yosys' read-first logic for the block RAM (its address comparison);
+        # a frame's last byte is written before its END is seen
+        wr = Signal(data.StructLayout({"addr": len(port.addr), "data": 8, "en": 1}))
+        m.d.sync += wr.en.eq(0)
+        m.d.comb += [port.addr.eq(wr.addr), port.data.eq(wr.data), port.en.eq(wr.en)]
         rd = memory.read_port()
         m.d.comb += [rd.addr.eq(self.read_addr), self.read_data.eq(rd.data)]
 
@@ -158,77 +164,118 @@ class FrameReceiver(wiring.Component):
         seq = Signal(8)
         last_two = Signal(16)  # the CRC, if this was the last byte
 
+        # the UART's byte, what it is and its error into registers, a cycle late (the byte
+        # comparisons were the head of a path through the unstuffing into the buffer's write)
+        rx_valid, rx_byte, rx_error = Signal(), Signal(8), Signal()
+        is_end, is_esc, is_esc_end, is_esc_esc = Signal(), Signal(), Signal(), Signal()
         m.d.comb += self.rx.ready.eq(1)
-        with m.If(self.rx_error):
+        m.d.sync += [
+            rx_valid.eq(self.rx.valid),
+            rx_byte.eq(self.rx.payload),
+            rx_error.eq(self.rx_error),
+            is_end.eq(self.rx.payload == END),
+            is_esc.eq(self.rx.payload == ESC),
+            is_esc_end.eq(self.rx.payload == ESC_END),
+            is_esc_esc.eq(self.rx.payload == ESC_ESC),
+        ]
+        with m.If(rx_error):
             m.d.sync += uart_error.eq(1)
 
+        # what `count` is, in flip-flops: each set as `count` steps, from a comparison of the
+        # register (compared in place, they were in series with the unstuffing and the
+        # buffer's write; compared after the step, with the step's multiplexer)
+        starting = Signal(init=1)  # count == 0
+        second = Signal()  # count == 1
+        storing = Signal(init=1)  # count < bank_size: the byte goes into the bank
+        overflowed = Signal()  # count == bank_size + 1 (it saturates there)
+        short = Signal(init=1)  # count < MIN_FRAME
+
+        # the unstuffed byte, whether it is one and whether the frame ends, into registers a
+        # cycle later again (the escape decoding was in series with the buffer's write); with
+        # the end, whether the frame had a bad escape or a UART error
         byte = Signal(8)
         push = Signal()  # `byte` is the next unstuffed byte of the frame
         end = Signal()
-        with m.If(self.rx.valid):
-            with m.If(self.rx.payload == END):
-                m.d.comb += end.eq(1)
+        framing = Signal()  # at `end`: the frame had a bad escape or a UART error
+        m.d.sync += [push.eq(0), end.eq(0)]
+        with m.If(rx_valid):
+            with m.If(is_end):
+                m.d.sync += [
+                    end.eq(1),
+                    framing.eq(escaped | bad_escape | uart_error | rx_error),
+                    escaped.eq(0),
+                    bad_escape.eq(0),
+                    uart_error.eq(0),
+                ]
             with m.Elif(escaped):
-                m.d.sync += escaped.eq(0)
-                m.d.comb += push.eq(1)
-                with m.If(self.rx.payload == ESC_END):
-                    m.d.comb += byte.eq(END)
-                with m.Elif(self.rx.payload == ESC_ESC):
-                    m.d.comb += byte.eq(ESC)
+                m.d.sync += [escaped.eq(0), push.eq(1)]
+                with m.If(is_esc_end):
+                    m.d.sync += byte.eq(END)
+                with m.Elif(is_esc_esc):
+                    m.d.sync += byte.eq(ESC)
                 with m.Else():
-                    m.d.comb += byte.eq(self.rx.payload)
-                    m.d.sync += bad_escape.eq(1)
-            with m.Elif(self.rx.payload == ESC):
+                    m.d.sync += [byte.eq(rx_byte), bad_escape.eq(1)]
+            with m.Elif(is_esc):
                 m.d.sync += escaped.eq(1)
             with m.Else():
-                m.d.comb += [push.eq(1), byte.eq(self.rx.payload)]
+                m.d.sync += [push.eq(1), byte.eq(rx_byte)]
 
         with m.If(push):
-            starting = count == 0
             full = busy == BANKS
             drop = Mux(starting, full, dropping)
             with m.If(starting):
                 m.d.sync += [dropping.eq(full), bank.eq(free_bank)]
-            with m.If(count != bank_size + 1):
-                m.d.sync += count.eq(count + 1)
+            with m.If(~overflowed):
+                m.d.sync += [
+                    count.eq(count + 1),
+                    starting.eq(0),
+                    second.eq(starting),
+                    storing.eq(count < bank_size - 1),
+                    overflowed.eq(count == bank_size),
+                    short.eq(count < MIN_FRAME - 1),
+                ]
             with m.If(~drop):
-                m.d.comb += [
+                m.d.sync += [
                     wr.addr.eq(Cat(count[:index_bits], Mux(starting, free_bank, bank))),
                     wr.data.eq(byte),
-                    wr.en.eq(count < bank_size),
+                    wr.en.eq(storing),
+                ]
+                m.d.comb += [
                     checker.start.eq(starting),
                     checker.valid.eq(1),
                     checker.data.eq(byte),
                 ]
-            with m.If(count == 0):
+            with m.If(starting):
                 m.d.sync += op.eq(byte)
-            with m.If(count == 1):
+            with m.If(second):
                 m.d.sync += seq.eq(byte)
             m.d.sync += last_two.eq(Cat(last_two[8:], byte))
 
         with m.If(end):
             m.d.sync += [
                 count.eq(0),
-                escaped.eq(0),
-                bad_escape.eq(0),
-                uart_error.eq(0),
+                starting.eq(1),
+                second.eq(0),
+                storing.eq(1),
+                overflowed.eq(0),
+                short.eq(1),
                 op.eq(0),
                 seq.eq(0),
                 last_two.eq(0),
                 dropping.eq(0),
             ]
-            with m.If(count != 0):
+            with m.If(~starting):
                 with m.If(dropping):
                     m.d.comb += self.dropped.eq(1)
                 with m.Else():
                     m.d.comb += complete.eq(1)
 
         status = Signal(range(max(Status) + 1))
-        with m.If(escaped | bad_escape | uart_error | self.rx_error):
+        with m.If(framing):
             m.d.comb += status.eq(Status.FRAMING)
-        with m.Elif(count > bank_size):
+        with m.Elif(overflowed):
             m.d.comb += status.eq(Status.OVERFLOW)
-        with m.Elif(count < MIN_FRAME):
+        with m.Elif(short):
             m.d.comb += status.eq(Status.LENGTH)
         with m.Elif(~checker.match_detected):
             m.d.comb += status.eq(Status.CRC)
@@ -282,30 +329,41 @@ class FrameSender(wiring.Component):
         have = Signal()  # `current` holds a body byte
         escaped = Signal()  # its ESC has been sent, its escape code is due
 
+        # the wire byte is a register too (`tx`'s valid and payload): the next one is chosen
+        # from flip-flops while it is empty (`free`), never from the UART's ready, which only
+        # empties it (a cycle more between wire bytes)
+        out_valid, out_byte = Signal(), Signal(8)
+        m.d.comb += [self.tx.valid.eq(out_valid), self.tx.payload.eq(out_byte)]
+        with m.If(self.tx.ready):
+            m.d.sync += out_valid.eq(0)
+        free = ~out_valid
+
         def load(byte: Value) -> list[Any]:
             return [current.eq(byte), special.eq((byte == END) | (byte == ESC))]
 
-        m.d.comb += self.tx.payload.eq(
-            Mux(escaped, Mux(current == END, ESC_END, ESC_ESC), Mux(special, ESC, current))
-        )
-        sent = self.tx.valid & self.tx.ready
+        def emit(byte: Value | int) -> None:
+            m.d.sync += [out_byte.eq(byte), out_valid.eq(1)]
+
+        wire = Mux(escaped, Mux(current == END, ESC_END, ESC_ESC), Mux(special, ESC, current))
+        sent = Signal()  # a wire byte of `current` is emitted this cycle
         done = sent & (escaped | ~special)  # `current` is completely on the wire
-        with m.If(sent & special & ~escaped):
-            m.d.sync += escaped.eq(1)
+        with m.If(sent):
+            emit(wire)
+            with m.If(special & ~escaped):
+                m.d.sync += escaped.eq(1)
         with m.If(done):
             m.d.sync += escaped.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.tx.payload.eq(END)
-                with m.If(self.body.valid):
-                    m.d.comb += [self.tx.valid.eq(1), generator.start.eq(1)]
-                    with m.If(self.tx.ready):
-                        m.next = "BODY"
+                with m.If(self.body.valid & free):
+                    emit(END)
+                    m.d.comb += generator.start.eq(1)
+                    m.next = "BODY"
             with m.State("BODY"):
                 m.d.comb += [
                     self.body.ready.eq(~have),
-                    self.tx.valid.eq(have),
+                    sent.eq(have & free),
                     generator.data.eq(self.body.payload.byte),
                     generator.valid.eq(self.body.valid & ~have),
                 ]
@@ -319,17 +377,17 @@ class FrameSender(wiring.Component):
                         m.d.sync += load(generator.crc[:8])
                         m.next = "CRC_LOW"
             with m.State("CRC_LOW"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += sent.eq(free)
                 with m.If(done):
                     m.d.sync += load(generator.crc[8:])
                     m.next = "CRC_HIGH"
             with m.State("CRC_HIGH"):
-                m.d.comb += self.tx.valid.eq(1)
+                m.d.comb += sent.eq(free)
                 with m.If(done):
                     m.next = "END"
             with m.State("END"):
-                m.d.comb += [self.tx.payload.eq(END), self.tx.valid.eq(1)]
-                with m.If(self.tx.ready):
+                with m.If(free):
+                    emit(END)
                     m.next = "IDLE"
 
         return m

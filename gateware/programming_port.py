@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
 
+from .skid_buffer import SkidBuffer
 from .update_pipeline import EventLayout
 
 __all__ = ["ProgrammingPort"]
@@ -74,23 +75,41 @@ class ProgrammingPort(wiring.Component):
             }
         )
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=op_layout.size, depth=self.depth)
+        # the events' device levels (G+, G- before and after) reach the FIFO through a skid
+        # buffer, the operations decoded from them after it: decoded at once, the level
+        # arithmetic and the comparisons were in series with the FIFO's write data and Yosys'
+        # read-first logic for its memory
+        pairs = data.StructLayout(
+            {"addr": self.addr_bits, "old_p": level, "old_n": level, "new_p": level, "new_n": level}
+        )
+        m.submodules.levels = levels = SkidBuffer(pairs)
         event = self.events.payload
         old_p, old_n = self._pair(event.old)
         new_p, new_n = self._pair(event.new)
+        m.d.comb += [
+            levels.i.payload.addr.eq(event.addr),
+            levels.i.payload.old_p.eq(old_p),
+            levels.i.payload.old_n.eq(old_n),
+            levels.i.payload.new_p.eq(new_p),
+            levels.i.payload.new_n.eq(new_n),
+            levels.i.valid.eq(self.events.valid),
+            self.events.ready.eq(levels.i.ready),
+        ]
+        pair = levels.o.payload
         change_p = Signal()
         change_n = Signal()
-        m.d.comb += [change_p.eq(old_p != new_p), change_n.eq(old_n != new_n)]
+        m.d.comb += [change_p.eq(pair.old_p != pair.new_p), change_n.eq(pair.old_n != pair.new_n)]
         decoded = Signal(op_layout)
         m.d.comb += [
-            decoded.addr.eq(event.addr),
+            decoded.addr.eq(pair.addr),
             decoded.both.eq(change_p & change_n),
             # the device going back to 0 first: G+ when the weight was positive
-            decoded.first_minus.eq(change_n & (~change_p | (old_n > 0))),
-            decoded.new_p.eq(new_p),
-            decoded.new_n.eq(new_n),
+            decoded.first_minus.eq(change_n & (~change_p | (pair.old_n > 0))),
+            decoded.new_p.eq(pair.new_p),
+            decoded.new_n.eq(pair.new_n),
             fifo.w_data.eq(decoded),
-            fifo.w_en.eq(self.events.valid),
-            self.events.ready.eq(fifo.w_rdy),
+            fifo.w_en.eq(levels.o.valid),
+            levels.o.ready.eq(fifo.w_rdy),
         ]
         head = data.View(op_layout, fifo.r_data)
 
@@ -111,7 +130,7 @@ class ProgrammingPort(wiring.Component):
         m.d.sync += strobed.eq(go)
         # nothing waiting, nothing strobed and not answered yet, the circuit done
         m.d.comb += self.idle.eq(
-            (fifo.level == 0) & ~self.events.valid & ~strobed & ~self.prog_busy
+            (fifo.level == 0) & ~self.events.valid & ~levels.busy & ~strobed & ~self.prog_busy
         )
         with m.If(go):
             m.d.sync += second.eq(head.both & ~second)

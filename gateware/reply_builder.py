@@ -8,8 +8,9 @@ where its events are kept. :class:`~.framing.FrameSender` adds the framing and t
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from metaplast import protocol
@@ -50,7 +51,7 @@ class ReplyBuilder(wiring.Component):
     Members
     -------
     start : ``In(1)``
-        Strobe: answer the request with ``order``.
+        Strobe: answer the request with ``order`` (taken from the cycle after ``done`` on).
     order : ``In(ReplyOrder(depth, layout.max_block))``
         Read at ``start``.
     op : ``In(8)``
@@ -65,7 +66,7 @@ class ReplyBuilder(wiring.Component):
     events : ``Out(RetryMemory.ReplaySignature(depth, layout.max_block))``
     body : ``Out(stream.Signature(BodyByte))``
     done : ``Out(1)``
-        Strobe: the last byte was taken.
+        Strobe, the cycle after the last byte was taken.
     """
 
     def __init__(self, layout: Layout, *, info: Info, depth: int) -> None:
@@ -100,10 +101,19 @@ class ReplyBuilder(wiring.Component):
         # in place, it was in series with `last`, `done` and the engine's control
         op_is = {op: Signal(name=f"is_{op.name.lower()}") for op in Op}
         m.d.sync += [op_is[op].eq(self.op == op) for op in Op]
-        has_payload = Cat(
-            op_is[op]
-            for op in (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
-        ).any()
+        # whether the status is the last byte, a register too: valid from SEQ on (the op and
+        # the order are held from `start`)
+        payload_ops = (Op.INFO, Op.READ_HIDDEN, Op.READ_COUNTERS, Op.UPDATE, Op.UPDATE_LAYER)
+        has_payload = Signal()
+        no_payload = Signal()
+        has_events = Signal()  # UPDATE or UPDATE_LAYER: the event count follows the status
+        no_events = Signal()  # of the order, valid from SEQ on
+        m.d.sync += [
+            has_events.eq((self.op == Op.UPDATE) | (self.op == Op.UPDATE_LAYER)),
+            no_events.eq(order.elements == 0),
+            has_payload.eq(Cat(self.op == op for op in payload_ops).any()),
+            no_payload.eq((order.status != Status.OK) | ~has_payload),
+        ]
 
         info_bytes = self.info.pack()
         k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
@@ -112,26 +122,62 @@ class ReplyBuilder(wiring.Component):
         # elements after the k-th: counted down, so that the last byte is known without
         # comparing k with the order (a carry chain into `last` and the engine's `done`)
         rest = Signal.like(order.elements)
-        info_byte = Signal(8)
-        m.d.comb += info_byte.eq(Array(Const(b, 8) for b in info_bytes)[k])
+        # flags of `left` and `rest` in registers, set as they step: compared in place, they
+        # were in series with `last`, the outlet's register and the counters' enables
+        rest_zero = Signal()  # rest == 0
+        left_one = Signal()  # left == 1
+        final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
+        emitting = Signal()  # the state is EMIT
+        # INFO's bytes: the constant ones from a ROM read port (its data a register), a cycle
+        # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
+        # multiplexer, in one cycle with the fields' comparisons, was a path of its own). The
+        # ROM in block RAM where there is one (`rom_style`): in LUTs, its 107 bytes were seven
+        # levels (an iCE40 EBR of 30; 2,304 synapses in block RAM still fit, in all 30)
+        m.submodules.info_rom = rom = Memory(
+            shape=8, depth=len(info_bytes), init=info_bytes, attrs={"rom_style": "block"}
+        )
+        rom_read = rom.read_port()
+        # its address a copy of k of its own (k's fan-out to the events and the memories was
+        # in series with the ROM's multiplexers)
+        info_k = Signal(range(len(info_bytes) + 1))
+        m.d.comb += rom_read.addr.eq(info_k)
+        live = []  # (k is at a live byte, a register; that byte)
         for offset, field in (
             (Info.LUT_MSTAR_OFFSET, self.lut_mstar),
             (Info.LUT_CRC_OFFSET, self.lut_crc),
         ):
-            with m.If(k == offset):
-                m.d.comb += info_byte.eq(field[:8])
-            with m.If(k == offset + 1):
-                m.d.comb += info_byte.eq(field[8:])
-
-        # INFO's bytes come from a registered ROM read: the byte at k is in `info_q` a cycle
-        # after k is set (the ROM's multiplexer was a path of its own into the reply's outlet)
+            for half in (0, 1):
+                at = Signal(name=f"at_{offset + half}")
+                m.d.sync += at.eq(info_k == offset + half)
+                live.append((at, field[8 * half : 8 * half + 8]))
+        info_byte = Signal(8)
+        m.d.comb += info_byte.eq(rom_read.data)
+        for at, byte in live:
+            with m.If(at):
+                m.d.comb += info_byte.eq(byte)
         info_q = Signal(8)
+        ready1 = Signal()  # the ROM's data and the `at_` flags are those of k
         fresh = Signal()  # info_q holds the byte at k
-        m.d.sync += [info_q.eq(info_byte), fresh.eq(1)]
+        m.d.sync += [info_q.eq(info_byte), ready1.eq(1), fresh.eq(ready1)]
+        info_last = Signal()  # k is INFO's last byte: valid with `fresh`, as `info_q` is
+        m.d.sync += info_last.eq(info_k == len(info_bytes) - 1)
 
+        # `body.valid` from flip-flops set and cleared with the state's changes (decoded from
+        # the state, it was in series with `sent` and the state's own next value): `bvalid` in
+        # every state that offers a byte but INFO, where `fresh` tells
+        bvalid, in_info = Signal(), Signal()
+        # the state moves, and the counters step, a cycle after a byte is taken (`sent_q`, a
+        # register; the byte is not offered again in that cycle): `sent` itself was in series
+        # with the state's next value and the counters' enables. A byte every two cycles at
+        # most; the UART takes ten bit times for each
+        sent_q = Signal()
+        m.d.comb += body.valid.eq((bvalid | (in_info & fresh)) & ~sent_q)
         sent = body.valid & body.ready
+        m.d.sync += sent_q.eq(sent)
+        # `done` a cycle after the last byte is taken, a register: `last` is the end of the
+        # builder's own decoding, which went on into the engine's state
+        m.d.sync += self.done.eq(sent & body.payload.last)
         m.d.comb += [
-            self.done.eq(sent & body.payload.last),
             self.events.bank.eq(order.bank),
             self.events.index.eq(k),
         ]
@@ -140,63 +186,69 @@ class ReplyBuilder(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += order.eq(self.order)
+                    m.d.sync += [order.eq(self.order), bvalid.eq(1)]
                     m.next = "OP"
 
             with m.State("OP"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.op | protocol.RESPONSE)]
-                m.d.sync += [k.eq(0), rest.eq(order.elements - 1)]
-                with m.If(sent):
+                m.d.comb += body.payload.byte.eq(self.op | protocol.RESPONSE)
+                m.d.sync += [
+                    k.eq(0),
+                    info_k.eq(0),
+                    rest.eq(order.elements - 1),
+                    rest_zero.eq(order.elements == 1),
+                ]
+                with m.If(sent_q):
                     m.next = "SEQ"
 
             with m.State("SEQ"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(self.seq)]
-                with m.If(sent):
+                m.d.comb += body.payload.byte.eq(self.seq)
+                with m.If(sent_q):
                     m.next = "STATUS"
 
             with m.State("STATUS"):
-                no_payload = (order.status != Status.OK) | ~has_payload
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(order.status),
                     body.payload.last.eq(no_payload),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
+                    m.d.sync += bvalid.eq(0)
                     with m.If(no_payload):
                         m.next = "IDLE"
                     with m.Elif(op_is[Op.INFO]):
+                        m.d.sync += in_info.eq(1)
                         m.next = "INFO"
-                    with m.Elif(op_is[Op.UPDATE] | op_is[Op.UPDATE_LAYER]):
+                    with m.Elif(has_events):
+                        m.d.sync += bvalid.eq(1)
                         m.next = "COUNT_LO"
                     with m.Else():
                         m.next = "FETCH"
 
             with m.State("INFO"):
                 m.d.comb += [
-                    body.valid.eq(fresh),
                     body.payload.byte.eq(info_q),
-                    body.payload.last.eq(k == len(info_bytes) - 1),
+                    body.payload.last.eq(info_last),
                 ]
-                with m.If(sent):
-                    m.d.sync += [k.eq(k + 1), fresh.eq(0)]
-                    with m.If(k == len(info_bytes) - 1):
+                with m.If(sent_q):
+                    m.d.sync += [info_k.eq(info_k + 1), ready1.eq(0), fresh.eq(0)]
+                    with m.If(info_last):
+                        m.d.sync += in_info.eq(0)
                         m.next = "IDLE"
 
             # UPDATE: the event count, u16
             with m.State("COUNT_LO"):
-                m.d.comb += [body.valid.eq(1), body.payload.byte.eq(order.elements[:8])]
-                with m.If(sent):
+                m.d.comb += body.payload.byte.eq(order.elements[:8])
+                with m.If(sent_q):
                     m.next = "COUNT_HI"
 
             with m.State("COUNT_HI"):
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
-                    body.payload.last.eq(order.elements == 0),
+                    body.payload.last.eq(no_events),
                 ]
-                with m.If(sent):
+                with m.If(sent_q):
+                    m.d.sync += bvalid.eq(0)
                     m.next = "FETCH"
-                    with m.If(order.elements == 0):
+                    with m.If(no_events):
                         m.next = "IDLE"
 
             # each element: address it, load it three cycles later (the command engine registers
@@ -215,30 +267,47 @@ class ReplyBuilder(wiring.Component):
 
             with m.State("LOAD"):
                 m.d.comb += self.access.addr.eq(fetch_addr)
-                with m.If(op_is[Op.READ_HIDDEN]):
+
+                def load(value: Value, size: int) -> None:
                     m.d.sync += [
-                        shifter.eq(self.access.rdata.as_signed()),
-                        left.eq(L.hidden_bytes),
+                        shifter.eq(value),
+                        left.eq(size),
+                        left_one.eq(size == 1),
+                        final.eq(rest_zero if size == 1 else 0),
                     ]
+
+                with m.If(op_is[Op.READ_HIDDEN]):
+                    load(self.access.rdata.as_signed(), L.hidden_bytes)
                 with m.Elif(op_is[Op.READ_COUNTERS]):
-                    m.d.sync += [shifter.eq(self.access.count), left.eq(2)]
+                    load(self.access.count, 2)
                 with m.Else():
-                    m.d.sync += [shifter.eq(self.events.data), left.eq(Layout.EVENT_BYTES)]
+                    load(self.events.data, Layout.EVENT_BYTES)
+                m.d.sync += [emitting.eq(1), bvalid.eq(1)]
                 m.next = "EMIT"
 
             with m.State("EMIT"):
-                final = (left == 1) & (rest == 0)
                 m.d.comb += [
-                    body.valid.eq(1),
                     body.payload.byte.eq(shifter[:8]),
                     body.payload.last.eq(final),
                 ]
-                with m.If(sent):
-                    m.d.sync += [shifter.eq(shifter >> 8), left.eq(left - 1)]
+                with m.If(sent_q):
                     with m.If(final):
+                        m.d.sync += [emitting.eq(0), bvalid.eq(0)]
                         m.next = "IDLE"
-                    with m.Elif(left == 1):
-                        m.d.sync += [k.eq(k + 1), rest.eq(rest - 1)]
+                    with m.Elif(left_one):
+                        m.d.sync += [emitting.eq(0), bvalid.eq(0)]
                         m.next = "FETCH"
+
+        # EMIT's counters and shifter step on `emitting`, a flip-flop beside the state's (the
+        # state's decoding into `sent` and on into their enables was a path of its own)
+        with m.If(emitting & sent_q):
+            m.d.sync += [
+                shifter.eq(shifter >> 8),
+                left.eq(left - 1),
+                left_one.eq(left == 2),
+                final.eq((left == 2) & rest_zero),
+            ]
+            with m.If(~final & left_one):
+                m.d.sync += [k.eq(k + 1), rest.eq(rest - 1), rest_zero.eq(rest == 1)]
 
         return m

@@ -38,11 +38,11 @@ class RetryMemory(wiring.Component):
     """Remembers ``depth`` commands (newest first) with the events of their responses.
 
     Looking up: ``hit`` tells whether ``key`` is remembered, ``stored`` where the newest such
-    entry's events are. Recording: ``record.begin`` starts a response in a bank of its own, each
-    ``record.event`` appends one (``recorded`` counts them), and ``push`` remembers ``key`` with
-    them as the newest entry, forgetting the oldest. A lookup changes nothing, so retries do not
-    reorder the entries. Replaying: the event at ``replay.index`` of ``replay.bank`` appears on
-    ``replay.data`` two cycles later.
+    entry's events are, a cycle after ``key`` is set. Recording: ``record.begin`` starts a
+    response in a bank of its own, each ``record.event`` appends one (``recorded`` counts
+    them), and ``push`` remembers ``key`` with them as the newest entry, forgetting the oldest.
+    A lookup changes nothing, so retries do not reorder the entries. Replaying: the event at
+    ``replay.index`` of ``replay.bank`` appears on ``replay.data`` two cycles later.
 
     Parameters
     ----------
@@ -57,7 +57,7 @@ class RetryMemory(wiring.Component):
         The command being executed.
     hit : ``Out(1)``
     stored : ``Out(StoredReply(depth, max_block))``
-        Of the newest entry matching ``key``.
+        Of the newest entry matching ``key``, a cycle after ``key`` is set (and after a push).
     record : ``In(RetryMemory.RecordSignature())``
     recorded : ``Out(StoredReply(depth, max_block))``
         The response being recorded.
@@ -150,9 +150,15 @@ class RetryMemory(wiring.Component):
         )
         entries = [Signal(entry_layout, name=f"entry_{i}") for i in range(self.depth)]
 
-        # the newest matching entry
+        # the newest matching entry; whether each matches is a register (the key's comparisons
+        # and the choice of the entry were one path into the engine's registers)
+        matches = [Signal(name=f"match_{i}") for i in range(self.depth)]
+        m.d.sync += [
+            match.eq(entry.valid & (entry.key.as_value() == self.key.as_value()))
+            for match, entry in zip(matches, entries, strict=True)
+        ]
         for i in reversed(range(self.depth)):
-            with m.If(entries[i].valid & (entries[i].key.as_value() == self.key.as_value())):
+            with m.If(matches[i]):
                 m.d.comb += [self.hit.eq(1), self.stored.eq(entries[i].reply)]
 
         with m.If(self.push):

@@ -61,5 +61,9 @@ class SkidBuffer(wiring.Component):
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
+        # the skid takes the inlet's payload whenever it is empty, whether it is needed or
+        # not: its enable is then a flip-flop, not the handshakes' (which reached every bit)
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         return m

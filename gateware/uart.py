@@ -207,26 +207,36 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)  # stop bit, data bits, start bit; shifted out LSB first
         bits_left = Signal(range(11))
         timer = Signal(range(self.divisor))
-        bit_done = timer == 0
+        # what the counters are, in flip-flops that step with them: `ready` is then one gate
+        # (compared in place, it was the end of the frame sender's path through `ready`)
+        idle = Signal(init=1)  # bits_left == 0
+        last_bit = Signal()  # bits_left == 1
+        bit_done = Signal(init=1)  # timer == 0
 
         m.d.comb += [
             self.tx.eq(shreg[0]),
-            self.data.ready.eq((bits_left == 0) | ((bits_left == 1) & bit_done)),
+            self.data.ready.eq(idle | (last_bit & bit_done)),
         ]
         with m.If(self.data.valid & self.data.ready):
             m.d.sync += [
                 shreg.eq(Cat(Const(0, 1), self.data.payload, Const(1, 1))),
                 bits_left.eq(10),
+                idle.eq(0),
+                last_bit.eq(0),
                 timer.eq(self.divisor - 1),
+                bit_done.eq(0),
             ]
-        with m.Elif(bits_left != 0):
+        with m.Elif(~idle):
             with m.If(bit_done):
                 m.d.sync += [
                     shreg.eq(Cat(shreg[1:], Const(1, 1))),
                     bits_left.eq(bits_left - 1),
+                    idle.eq(last_bit),
+                    last_bit.eq(bits_left == 2),
                     timer.eq(self.divisor - 1),
+                    bit_done.eq(0),
                 ]
             with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(timer - 1), bit_done.eq(timer == 1)]
 
         return m

@@ -62,6 +62,7 @@ async def apply(
     a = h.applier
     ctx.set(a.frame, {"bank": 1, "length": len(body), "status": Status.OK, "op": op, "seq": 9})
     ctx.set(a.header.as_value(), int.from_bytes(payload[:8].ljust(8, b"\0"), "little"))
+    await ctx.tick().repeat(2)  # the frame two cycles before the start (the array's format)
     ctx.set(a.start, 1)
     out, pending, cycle = Effects(), deque(), 0  # pending: (due cycle, addr, old, new)
     while True:

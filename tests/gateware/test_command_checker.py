@@ -69,6 +69,7 @@ async def check(ctx: Any, h: Harness, body: bytes, bank: int, *, retry: bool = F
         },
     )
     ctx.set(checker.retry, retry)
+    await ctx.tick()  # the frame a cycle before the start (the op's decoding is two registers)
     ctx.set(checker.start, 1)
     cycles = 0
     while not ctx.get(checker.done):
