@@ -8,18 +8,20 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
  1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
       hash's second round
  2    the memory's output into a register; the hash's third round
- 3    level of ``W_H`` (one comparator per boundary); the hash's last round
- 4    offset from the level as sign and magnitude (both differences, one chosen), the
+ 3    which level boundaries ``W_H`` reaches (one comparator each); the hash's last round
+ 4    the level of ``W_H`` (how many boundaries it reaches)
+ 5    offset from the level as sign and magnitude (both differences, one chosen), the
       interval's reciprocal
- 5    ``|offset| * recip[interval]`` (only the multiplier) into a register
- 6    LUT index (``>> shift``, clamped); read the meta LUT
- 7    ``d * LUT value`` and ``d * 1`` into registers
- 8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
- 9    round, saturate
-10    write back; which level boundaries the new weight reaches (one comparator each);
+ 6    ``|offset| * recip[interval]`` (only the multiplier) into a register
+ 7    LUT index (``>> shift``, clamped); read the meta LUT
+ 8    ``d * LUT value`` and ``d * 1`` into registers
+ 9    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
+10    round (an arithmetic shift), the step taken from ``W_H``
+11    saturate
+12    write back; which level boundaries the new weight reaches (one comparator each);
       dual-port: read the synapse's change counter
-11    the new level, whether it changed; single-port: read the change counter
-12    on a change emit the event and count it
+13    the new level, whether it changed; single-port: read the change counter
+14    on a change emit the event and count it
 ====  ===========================================================================
 
 Every path is one piece of arithmetic between registers: the stages are cut for the PLL
@@ -29,17 +31,17 @@ range, dither hash) comes from :class:`metaplast.contract.Contract`;
 tested against.
 
 Read-after-write: an update waits in stage 1 while an update of its synapse is in stages 2 to
-10 (the write-back of stage 10 and the read are in one cycle, and the read is not transparent,
+12 (the write-back of stage 12 and the read are in one cycle, and the read is not transparent,
 so that the read data can go straight into the block RAM's output register). Whether it must
 wait is computed a cycle ahead into a register, so the address comparators never reach the
 inlet's handshake. Waiting is the only case that costs a cycle: a block addresses distinct
 synapses, so it arises only between blocks that overlap (the same synapse back to back: one
-update per ten cycles).
+update per twelve cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
-an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 11 and
-12), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+an odd number of stages apart (the hidden weight's in stages 1 and 12, the counter's in 13 and
+14), and an update leaves stage 1 only when stage 2 (the update before) and stage 12 (the
 hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
 is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
 0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
@@ -114,7 +116,7 @@ def _stage_layouts(
     moved_t = signed(max(prod_width - c.round_shift, c.hidden_width) + 1)
     hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
     return (
-        data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
+        data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes, "w": hid_t}),
         data.StructLayout({**head, "w": hid_t, "reached": boundaries_t, "dither": unsigned(32)}),
@@ -345,7 +347,13 @@ class UpdatePipeline(wiring.Component):
         # 12 is 11 stages after the read, an odd number (single-port)
         back_stage = 12
         back = stages[back_stage - 1]
-        issue_ok = ~s1.hazard
+        # whether stage 1 must wait, from three registers: the comparisons' OR of an update
+        # that entered stage 1 last cycle, the shifted comparisons' OR of one that waited, and
+        # which of the two it is (the comparators' OR need not wait for the inlet's handshake)
+        hazard_new = Signal()
+        hazard_held = Signal()
+        entered = Signal()
+        issue_ok = ~Mux(entered, hazard_new, hazard_held)
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
             # stage 13 and write in stage 14, the hidden weight's read here and write in stage 12
@@ -364,9 +372,17 @@ class UpdatePipeline(wiring.Component):
         # before the write-back now, stage 1 too when it issues (an incoming update is only
         # accepted then, or into an empty stage 1)
         ahead = stages[: back_stage - 1]
-
-        def hazard_of(addr: Value, olders: list) -> Value:
-            return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
+        # which of stages 2 to 12 hold an update of stage 1's synapse, one bit each: an
+        # update's comparisons are made once, as it enters stage 1, and then shift with the
+        # stages while it waits, so no comparator is between stage 1's address and ``hazard``
+        hits = Signal(len(ahead), name="s1_hits")
+        new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)
+        with m.If(advance):
+            m.d.sync += [
+                entered.eq(self.update.ready),
+                hazard_new.eq(new_hits.any()),
+                hazard_held.eq(hits[:-1].any()),
+            ]
 
         # the dither hash: one round (an adder, an xor-shift) per stage, 0 to 3
         def hash_in(stage: int, x: Value) -> Value:
@@ -384,10 +400,11 @@ class UpdatePipeline(wiring.Component):
                         hash_in(0, (new_addr - self.update.payload.origin)[: self.addr_bits])
                     ),
                     s1.hash_s.eq(hash_in(0, self.update.payload.seed)),
-                    s1.hazard.eq(hazard_of(new_addr, ahead)),
+                    hits.eq(new_hits),
                 ]
             with m.Else():
-                m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
+                # stage 1 holds (a bubble into stage 2): the older updates move on a stage
+                m.d.sync += hits.eq(Cat(Const(0, 1), hits[:-1]))
 
         # stage 1: read W_H when safe (a bubble into stage 2 otherwise); the hash's second round
         m.d.comb += [
