@@ -353,7 +353,9 @@ class UpdatePipeline(wiring.Component):
         hazard_new = Signal()
         hazard_held = Signal()
         entered = Signal()
-        issue_ok = ~Mux(entered, hazard_new, hazard_held)
+        # (each with stage 1's valid folded in: a hazard implies an update in stage 1)
+        waits = Mux(entered, hazard_new, hazard_held)
+        issue_ok = ~waits
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
             # stage 13 and write in stage 14, the hidden weight's read here and write in stage 12
@@ -363,7 +365,7 @@ class UpdatePipeline(wiring.Component):
         accept = Signal()
         m.d.comb += [
             issue.eq(advance & s1.valid & issue_ok),
-            ready.eq(advance & (~s1.valid | issue_ok)),
+            ready.eq(advance & (~s1.valid | issue_ok) if single else advance & ~waits),
             self.update.ready.eq(ready & ~self.initializing if single else ready),
             accept.eq(self.update.valid & self.update.ready),
             self.busy.eq(reduce(or_, (st.valid for st in stages))),
@@ -380,8 +382,8 @@ class UpdatePipeline(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 entered.eq(self.update.ready),
-                hazard_new.eq(new_hits.any()),
-                hazard_held.eq(hits[:-1].any()),
+                hazard_new.eq(self.update.valid & new_hits.any()),
+                hazard_held.eq(s1.valid & hits[:-1].any()),
             ]
 
         # the dither hash: one round (an adder, an xor-shift) per stage, 0 to 3
