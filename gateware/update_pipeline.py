@@ -8,18 +8,20 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
  1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
       hash's second round
  2    the memory's output into a register; the hash's third round
- 3    level of ``W_H`` (one comparator per boundary); the hash's last round
- 4    offset from the level as sign and magnitude (both differences, one chosen), the
+ 3    which level boundaries ``W_H`` reaches (one comparator each); the hash's last round
+ 4    the level of ``W_H`` (how many boundaries it reaches)
+ 5    offset from the level as sign and magnitude (both differences, one chosen), the
       interval's reciprocal
- 5    ``|offset| * recip[interval]`` (only the multiplier) into a register
- 6    LUT index (``>> shift``, clamped); read the meta LUT
- 7    ``d * LUT value`` and ``d * 1`` into registers
- 8    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
- 9    round, saturate
-10    write back; which level boundaries the new weight reaches (one comparator each);
+ 6    ``|offset| * recip[interval]`` (only the multiplier) into a register
+ 7    LUT index (``>> shift``, clamped); read the meta LUT
+ 8    ``d * LUT value`` and ``d * 1`` into registers
+ 9    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
+10    round (an arithmetic shift), the step taken from ``W_H``
+11    saturate
+12    write back; which level boundaries the new weight reaches (one comparator each);
       dual-port: read the synapse's change counter
-11    the new level, whether it changed; single-port: read the change counter
-12    on a change emit the event and count it
+13    the new level, whether it changed; single-port: read the change counter
+14    on a change emit the event and count it
 ====  ===========================================================================
 
 Every path is one piece of arithmetic between registers: the stages are cut for the PLL
@@ -29,17 +31,17 @@ range, dither hash) comes from :class:`metaplast.contract.Contract`;
 tested against.
 
 Read-after-write: an update waits in stage 1 while an update of its synapse is in stages 2 to
-10 (the write-back of stage 10 and the read are in one cycle, and the read is not transparent,
+12 (the write-back of stage 12 and the read are in one cycle, and the read is not transparent,
 so that the read data can go straight into the block RAM's output register). Whether it must
 wait is computed a cycle ahead into a register, so the address comparators never reach the
 inlet's handshake. Waiting is the only case that costs a cycle: a block addresses distinct
 synapses, so it arises only between blocks that overlap (the same synapse back to back: one
-update per ten cycles).
+update per twelve cycles).
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
-an odd number of stages apart (the hidden weight's in stages 1 and 10, the counter's in 11 and
-12), and an update leaves stage 1 only when stage 2 (the update before) and stage 10 (the
+an odd number of stages apart (the hidden weight's in stages 1 and 12, the counter's in 13 and
+14), and an update leaves stage 1 only when stage 2 (the update before) and stage 12 (the
 hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
 is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
 0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
@@ -109,11 +111,15 @@ def _stage_layouts(
 ) -> tuple[data.StructLayout, ...]:
     """The registers between the stages: what each stage hands to the next."""
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
+    boundaries_t = unsigned(len(c.boundary_ints))
+    prod_width = c.update_width + c.meta_bits + 2
+    moved_t = signed(max(prod_width - c.round_shift, c.hidden_width) + 1)
     hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
     return (
-        data.StructLayout({**head, **hashes, "hazard": unsigned(1)}),
+        data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes, "w": hid_t}),
+        data.StructLayout({**head, "w": hid_t, "reached": boundaries_t, "dither": unsigned(32)}),
         data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
@@ -164,7 +170,15 @@ def _stage_layouts(
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
-                "prod": signed(c.update_width + c.meta_bits + 2),
+                "prod": signed(prod_width),
+            }
+        ),
+        data.StructLayout(
+            {
+                "valid": unsigned(1),
+                "addr": addr_t,
+                "lvl": lvl_t,
+                "moved": moved_t,
             }
         ),
         data.StructLayout(
@@ -180,7 +194,7 @@ def _stage_layouts(
                 "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
-                "reached": unsigned(len(c.boundary_ints)),
+                "reached": boundaries_t,
             }
         ),
         data.StructLayout(
@@ -262,7 +276,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 12
+    depth = 14
 
     def __init__(
         self,
@@ -314,36 +328,44 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = (
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14 = (
             Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
         )
 
-        # a stall holds every stage: the events' sink not ready while stage 12 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 14 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s12.valid & ~self.events.ready))
+        m.d.comb += advance.eq(~(s14.valid & ~self.events.ready))
 
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12]
+        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14]
 
         new_addr = self.update.payload.addr
-        # stage 1 holds an update until its read is safe: until no update in stages 2 to 10 is
+        # stage 1 holds an update until its read is safe: until no update in stages 2 to 12 is
         # still to write its synapse back. That is known a cycle ahead (stage 1's ``hazard``, a
         # register): the comparators never reach the inlet's control. The write-back in stage
-        # 10 is 9 stages after the read, an odd number (single-port)
-        back_stage = 10
+        # 12 is 11 stages after the read, an odd number (single-port)
+        back_stage = 12
         back = stages[back_stage - 1]
-        issue_ok = ~s1.hazard
+        # whether stage 1 must wait, from three registers: the comparisons' OR of an update
+        # that entered stage 1 last cycle, the shifted comparisons' OR of one that waited, and
+        # which of the two it is (the comparators' OR need not wait for the inlet's handshake)
+        hazard_new = Signal()
+        hazard_held = Signal()
+        entered = Signal()
+        # (each with stage 1's valid folded in: a hazard implies an update in stage 1)
+        waits = Mux(entered, hazard_new, hazard_held)
+        issue_ok = ~waits
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 11 and write in stage 12, the hidden weight's read here and write in stage 10
-            issue_ok &= ~s2.valid & ~s10.valid
+            # stage 13 and write in stage 14, the hidden weight's read here and write in stage 12
+            issue_ok &= ~s2.valid & ~back.valid
         issue = Signal()
         ready = Signal()
         accept = Signal()
         m.d.comb += [
             issue.eq(advance & s1.valid & issue_ok),
-            ready.eq(advance & (~s1.valid | issue_ok)),
+            ready.eq(advance & (~s1.valid | issue_ok) if single else advance & ~waits),
             self.update.ready.eq(ready & ~self.initializing if single else ready),
             accept.eq(self.update.valid & self.update.ready),
             self.busy.eq(reduce(or_, (st.valid for st in stages))),
@@ -352,9 +374,17 @@ class UpdatePipeline(wiring.Component):
         # before the write-back now, stage 1 too when it issues (an incoming update is only
         # accepted then, or into an empty stage 1)
         ahead = stages[: back_stage - 1]
-
-        def hazard_of(addr: Value, olders: list) -> Value:
-            return reduce(or_, (st.valid & (st.addr == addr) for st in olders))
+        # which of stages 2 to 12 hold an update of stage 1's synapse, one bit each: an
+        # update's comparisons are made once, as it enters stage 1, and then shift with the
+        # stages while it waits, so no comparator is between stage 1's address and ``hazard``
+        hits = Signal(len(ahead), name="s1_hits")
+        new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)
+        with m.If(advance):
+            m.d.sync += [
+                entered.eq(self.update.ready),
+                hazard_new.eq(self.update.valid & new_hits.any()),
+                hazard_held.eq(s1.valid & hits[:-1].any()),
+            ]
 
         # the dither hash: one round (an adder, an xor-shift) per stage, 0 to 3
         def hash_in(stage: int, x: Value) -> Value:
@@ -372,10 +402,11 @@ class UpdatePipeline(wiring.Component):
                         hash_in(0, (new_addr - self.update.payload.origin)[: self.addr_bits])
                     ),
                     s1.hash_s.eq(hash_in(0, self.update.payload.seed)),
-                    s1.hazard.eq(hazard_of(new_addr, ahead)),
+                    hits.eq(new_hits),
                 ]
             with m.Else():
-                m.d.sync += s1.hazard.eq(hazard_of(s1.addr, ahead[1:]))
+                # stage 1 holds (a bubble into stage 2): the older updates move on a stage
+                m.d.sync += hits.eq(Cat(Const(0, 1), hits[:-1]))
 
         # stage 1: read W_H when safe (a bubble into stage 2 otherwise); the hash's second round
         m.d.comb += [
@@ -403,50 +434,41 @@ class UpdatePipeline(wiring.Component):
                 s3.hash_s.eq(hash_in(2, s2.hash_s)),
             ]
 
-        # stage 3: level (one comparator per boundary); the hash's last round -----------------
+        # stage 3: which boundaries W_H reaches (one comparator each) into a register, as in
+        # stage 12; the hash's last round, the dither -----------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
                 s4.addr.eq(s3.addr),
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
-                s4.lvl.eq(level_of(c, s3.w)),
+                s4.reached.eq(Cat(s3.w >= b for b in c.boundary_ints)),
                 s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
             ]
 
-        # stage 4: offset from the level as sign and magnitude, the interval's reciprocal: both
-        # differences at once, so the magnitude is one carry chain and a multiplexer (stage 5
-        # is only the multiplier); the reciprocal of either side looked up from the level alone
-        ws4 = Signal(hid_t)
-        up4 = Signal(signed(c.hidden_width + 1))
-        down4 = Signal(signed(c.hidden_width + 1))
-        recips = Array(Const(r, recip_t) for r in c.recips)
-        m.d.comb += [
-            ws4.eq(Array(Const(v, hid_t) for v in c.level_ints)[s4.lvl]),
-            up4.eq(s4.w - ws4),
-            down4.eq(ws4 - s4.w),
-        ]
+        # stage 4: the level, how many boundaries W_H reaches (``reached`` is a thermometer) ---
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
                 s5.addr.eq(s4.addr),
                 s5.d.eq(s4.d),
                 s5.w.eq(s4.w),
-                s5.lvl.eq(s4.lvl),
-                s5.below.eq(up4 < 0),
-                s5.above.eq(down4 < 0),
-                s5.mag.eq(Mux(up4 < 0, down4, up4)),
-                s5.recip.eq(
-                    Mux(
-                        up4 < 0,
-                        recips[Mux(s4.lvl == 0, 0, s4.lvl - 1)],
-                        recips[Mux(s4.lvl > ivl_count - 1, ivl_count - 1, s4.lvl)],
-                    )
-                ),
+                s5.lvl.eq(sum(s4.reached, Const(0, lvl_t.width))),
                 s5.dither.eq(s4.dither),
             ]
 
-        # stage 5: |offset| * reciprocal into a register ------------------------------------
+        # stage 5: offset from the level as sign and magnitude, the interval's reciprocal: both
+        # differences at once, so the magnitude is one carry chain and a multiplexer (stage 6
+        # is only the multiplier); the reciprocal of either side looked up from the level alone
+        ws5 = Signal(hid_t)
+        up5 = Signal(signed(c.hidden_width + 1))
+        down5 = Signal(signed(c.hidden_width + 1))
+        recips = Array(Const(r, recip_t) for r in c.recips)
+        m.d.comb += [
+            ws5.eq(Array(Const(v, hid_t) for v in c.level_ints)[s5.lvl]),
+            up5.eq(s5.w - ws5),
+            down5.eq(ws5 - s5.w),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s6.valid.eq(s5.valid),
@@ -454,21 +476,20 @@ class UpdatePipeline(wiring.Component):
                 s6.d.eq(s5.d),
                 s6.w.eq(s5.w),
                 s6.lvl.eq(s5.lvl),
-                # d * (w - ws) < 0: the step would move W_H away from its level
-                s6.atten.eq(((s5.d > 0) & s5.below) | ((s5.d < 0) & s5.above)),
-                s6.round.eq(
-                    s5.dither[: c.round_shift]
-                    if c.rounding == "stochastic"
-                    else 1 << (c.round_shift - 1)
+                s6.below.eq(up5 < 0),
+                s6.above.eq(down5 < 0),
+                s6.mag.eq(Mux(up5 < 0, down5, up5)),
+                s6.recip.eq(
+                    Mux(
+                        up5 < 0,
+                        recips[Mux(s5.lvl == 0, 0, s5.lvl - 1)],
+                        recips[Mux(s5.lvl > ivl_count - 1, ivl_count - 1, s5.lvl)],
+                    )
                 ),
-                s6.scaled.eq(s5.mag * s5.recip),
+                s6.dither.eq(s5.dither),
             ]
 
-        # stage 6: LUT index, LUT read --------------------------------------------------------
-        index = s6.scaled >> c.recip_shift
-        j6 = Signal(range(c.lut_entries))
-        m.d.comb += j6.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
-        m.d.comb += [self.lut_index.eq(j6), self.lut_en.eq(advance)]
+        # stage 6: |offset| * reciprocal into a register ------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s7.valid.eq(s6.valid),
@@ -476,91 +497,117 @@ class UpdatePipeline(wiring.Component):
                 s7.d.eq(s6.d),
                 s7.w.eq(s6.w),
                 s7.lvl.eq(s6.lvl),
-                s7.atten.eq(s6.atten),
-                s7.round.eq(s6.round),
+                # d * (w - ws) < 0: the step would move W_H away from its level
+                s7.atten.eq(((s6.d > 0) & s6.below) | ((s6.d < 0) & s6.above)),
+                s7.round.eq(
+                    s6.dither[: c.round_shift]
+                    if c.rounding == "stochastic"
+                    else 1 << (c.round_shift - 1)
+                ),
+                s7.scaled.eq(s6.mag * s6.recip),
             ]
 
-        # stage 7: both products, d * LUT value and d * 1, into registers ------------------
-        # the counter is read two stages before its write in stage 12 (dual-port: in stage 10,
-        # the block RAM's output register in stage 11, the increment from a register) or one
+        # stage 7: LUT index, LUT read --------------------------------------------------------
+        index = s7.scaled >> c.recip_shift
+        j7 = Signal(range(c.lut_entries))
+        m.d.comb += j7.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
+        m.d.comb += [self.lut_index.eq(j7), self.lut_en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                s8.valid.eq(s7.valid),
+                s8.addr.eq(s7.addr),
+                s8.d.eq(s7.d),
+                s8.w.eq(s7.w),
+                s8.lvl.eq(s7.lvl),
+                s8.atten.eq(s7.atten),
+                s8.round.eq(s7.round),
+            ]
+
+        # stage 8: both products, d * LUT value and d * 1, into registers ------------------
+        # the counter is read two stages before its write in stage 14 (dual-port: in stage 12,
+        # the block RAM's output register in stage 13, the increment from a register) or one
         # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s11 if single else s10
+        count_reader = s13 if single else s12
         m.d.comb += [
             counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
             counts.ren.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [
-                s8.valid.eq(s7.valid),
-                s8.addr.eq(s7.addr),
-                s8.w.eq(s7.w),
-                s8.lvl.eq(s7.lvl),
-                s8.atten.eq(s7.atten),
-                s8.round.eq(s7.round),
-                s8.prod_lut.eq(s7.d * self.lut_value),
-                s8.prod_one.eq(s7.d * c.meta_one),
-            ]
-
-        # stage 8: d * M (M the LUT's value, or 1 when the step moves towards the level)
-        # + dither --------------------------------------------------------------------------
-        with m.If(advance):
-            m.d.sync += [
                 s9.valid.eq(s8.valid),
                 s9.addr.eq(s8.addr),
                 s9.w.eq(s8.w),
                 s9.lvl.eq(s8.lvl),
-                s9.prod.eq(Mux(s8.atten, s8.prod_lut, s8.prod_one) + s8.round),
+                s9.atten.eq(s8.atten),
+                s9.round.eq(s8.round),
+                s9.prod_lut.eq(s8.d * self.lut_value),
+                s9.prod_one.eq(s8.d * c.meta_one),
             ]
 
-        # stage 9: round, saturate ------------------------------------------------------------
-        step = Signal(signed(len(s9.prod) - c.round_shift))
-        moved = Signal(signed(max(len(step), c.hidden_width) + 1))
-        m.d.comb += [
-            step.eq(s9.prod >> c.round_shift),
-            moved.eq(s9.w - step),
-        ]
+        # stage 9: d * M (M the LUT's value, or 1 when the step moves towards the level)
+        # + dither --------------------------------------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s10.valid.eq(s9.valid),
                 s10.addr.eq(s9.addr),
+                s10.w.eq(s9.w),
                 s10.lvl.eq(s9.lvl),
-                s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s10.prod.eq(Mux(s9.atten, s9.prod_lut, s9.prod_one) + s9.round),
             ]
 
-        # stage 10: write back; the boundaries the new weight reaches (one comparator each) ---
+        # stage 10: round (an arithmetic shift), the step taken from W_H -------------------
         with m.If(advance):
             m.d.sync += [
                 s11.valid.eq(s10.valid),
                 s11.addr.eq(s10.addr),
-                s11.old.eq(s10.lvl),
-                s11.reached.eq(Cat(s10.w >= b for b in c.boundary_ints)),
+                s11.lvl.eq(s10.lvl),
+                s11.moved.eq(s10.w - (s10.prod >> c.round_shift)),
+            ]
+
+        # stage 11: saturate ------------------------------------------------------------------
+        moved = s11.moved
+        with m.If(advance):
+            m.d.sync += [
+                s12.valid.eq(s11.valid),
+                s12.addr.eq(s11.addr),
+                s12.lvl.eq(s11.lvl),
+                s12.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 12: write back; the boundaries the new weight reaches (one comparator each) ---
+        with m.If(advance):
+            m.d.sync += [
+                s13.valid.eq(s12.valid),
+                s13.addr.eq(s12.addr),
+                s13.old.eq(s12.lvl),
+                s13.reached.eq(Cat(s12.w >= b for b in c.boundary_ints)),
             ]
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 11: the new level (how many boundaries it reaches), whether it changed: the
+        # stage 13: the new level (how many boundaries it reaches), whether it changed: the
         # level stays when it reaches boundary ``old - 1`` and not boundary ``old`` ----------
         # (``reached`` is a thermometer: the boundaries ascend)
-        edges = Cat(Const(1, 1), s11.reached, Const(0, 1)).bit_select(s11.old, 2)
+        edges = Cat(Const(1, 1), s13.reached, Const(0, 1)).bit_select(s13.old, 2)
         with m.If(advance):
             m.d.sync += [
-                s12.valid.eq(s11.valid),
-                s12.addr.eq(s11.addr),
-                s12.old.eq(s11.old),
-                s12.new.eq(sum(s11.reached, Const(0, lvl_t.width))),
-                s12.event.eq(edges != 0b01),
+                s14.valid.eq(s13.valid),
+                s14.addr.eq(s13.addr),
+                s14.old.eq(s13.old),
+                s14.new.eq(sum(s13.reached, Const(0, lvl_t.width))),
+                s14.event.eq(edges != 0b01),
                 # the counter's output register (single-port: only for the access port's read,
-                # the increment reads the memory in stage 12)
-                s12.count.eq(counts.rdata),
+                # the increment reads the memory in stage 14)
+                s14.count.eq(counts.rdata),
             ]
 
-        # stage 12: emit and count the level change -------------------------------------------
-        count = counts.rdata if single else s12.count
+        # stage 14: emit and count the level change -------------------------------------------
+        count = counts.rdata if single else s14.count
         saturated = count == (1 << self.counter_width) - 1
-        counts_we = (s12.valid & advance & s12.event & ~saturated) | self.access.clear
-        counts_waddr = Mux(s12.valid, s12.addr, self.access.addr)
-        counts_wdata = Mux(s12.valid, count + 1, 0)
+        counts_we = (s14.valid & advance & s14.event & ~saturated) | self.access.clear
+        counts_waddr = Mux(s14.valid, s14.addr, self.access.addr)
+        counts_wdata = Mux(s14.valid, count + 1, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -577,10 +624,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 12 holds an update: stage 11 is empty then)
+        # read is wanted while stage 14 holds an update: stage 13 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s12.valid | self.access.clear | self.initializing
+            counts_wsel = s14.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -590,13 +637,13 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s12.valid & s12.event),
-            self.events.payload.addr.eq(s12.addr),
-            self.events.payload.old.eq(s12.old),
-            self.events.payload.new.eq(s12.new),
+            self.events.valid.eq(s14.valid & s14.event),
+            self.events.payload.addr.eq(s14.addr),
+            self.events.payload.old.eq(s14.old),
+            self.events.payload.new.eq(s14.new),
             # the access port reads through the output registers: the memories' outputs
             # reach no logic of the link's
             self.access.rdata.eq(s3.w),
-            self.access.count.eq(s12.count),
+            self.access.count.eq(s14.count),
         ]
         return m
