@@ -3,9 +3,9 @@
 While the pipeline's arithmetic is the critical path of a build, the router reports nothing
 about the paths behind it. This probe copies the source tree to a temporary directory,
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
-bits in place of the level comparators of stages 3 and 10, XOR in place of the two
+bits in place of the level comparators of stages 3 and 12, XOR in place of the two
 multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
-hazard's address comparators, no stall, no saturation in stage 9), and builds it with
+hazard's address comparators, no stall, no saturation in stage 11), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
 of everything else: the link, the command engine, the memories' ports, the handshakes. The
 repository's files are not changed. With ``--clock-mhz`` the build uses the board's PLL and
@@ -35,32 +35,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (what the pipeline says, what the probe puts instead): each must match exactly once
 STAND_INS = [
-    # the level comparators (stages 3 and 10): the top bits
-    ("    return sum((w >= b for b in contract.boundary_ints), Const(0, 8))", "    return w[-4:]"),
-    # the two multipliers (stages 5 and 7)
-    ("s6.scaled.eq(abs(s5.off) * s5.recip)", "s6.scaled.eq(s5.off ^ s5.recip)"),
-    ("s8.prod_lut.eq(s7.d * self.lut_value)", "s8.prod_lut.eq(s7.d ^ self.lut_value)"),
-    # the dither hash (stages 0 and 2): its input as it is
+    # the level comparators (stages 3 and 12): the top bits
+    (
+        "s4.reached.eq(Cat(s3.w >= b for b in c.boundary_ints)),",
+        "s4.reached.eq(s3.w[-len(c.boundary_ints) :]),",
+    ),
+    (
+        "s13.reached.eq(Cat(s12.w >= b for b in c.boundary_ints)),",
+        "s13.reached.eq(s12.w[-len(c.boundary_ints) :]),",
+    ),
+    # the two multipliers (stages 6 and 8)
+    ("s7.scaled.eq(s6.mag * s6.recip),", "s7.scaled.eq(s6.mag ^ s6.recip),"),
+    ("s9.prod_lut.eq(s8.d * self.lut_value),", "s9.prod_lut.eq(s8.d ^ self.lut_value),"),
+    # the dither hash (stages 0 to 3): its input as it is
     (
         "        x = (x + (x << add_shift))[:32]\n        x = x ^ (x >> xor_shift)\n",
         "        x = x[:32]\n",
     ),
     # the dither's origin subtracted (stage 0)
     ("(new_addr - self.update.payload.origin)", "(new_addr ^ self.update.payload.origin)"),
-    # the read-after-write hazard's address comparators (stage 0): one bit of one stage
+    # the read-after-write hazard's address comparators (stage 0): one bit each
     (
-        "return reduce(or_, (st.valid & (st.addr == addr) for st in olders))",
-        "return olders[0].valid & (olders[0].addr[0] == addr[0])",
+        "new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)",
+        "new_hits = Cat(st.valid & (st.addr[0] == new_addr[0]) for st in ahead)",
     ),
     # the stall (its fan-out to every stage's enable): never
     (
-        "m.d.comb += advance.eq(~(s11.valid & ~self.events.ready))",
+        "m.d.comb += advance.eq(~(s14.valid & ~self.events.ready))",
         "m.d.comb += advance.eq(1)",
     ),
-    # stage 9: the saturation
+    # stage 11: the saturation
     (
-        "s10.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
-        "s10.w.eq(moved),",
+        "s12.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
+        "s12.w.eq(moved),",
     ),
 ]
 
