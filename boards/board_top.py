@@ -7,7 +7,7 @@ lab's own driver inside the FPGA.
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
@@ -86,6 +86,8 @@ class BoardTop(Elaboratable):
         m.submodules.unit = unit = self.unit
         board = self.board
         if self.pll is not None:
+            # the PLL drives the domain's clock and reset; the domain is the top level's
+            m.domains.sync = ClockDomain("sync")
             m.submodules.pll = self.pll
 
         def pin(direction: str, resource: object) -> io.Buffer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import (
-    ClockDomain,
     ClockSignal,
     Elaboratable,
     Instance,
@@ -162,7 +161,6 @@ class PLL(Elaboratable):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.domains.sync = ClockDomain("sync")
         pin = platform.request(self.clock, 0, dir="-")
         params = {f"p_{k}": v for k, v in self.settings.parameters.items()}
         locked = Signal()
