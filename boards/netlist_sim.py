@@ -235,10 +235,11 @@ def simulate_netlist(
     if iverilog is None:
         raise FileNotFoundError("iverilog is not on PATH (Debian: apt-get install iverilog)")
     frames = session(layout) if frames is None else frames
+    clock_hz = report["clock_mhz"] * 1e6  # the unit's: the oscillator's, or the PLL's
     strobes_model: list[tuple[int, int, int]] = []
     model = CommandModel(
         layout,
-        clock_hz=round(report["clock_mhz"] * 1e6),
+        clock_hz=round(clock_hz),
         baud_divisor=report["baud_divisor"],
         program=lambda a, d, lv: strobes_model.append((a, d, lv)),
     )
@@ -260,7 +261,7 @@ def simulate_netlist(
     if report.get("pll"):
         pll_out, pll_lock = _pll_nets(Path(report["netlist"]).read_text())
         pll = _PLL_STAND_IN.format(
-            pll_half_ps=round(1e12 / (report["clock_mhz"] * 1e6) / 2),
+            pll_half_ps=round(1e12 / clock_hz / 2),
             pll_out=pll_out,
             pll_lock=pll_lock,
             lock_ps=PLL_LOCK_US * 10**6,
