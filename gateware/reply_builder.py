@@ -8,7 +8,7 @@ where its events are kept. :class:`~.framing.FrameSender` adds the framing and t
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, Value
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -117,7 +117,12 @@ class ReplyBuilder(wiring.Component):
 
         info_bytes = self.info.pack()
         k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
-        shifter = Signal(32)  # the element being sent, low byte first
+        # the byte offered, in the low byte of `shifter` (an element's further bytes above it),
+        # and whether it is the reply's last, `final`: registers loaded as the state moves, so
+        # the outlet's register is fed from flip-flops (chosen by the state, the bytes were
+        # seven LUT levels from the state's register to the outlet's at 48 MHz). INFO's bytes
+        # come from `info_q` and `info_last`, registers too
+        shifter = Signal(32)
         left = Signal(range(5))  # its bytes not yet sent
         # elements after the k-th: counted down, so that the last byte is known without
         # comparing k with the order (a carry chain into `last` and the engine's `done`)
@@ -126,7 +131,7 @@ class ReplyBuilder(wiring.Component):
         # were in series with `last`, the outlet's register and the counters' enables
         rest_zero = Signal()  # rest == 0
         left_one = Signal()  # left == 1
-        final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
+        final = Signal()
         emitting = Signal()  # the state is EMIT
         # INFO's bytes: the constant ones from a ROM read port (its data a register), a cycle
         # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
@@ -171,7 +176,11 @@ class ReplyBuilder(wiring.Component):
         # with the state's next value and the counters' enables. A byte every two cycles at
         # most; the UART takes ten bit times for each
         sent_q = Signal()
-        m.d.comb += body.valid.eq((bvalid | (in_info & fresh)) & ~sent_q)
+        m.d.comb += [
+            body.valid.eq((bvalid | (in_info & fresh)) & ~sent_q),
+            body.payload.byte.eq(Mux(in_info, info_q, shifter[:8])),
+            body.payload.last.eq(Mux(in_info, info_last, final)),
+        ]
         sent = body.valid & body.ready
         m.d.sync += sent_q.eq(sent)
         # `done` a cycle after the last byte is taken, a register: `last` is the end of the
@@ -186,11 +195,15 @@ class ReplyBuilder(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [order.eq(self.order), bvalid.eq(1)]
+                    m.d.sync += [
+                        order.eq(self.order),
+                        bvalid.eq(1),
+                        shifter.eq(self.op | protocol.RESPONSE),
+                        final.eq(0),
+                    ]
                     m.next = "OP"
 
             with m.State("OP"):
-                m.d.comb += body.payload.byte.eq(self.op | protocol.RESPONSE)
                 m.d.sync += [
                     k.eq(0),
                     info_k.eq(0),
@@ -198,18 +211,15 @@ class ReplyBuilder(wiring.Component):
                     rest_zero.eq(order.elements == 1),
                 ]
                 with m.If(sent_q):
+                    m.d.sync += shifter.eq(self.seq)
                     m.next = "SEQ"
 
             with m.State("SEQ"):
-                m.d.comb += body.payload.byte.eq(self.seq)
                 with m.If(sent_q):
+                    m.d.sync += [shifter.eq(order.status), final.eq(no_payload)]
                     m.next = "STATUS"
 
             with m.State("STATUS"):
-                m.d.comb += [
-                    body.payload.byte.eq(order.status),
-                    body.payload.last.eq(no_payload),
-                ]
                 with m.If(sent_q):
                     m.d.sync += bvalid.eq(0)
                     with m.If(no_payload):
@@ -218,16 +228,12 @@ class ReplyBuilder(wiring.Component):
                         m.d.sync += in_info.eq(1)
                         m.next = "INFO"
                     with m.Elif(has_events):
-                        m.d.sync += bvalid.eq(1)
+                        m.d.sync += [bvalid.eq(1), shifter.eq(order.elements[:8])]
                         m.next = "COUNT_LO"
                     with m.Else():
                         m.next = "FETCH"
 
             with m.State("INFO"):
-                m.d.comb += [
-                    body.payload.byte.eq(info_q),
-                    body.payload.last.eq(info_last),
-                ]
                 with m.If(sent_q):
                     m.d.sync += [info_k.eq(info_k + 1), ready1.eq(0), fresh.eq(0)]
                     with m.If(info_last):
@@ -236,15 +242,14 @@ class ReplyBuilder(wiring.Component):
 
             # UPDATE: the event count, u16
             with m.State("COUNT_LO"):
-                m.d.comb += body.payload.byte.eq(order.elements[:8])
                 with m.If(sent_q):
+                    m.d.sync += [
+                        shifter.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
+                        final.eq(no_events),
+                    ]
                     m.next = "COUNT_HI"
 
             with m.State("COUNT_HI"):
-                m.d.comb += [
-                    body.payload.byte.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
-                    body.payload.last.eq(no_events),
-                ]
                 with m.If(sent_q):
                     m.d.sync += bvalid.eq(0)
                     m.next = "FETCH"
@@ -286,10 +291,6 @@ class ReplyBuilder(wiring.Component):
                 m.next = "EMIT"
 
             with m.State("EMIT"):
-                m.d.comb += [
-                    body.payload.byte.eq(shifter[:8]),
-                    body.payload.last.eq(final),
-                ]
                 with m.If(sent_q):
                     with m.If(final):
                         m.d.sync += [emitting.eq(0), bvalid.eq(0)]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
 from core_check import (
     CONTRACTS,
     Scenario,
@@ -16,7 +19,7 @@ from core_check import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaplast.gateware.update_pipeline import UpdatePipeline
+from metaplast.gateware.update_pipeline import UpdatePipeline, thermometer_count
 
 from .sim import simulate
 
@@ -141,3 +144,22 @@ def test_crossbar_tile_of_8192_synapses(single_port: bool) -> None:
         f"tile-8192-{single_port}",
     )
     assert len(s.events) > 100
+
+
+@pytest.mark.parametrize("boundaries", [1, 2, 3, 7, 8, 15, 16, 17])
+def test_thermometer_count_is_the_number_of_ones(boundaries: int) -> None:
+    """The level encoder against a plain count, every thermometer code of each width."""
+    width = boundaries.bit_length()
+    m = Module()
+    t = Signal(boundaries)
+    count = Signal(width)
+    m.d.comb += count.eq(thermometer_count(t, width))
+
+    async def testbench(ctx: Any) -> None:
+        for ones in range(boundaries + 1):
+            ctx.set(t, (1 << ones) - 1)
+            assert ctx.get(count) == ones, f"{ones} ones of {boundaries}"
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
