@@ -324,7 +324,13 @@ class FrameSender(wiring.Component):
         # the stuffing and the UART's ready (one idle cycle between bytes; the UART needs ten
         # bit times for each)
         current = Signal(8)  # the unstuffed byte due on the wire
-        special = Signal()  # it is END or ESC: sent as two bytes
+        # whether it is END or ESC (sent as two bytes): compared a cycle after `current` is
+        # loaded, from its register (`settled` tells; no byte leaves before), where it was
+        # compared on the way in, behind the body's and the CRC's multiplexers (six LUT levels
+        # from `have` at 48 MHz)
+        special = Signal()
+        settled = Signal()
+        m.d.sync += [special.eq((current == END) | (current == ESC)), settled.eq(1)]
         last = Signal()  # it is the body's last byte
         have = Signal()  # `current` holds a body byte
         escaped = Signal()  # its ESC has been sent, its escape code is due
@@ -339,7 +345,7 @@ class FrameSender(wiring.Component):
         free = ~out_valid
 
         def load(byte: Value) -> list[Any]:
-            return [current.eq(byte), special.eq((byte == END) | (byte == ESC))]
+            return [current.eq(byte), settled.eq(0)]
 
         def emit(byte: Value | int) -> None:
             m.d.sync += [out_byte.eq(byte), out_valid.eq(1)]
@@ -353,6 +359,12 @@ class FrameSender(wiring.Component):
                 m.d.sync += escaped.eq(1)
         with m.If(done):
             m.d.sync += escaped.eq(0)
+        # the state moves, and the next byte is taken, a cycle after `current` is done (from a
+        # register: `done` itself, the end of the stuffing's decoding, was in series with the
+        # state's enable, six LUT levels at 48 MHz); the wire byte just emitted is not free
+        # yet then, so nothing is sent twice
+        finished = Signal()
+        m.d.sync += finished.eq(done)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -363,27 +375,27 @@ class FrameSender(wiring.Component):
             with m.State("BODY"):
                 m.d.comb += [
                     self.body.ready.eq(~have),
-                    sent.eq(have & free),
+                    sent.eq(have & free & settled),
                     generator.data.eq(self.body.payload.byte),
                     generator.valid.eq(self.body.valid & ~have),
                 ]
                 with m.If(self.body.valid & ~have):
                     m.d.sync += [*load(self.body.payload.byte), last.eq(self.body.payload.last)]
                     m.d.sync += have.eq(1)
-                with m.If(done):
+                with m.If(finished):
                     m.d.sync += have.eq(0)
                     with m.If(last):
                         # the CRC includes the last byte: it was taken at least a cycle ago
                         m.d.sync += load(generator.crc[:8])
                         m.next = "CRC_LOW"
             with m.State("CRC_LOW"):
-                m.d.comb += sent.eq(free)
-                with m.If(done):
+                m.d.comb += sent.eq(free & settled)
+                with m.If(finished):
                     m.d.sync += load(generator.crc[8:])
                     m.next = "CRC_HIGH"
             with m.State("CRC_HIGH"):
-                m.d.comb += sent.eq(free)
-                with m.If(done):
+                m.d.comb += sent.eq(free & settled)
+                with m.If(finished):
                     m.next = "END"
             with m.State("END"):
                 with m.If(free):

@@ -111,12 +111,21 @@ class ProgrammingPort(wiring.Component):
             fifo.w_en.eq(levels.o.valid),
             levels.o.ready.eq(fifo.w_rdy),
         ]
-        head = data.View(op_layout, fifo.r_data)
+        # and leave it through a skid buffer: the strobe's decision (the circuit's busy, which
+        # operation of the event) was in series with the FIFO's read enable and its counters,
+        # and its fields came from the block RAM's output (23.6 ns at 48 MHz on the iCE40)
+        m.submodules.ops = ops = SkidBuffer(op_layout)
+        m.d.comb += [
+            ops.i.payload.eq(fifo.r_data),
+            ops.i.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(ops.i.ready),
+        ]
+        head = ops.o.payload
 
         second = Signal()  # the first of two operations for this event is done
         strobed = Signal()  # the circuit sees busy only from the cycle after a strobe
         go = Signal()
-        m.d.comb += go.eq(fifo.r_rdy & ~self.prog_busy & ~strobed)
+        m.d.comb += go.eq(ops.o.valid & ~self.prog_busy & ~strobed)
 
         use_minus = Signal()
         m.d.comb += use_minus.eq(Mux(second, ~head.first_minus, head.first_minus))
@@ -125,12 +134,17 @@ class ProgrammingPort(wiring.Component):
             self.prog_device.eq(use_minus),
             self.prog_level.eq(Mux(use_minus, head.new_n, head.new_p)),
             self.prog_strobe.eq(go),
-            fifo.r_en.eq(go & (second | ~head.both)),
+            ops.o.ready.eq(go & (second | ~head.both)),
         ]
         m.d.sync += strobed.eq(go)
         # nothing waiting, nothing strobed and not answered yet, the circuit done
         m.d.comb += self.idle.eq(
-            (fifo.level == 0) & ~self.events.valid & ~levels.busy & ~strobed & ~self.prog_busy
+            (fifo.level == 0)
+            & ~self.events.valid
+            & ~levels.busy
+            & ~ops.busy
+            & ~strobed
+            & ~self.prog_busy
         )
         with m.If(go):
             m.d.sync += second.eq(head.both & ~second)

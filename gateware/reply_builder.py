@@ -117,12 +117,14 @@ class ReplyBuilder(wiring.Component):
 
         info_bytes = self.info.pack()
         k = Signal(range(max(L.max_block, len(info_bytes)) + 1))  # byte of INFO, or element
-        # the byte offered, in the low byte of `shifter` (an element's further bytes above it),
-        # and whether it is the reply's last, `final`: registers loaded as the state moves, so
-        # the outlet's register is fed from flip-flops (chosen by the state, the bytes were
-        # seven LUT levels from the state's register to the outlet's at 48 MHz). INFO's bytes
-        # come from `info_q` and `info_last`, registers too
-        shifter = Signal(32)
+        # the byte offered comes from registers, chosen by flip-flops: the header's bytes from
+        # `header` and `header_last`, loaded as the state moves; an element's from `shifter`
+        # (low byte first) and `final`; INFO's from `info_q` and `info_last` (chosen by the
+        # state, the bytes were seven LUT levels from the state's register to the outlet's at
+        # 48 MHz)
+        header = Signal(8)
+        header_last = Signal()
+        shifter = Signal(32)  # the element being sent, low byte first
         left = Signal(range(5))  # its bytes not yet sent
         # elements after the k-th: counted down, so that the last byte is known without
         # comparing k with the order (a carry chain into `last` and the engine's `done`)
@@ -131,7 +133,7 @@ class ReplyBuilder(wiring.Component):
         # were in series with `last`, the outlet's register and the counters' enables
         rest_zero = Signal()  # rest == 0
         left_one = Signal()  # left == 1
-        final = Signal()
+        final = Signal()  # left == 1 and rest == 0: the reply's last byte is in the shifter
         emitting = Signal()  # the state is EMIT
         # INFO's bytes: the constant ones from a ROM read port (its data a register), a cycle
         # later the live ones (m*, the LUT's CRC) put in their place, into `info_q` (the ROM's
@@ -178,8 +180,8 @@ class ReplyBuilder(wiring.Component):
         sent_q = Signal()
         m.d.comb += [
             body.valid.eq((bvalid | (in_info & fresh)) & ~sent_q),
-            body.payload.byte.eq(Mux(in_info, info_q, shifter[:8])),
-            body.payload.last.eq(Mux(in_info, info_last, final)),
+            body.payload.byte.eq(Mux(in_info, info_q, Mux(emitting, shifter[:8], header))),
+            body.payload.last.eq(Mux(in_info, info_last, Mux(emitting, final, header_last))),
         ]
         sent = body.valid & body.ready
         m.d.sync += sent_q.eq(sent)
@@ -198,8 +200,8 @@ class ReplyBuilder(wiring.Component):
                     m.d.sync += [
                         order.eq(self.order),
                         bvalid.eq(1),
-                        shifter.eq(self.op | protocol.RESPONSE),
-                        final.eq(0),
+                        header.eq(self.op | protocol.RESPONSE),
+                        header_last.eq(0),
                     ]
                     m.next = "OP"
 
@@ -211,12 +213,12 @@ class ReplyBuilder(wiring.Component):
                     rest_zero.eq(order.elements == 1),
                 ]
                 with m.If(sent_q):
-                    m.d.sync += shifter.eq(self.seq)
+                    m.d.sync += header.eq(self.seq)
                     m.next = "SEQ"
 
             with m.State("SEQ"):
                 with m.If(sent_q):
-                    m.d.sync += [shifter.eq(order.status), final.eq(no_payload)]
+                    m.d.sync += [header.eq(order.status), header_last.eq(no_payload)]
                     m.next = "STATUS"
 
             with m.State("STATUS"):
@@ -228,7 +230,7 @@ class ReplyBuilder(wiring.Component):
                         m.d.sync += in_info.eq(1)
                         m.next = "INFO"
                     with m.Elif(has_events):
-                        m.d.sync += [bvalid.eq(1), shifter.eq(order.elements[:8])]
+                        m.d.sync += [bvalid.eq(1), header.eq(order.elements[:8])]
                         m.next = "COUNT_LO"
                     with m.Else():
                         m.next = "FETCH"
@@ -244,8 +246,8 @@ class ReplyBuilder(wiring.Component):
             with m.State("COUNT_LO"):
                 with m.If(sent_q):
                     m.d.sync += [
-                        shifter.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
-                        final.eq(no_events),
+                        header.eq(Cat(order.elements[8:], Const(0, 8))[:8]),
+                        header_last.eq(no_events),
                     ]
                     m.next = "COUNT_HI"
 

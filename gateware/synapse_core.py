@@ -7,8 +7,9 @@ link in front of it; tests and benchmarks drive it directly.
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
@@ -23,7 +24,17 @@ __all__ = ["SynapseCore"]
 class SynapseCore(wiring.Component):
     """``single_port``: the memories in single-port stores (the iCE40 UP's SPRAM), one update
     per two cycles, cleared after reset while ``initializing`` is high: ``access`` waits for it
-    (:class:`.UpdatePipeline`)."""
+    (:class:`.UpdatePipeline`).
+
+    The pipeline never stalls: its level changes go into a FIFO (``events_depth`` entries,
+    block RAM), and an update enters it only while the FIFO has room for an event of every
+    update the pipeline may still hold. A slow event sink holds the inlet back instead of every
+    stage: the stall reached every stage's enable, the memories' and the inlet's handshake in
+    one path, 23 ns on the iCE40 against 20.8 at 48 MHz.
+    """
+
+    #: entries of the event FIFO: its memory of 32 (one block RAM) and its output register
+    events_depth = 33
 
     def __init__(
         self,
@@ -43,8 +54,11 @@ class SynapseCore(wiring.Component):
         # the updates enter through registers both ways: the command engine's control and the
         # pipeline's hazard check and stall were one combinational path (70 ns on the iCE40)
         self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits))
-        # and the level-change events leave through registers: the engine's recording and the
-        # pipeline's stall are not one path either
+        self.events_fifo = SyncFIFOBuffered(
+            width=EventLayout(contract, addr_bits).size, depth=self.events_depth
+        )
+        # and the level-change events leave through registers (the FIFO's data comes straight
+        # from its block RAM, slow on the iCE40)
         self.outlet = SkidBuffer(EventLayout(contract, addr_bits))
         super().__init__(
             {
@@ -64,19 +78,34 @@ class SynapseCore(wiring.Component):
         m.submodules.pipeline = p = self.pipeline
         m.submodules.lut = lut = self.lut
         m.submodules.inlet = inlet = self.inlet
+        m.submodules.events_fifo = fifo = self.events_fifo
         m.submodules.outlet = outlet = self.outlet
+        # room for the events of every update the pipeline may hold (its stages, and one more
+        # entering), from the FIFO's level a cycle ago (one more written since), and one for
+        # the FIFO's output register, which its inner memory's `w_rdy` does not count
+        room = Signal()
+        m.d.sync += room.eq(fifo.level <= self.events_depth - p.depth - 3)
+        m.d.comb += [
+            p.update.valid.eq(inlet.o.valid & room),
+            inlet.o.ready.eq(p.update.ready & room),
+            p.update.payload.eq(inlet.o.payload),
+            fifo.w_data.eq(p.events.payload),
+            fifo.w_en.eq(p.events.valid),
+            p.events.ready.eq(1),
+            outlet.i.payload.eq(fifo.r_data),
+            outlet.i.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(outlet.i.ready),
+        ]
         m.d.comb += [
             lut.index.eq(p.lut_index),
             lut.index_en.eq(p.lut_en),
             p.lut_value.eq(lut.value),
-            self.busy.eq(p.busy | inlet.busy | outlet.busy),
+            self.busy.eq(p.busy | inlet.busy | (fifo.level != 0) | outlet.busy),
             self.initializing.eq(p.initializing),
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]
         wiring.connect(m, wiring.flipped(self.update), inlet.i)
-        wiring.connect(m, inlet.o, p.update)
-        wiring.connect(m, p.events, outlet.i)
         wiring.connect(m, outlet.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.access), p.access)
         wiring.connect(m, wiring.flipped(self.load), lut.load)

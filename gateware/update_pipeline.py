@@ -9,7 +9,7 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
       hash's second round
  2    the memory's output into a register; the hash's third round
  3    which level boundaries ``W_H`` reaches (one comparator each); the hash's last round
- 4    the level of ``W_H`` (how many boundaries it reaches)
+ 4    the level of ``W_H`` (how many boundaries it reaches) and its weight
  5    offset from the level as sign and magnitude (both differences, one chosen), the
       interval's reciprocal
  6    ``|offset| * recip[interval]`` (only the multiplier) into a register
@@ -54,7 +54,19 @@ from collections.abc import Sequence
 from functools import reduce
 from operator import or_
 
-from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth import (
+    Array,
+    Cat,
+    Const,
+    Module,
+    Mux,
+    Shape,
+    ShapeLike,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -120,7 +132,7 @@ def _stage_layouts(
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes, "w": hid_t}),
         data.StructLayout({**head, "w": hid_t, "reached": boundaries_t, "dither": unsigned(32)}),
-        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "ws": hid_t, "dither": unsigned(32)}),
         data.StructLayout(
             {
                 **head,
@@ -215,26 +227,42 @@ def level_of(contract: Contract, w: Value) -> Value:
     return sum((w >= b for b in contract.boundary_ints), Const(0, 8))
 
 
-def thermometer_count(t: Value, width: int) -> Value:
-    """How many bits of thermometer ``t`` (ones from bit 0 up, then zeros) are set.
+def thermometer_lookup(t: Value, table: Sequence[int], shape: ShapeLike) -> Value:
+    """``table[n]``, ``n`` the number of ones of thermometer ``t`` (ones from bit 0 up, then
+    zeros); ``table`` has ``len(t) + 1`` entries.
 
-    Bit k of the count is set where a run of ones ends inside the upper half of a block of
-    ``2**(k+1)`` bits: an OR of two-input terms, two LUT levels for 16 boundaries where an adder
-    tree of the bits was six and a carry chain (the iCE40's critical path at 48 MHz).
+    Each bit of the result is an OR over the runs of entries where that bit is set, one
+    two-input term a run (the run from ``a`` to ``b``: ``t`` reaches ``a`` and not ``b + 1``):
+    two LUT levels for 17 levels, where counting the ones was an adder tree and the table a
+    multiplexer behind it (eight levels, the iCE40's critical path at 48 MHz).
     """
     n = len(t)
+    if len(table) != n + 1:
+        raise ValueError(
+            f"a thermometer of {n} bits selects from {n + 1} entries, not {len(table)}"
+        )
+    shape = Shape.cast(shape)
 
-    def bit(i: int) -> Value:
-        return t[i] if i < n else Const(0, 1)
+    def reaches(i: int) -> Value:  # t has at least i ones
+        return Const(1, 1) if i <= 0 else t[i - 1] if i <= n else Const(0, 1)
 
     bits = []
-    for k in range(width):
-        half, block = 1 << k, 1 << (k + 1)
-        terms = [
-            bit(j + half - 1) & ~bit(j + block - 1) for j in range(0, n, block) if j + half <= n
-        ]
+    for j in range(shape.width):
+        terms, a = [], None
+        for i, v in enumerate([*table, 0]):
+            on = i <= n and (v >> j) & 1
+            if on and a is None:
+                a = i
+            elif not on and a is not None:
+                terms.append(reaches(a) & ~reaches(i))
+                a = None
         bits.append(reduce(or_, terms) if terms else Const(0, 1))
-    return Cat(*bits)
+    return Cat(*bits).as_signed() if shape.signed else Cat(*bits)
+
+
+def thermometer_count(t: Value, width: int) -> Value:
+    """How many bits of thermometer ``t`` are set (:func:`thermometer_lookup` of the counts)."""
+    return thermometer_lookup(t, range(len(t) + 1), width)
 
 
 def _mix_rounds(x: Value, rounds: Sequence[tuple[int, int]]) -> Value:
@@ -468,7 +496,9 @@ class UpdatePipeline(wiring.Component):
                 s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
             ]
 
-        # stage 4: the level, how many boundaries W_H reaches (``reached`` is a thermometer) ---
+        # stage 4: the level, how many boundaries W_H reaches (``reached`` is a thermometer),
+        # and its weight (looked up in stage 5, the table was in series with the offset's
+        # carry chains), both from the thermometer --------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -476,21 +506,17 @@ class UpdatePipeline(wiring.Component):
                 s5.d.eq(s4.d),
                 s5.w.eq(s4.w),
                 s5.lvl.eq(thermometer_count(s4.reached, lvl_t.width)),
+                s5.ws.eq(thermometer_lookup(s4.reached, c.level_ints, hid_t)),
                 s5.dither.eq(s4.dither),
             ]
 
         # stage 5: offset from the level as sign and magnitude, the interval's reciprocal: both
         # differences at once, so the magnitude is one carry chain and a multiplexer (stage 6
         # is only the multiplier); the reciprocal of either side looked up from the level alone
-        ws5 = Signal(hid_t)
         up5 = Signal(signed(c.hidden_width + 1))
         down5 = Signal(signed(c.hidden_width + 1))
         recips = Array(Const(r, recip_t) for r in c.recips)
-        m.d.comb += [
-            ws5.eq(Array(Const(v, hid_t) for v in c.level_ints)[s5.lvl]),
-            up5.eq(s5.w - ws5),
-            down5.eq(ws5 - s5.w),
-        ]
+        m.d.comb += [up5.eq(s5.w - s5.ws), down5.eq(s5.ws - s5.w)]
         with m.If(advance):
             m.d.sync += [
                 s6.valid.eq(s5.valid),

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 from core_check import (
     CONTRACTS,
@@ -19,7 +19,12 @@ from core_check import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaplast.gateware.update_pipeline import UpdatePipeline, thermometer_count
+from metaplast.gateware.synapse_core import SynapseCore
+from metaplast.gateware.update_pipeline import (
+    UpdatePipeline,
+    thermometer_count,
+    thermometer_lookup,
+)
 
 from .sim import simulate
 
@@ -132,6 +137,34 @@ def test_read_after_write_at_every_distance(single_port: bool, gap: int) -> None
 
 
 @PORTS
+def test_a_slow_event_sink_holds_the_inlet_and_loses_no_event(single_port: bool) -> None:
+    """Every update a level change and the sink ready one cycle in twenty: the event FIFO
+    fills up to the inlet's credit, the inlet waits, and no event is lost or reordered."""
+    c = CONTRACTS["default"]
+    lo, hi = c.level_ints[7], c.level_ints[9]
+    n = 64
+    step = (hi - lo) << c.guard_bits
+    updates = [(i % n, step if (i // n) % 2 == 0 else -step, i) for i in range(4 * n)]
+    s = Scenario(c, n, [lo] * n, updates, mstar=0.0, ready_prob=0.05, single_port=single_port)
+    core, play, watch = core_testbenches(s)
+    peak = 0
+
+    async def level(ctx: Any) -> None:
+        nonlocal peak
+        while True:
+            _, _, held = await ctx.tick().sample(core.events_fifo.level)
+            peak = max(peak, held)
+
+    def check() -> None:
+        assert s.observed() == expected(s)
+
+    simulate(core, play, background=[*watch, level], name=f"slow-sink-{single_port}", check=check)
+    assert len(s.events) == 4 * n
+    # the FIFO took the pipeline's events past the inlet's credit, and never refused one
+    assert SynapseCore.events_depth - UpdatePipeline.depth - 3 < peak < SynapseCore.events_depth
+
+
+@PORTS
 def test_crossbar_tile_of_8192_synapses(single_port: bool) -> None:
     c = CONTRACTS["default"]
     n = 8192
@@ -159,6 +192,25 @@ def test_thermometer_count_is_the_number_of_ones(boundaries: int) -> None:
         for ones in range(boundaries + 1):
             ctx.set(t, (1 << ones) - 1)
             assert ctx.get(count) == ones, f"{ones} ones of {boundaries}"
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_thermometer_lookup_is_the_levels_weight(name: str) -> None:
+    """The level's weight from its thermometer against the table, at every level."""
+    c = CONTRACTS[name]
+    m = Module()
+    t = Signal(len(c.boundary_ints))
+    weight = Signal(signed(c.hidden_width))
+    m.d.comb += weight.eq(thermometer_lookup(t, c.level_ints, signed(c.hidden_width)))
+
+    async def testbench(ctx: Any) -> None:
+        for level, expected_weight in enumerate(c.level_ints):
+            ctx.set(t, (1 << level) - 1)
+            assert ctx.get(weight) == expected_weight, f"level {level}"
 
     sim = Simulator(m)
     sim.add_testbench(testbench)
