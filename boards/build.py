@@ -328,7 +328,8 @@ def build(
     overrides: dict[str, str] = {}
     if board.open_toolchain:
         overrides = {
-            "script_after_synth": f"tee -q -o {NAME}.stat.json stat -json\n"
+            "script_after_synth": f"{board.synth_after}\n"
+            f"tee -q -o {NAME}.stat.json stat -json\n"
             f"write_verilog -noattr {NAME}.syn.v",
             "synth_opts": board.synth_opts,
             "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {SEED}",

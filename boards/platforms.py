@@ -65,6 +65,23 @@ class HeaderPin:
         return platform.connectors[self.connector, self.number].mapping[self.pin]
 
 
+# the UP's delays for ABC's LUT mapping (by default the HX's: 99 paths of a 1,024-synapse unit
+# over 17 ns, estimated by experiments/logic_depth.py, where there are 42), and a route's
+# delay of 3 ns in place of the 750 ps synth_ice40 gives it: a route between two LUTs costs
+# the UP5K 1.8 to 4 ns, and at 750 ps ABC traded LUT levels for area (11 paths over 17 ns).
+# synth_ice40 stops before its own mapping, these commands are its `map_luts` with that delay
+_UP5K_SYNTH = "-dsp -device u"
+_UP5K_MAP_LUTS = f"""check -latchonly -assert
+techmap -map +/ice40/latches_map.v
+read_verilog -D ICE40_U -icells -lib -specify +/ice40/abc9_model.v
+abc9 -W 3000
+ice40_wrapcarry -unwrap
+techmap -map +/ice40/ff_map.v
+clean
+opt_lut -tech ice40
+synth_ice40 {_UP5K_SYNTH} -run map_cells:"""
+
+
 def _pmod(number: int, label: str) -> tuple[HeaderPin, ...]:
     """The eight signal pins of a 12-pin PMOD (5, 6, 11 and 12 are ground and 3.3 V)."""
     return tuple(HeaderPin("pmod", number, p, f"{label}-{p}") for p in "1 2 3 4 7 8 9 10".split())
@@ -105,6 +122,8 @@ class Board:
     bitstream_suffix: str
     synth_opts: str = ""
     """Extra ``synth_*`` options (``-dsp`` maps the UP5K's multipliers to its DSP blocks)."""
+    synth_after: str = ""
+    """Yosys commands that finish the synthesis where ``synth_opts`` stopped it (``-run``)."""
     extra_resources: tuple[Resource, ...] = field(default=())
     """Board pins that must be driven for the board to behave (driven high by the top level)."""
     spram: int = 0
@@ -254,7 +273,8 @@ BOARDS: dict[str, Board] = {
             activity_led=0,  # red
             programmer="iceprog",
             bitstream_suffix="bin",
-            synth_opts="-dsp",
+            synth_opts=f"{_UP5K_SYNTH} -run begin:map_luts",
+            synth_after=_UP5K_MAP_LUTS,
             spram=4,
             block_ram_synapses=2304,
         ),

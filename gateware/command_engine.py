@@ -133,10 +133,10 @@ class CommandEngine(wiring.Component):
         # to the reply builder's state); the recording has ended with the applier's done
         applied = Signal()
         m.d.sync += applied.eq(applier.done)
-        # the retry lookup (a comparison with every remembered key) is registered twice: the
-        # comparisons in the retry memory (in LOOKUP, from the frame taken), the entry chosen
-        # here (in DISPATCH); from the checker's first state on it answers for the frame until
-        # the next one
+        # the retry lookup (a comparison with every remembered key) is registered three times:
+        # the comparisons in the retry memory (each byte's in LOOKUP, from the frame taken, the
+        # key's in MATCH), the entry chosen here (in DISPATCH); from the checker's first state
+        # on it answers for the frame until the next one
         hit = Signal()
         stored = Signal.like(retry.stored)
         m.d.sync += [hit.eq(retry.hit), stored.eq(retry.stored)]
@@ -281,6 +281,9 @@ class CommandEngine(wiring.Component):
                     m.next = "LOOKUP"
 
             with m.State("LOOKUP"):
+                m.next = "MATCH"
+
+            with m.State("MATCH"):
                 m.next = "DISPATCH"
 
             with m.State("DISPATCH"):

@@ -65,7 +65,8 @@ class PayloadReader(wiring.Component):
             Index just past the last byte to read (a frame's length, or the end of fixed fields);
             taken at ``seek``.
         size : ``In(range(max_bytes + 1))``
-            Bytes per element, 1 or more.
+            Bytes per element, 1 or more; set at ``seek`` at the latest and held while elements
+            are read.
         signed : ``In(1)``
             Elements are two's complement: their value is sign-extended (else zero-extended).
         run : ``In(1)``
@@ -167,7 +168,12 @@ class PayloadReader(wiring.Component):
         end = Signal.like(port.end)
         m.d.sync += [seeking.eq(port.seek), seek_to.eq(port.seek_to), end.eq(port.end)]
         take = Signal()
-        last_lane = lane == port.size - 1
+        # the element's last lane, a register (`size` is set with the seek, a cycle before it
+        # is done): the subtraction and the comparison with `lane` were in series with `take`
+        # and every enable behind it, at 48 MHz on the iCE40
+        size_less_1 = Signal.like(lane)
+        m.d.sync += size_less_1.eq(port.size - 1)
+        last_lane = lane == size_less_1
         m.d.comb += take.eq(
             (queued != 0) & ~seeking & port.run & ~at_end & (~full | port.elements.ready)
         )

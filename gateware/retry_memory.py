@@ -57,7 +57,8 @@ class RetryMemory(wiring.Component):
         The command being executed.
     hit : ``Out(1)``
     stored : ``Out(StoredReply(depth, max_block))``
-        Of the newest entry matching ``key``, a cycle after ``key`` is set (and after a push).
+        Of the newest entry matching ``key``, two cycles after ``key`` is set (and after a
+        push).
     record : ``In(RetryMemory.RecordSignature())``
     recorded : ``Out(StoredReply(depth, max_block))``
         The response being recorded.
@@ -151,12 +152,23 @@ class RetryMemory(wiring.Component):
         entries = [Signal(entry_layout, name=f"entry_{i}") for i in range(self.depth)]
 
         # the newest matching entry; whether each matches is a register (the key's comparisons
-        # and the choice of the entry were one path into the engine's registers)
-        matches = [Signal(name=f"match_{i}") for i in range(self.depth)]
-        m.d.sync += [
-            match.eq(entry.valid & (entry.key.as_value() == self.key.as_value()))
-            for match, entry in zip(matches, entries, strict=True)
-        ]
+        # and the choice of the entry were one path into the engine's registers), and each
+        # byte's comparison a register before it (32 bits compared at once were six LUT
+        # levels, at 48 MHz on the iCE40)
+        key = self.key.as_value()
+        matches = []
+        for i, entry in enumerate(entries):
+            stored_key = entry.key.as_value()
+            same = Signal(len(key) // 8 + 1, name=f"same_{i}")
+            m.d.sync += same.eq(
+                Cat(
+                    entry.valid,
+                    *(stored_key[b : b + 8] == key[b : b + 8] for b in range(0, len(key), 8)),
+                )
+            )
+            match = Signal(name=f"match_{i}")
+            m.d.sync += match.eq(same.all())
+            matches.append(match)
         for i in reversed(range(self.depth)):
             with m.If(matches[i]):
                 m.d.comb += [self.hit.eq(1), self.stored.eq(entries[i].reply)]

@@ -15,8 +15,9 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
  6    ``|offset| * recip[interval]`` (only the multiplier) into a register
  7    LUT index (``>> shift``, clamped); read the meta LUT
  8    ``d * LUT value`` and ``d * 1`` into registers
- 9    ``d * M + dither`` (``M`` the LUT's value, or 1 when the step moves towards the level)
-10    round (an arithmetic shift), the step taken from ``W_H``
+ 9    ``d * M + dither`` rounded (``M`` the LUT's value, or 1 when the step moves towards the
+      level): the product's high part, the carry out of its low part with the dither
+10    the step and the carry taken from ``W_H``
 11    saturate
 12    write back; which level boundaries the new weight reaches (one comparator each);
       dual-port: read the synapse's change counter
@@ -34,9 +35,12 @@ Read-after-write: an update waits in stage 1 while an update of its synapse is i
 12 (the write-back of stage 12 and the read are in one cycle, and the read is not transparent,
 so that the read data can go straight into the block RAM's output register). Whether it must
 wait is computed a cycle ahead into a register, so the address comparators never reach the
-inlet's handshake. Waiting is the only case that costs a cycle: a block addresses distinct
+inlet's handshake, and first from the low four address bits alone (``HAZARD_BITS``), which a
+block's consecutive synapses never share inside the window; the exact comparison decides from
+the next cycle on. Waiting is the only case that costs a cycle: a block addresses distinct
 synapses, so it arises only between blocks that overlap (the same synapse back to back: one
-update per twelve cycles).
+update per twelve cycles), or for a cycle where an update's low bits match another block's
+still in flight.
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
@@ -182,7 +186,8 @@ def _stage_layouts(
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
-                "prod": signed(prod_width),
+                "step": signed(prod_width - c.round_shift),
+                "carry": unsigned(1),
             }
         ),
         data.StructLayout(
@@ -300,7 +305,12 @@ class _MemoryPort:
                 self.rdata.eq(store.rdata),
             ]
             return
-        m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=[])
+        # a read and a write of one synapse never meet in a cycle (the hazard check; the link's
+        # port only while the pipeline is empty): Yosys need not make the block RAM read the
+        # old word then (`no_rw_check`), which took a comparator and a multiplexer behind it
+        m.submodules[name] = memory = Memory(
+            shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1}
+        )
         wr = memory.write_port()
         rd = memory.read_port()
         m.d.comb += [
@@ -327,6 +337,9 @@ class UpdatePipeline(wiring.Component):
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
     depth = 14
+    #: the low address bits an entering update's hazard is first judged by (more than the
+    #: stages that hold an update still to write back: consecutive synapses never match)
+    HAZARD_BITS = 4
 
     def __init__(
         self,
@@ -403,8 +416,9 @@ class UpdatePipeline(wiring.Component):
         hazard_new = Signal()
         hazard_held = Signal()
         entered = Signal()
-        # (each with stage 1's valid folded in: a hazard implies an update in stage 1)
-        waits = Mux(entered, hazard_new, hazard_held)
+        # (the held one with stage 1's valid folded in; the new one meets it here, so that the
+        # inlet's valid is not in series with the comparators)
+        waits = Mux(entered, hazard_new & s1.valid, hazard_held)
         issue_ok = ~waits
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
@@ -429,10 +443,17 @@ class UpdatePipeline(wiring.Component):
         # stages while it waits, so no comparator is between stage 1's address and ``hazard``
         hits = Signal(len(ahead), name="s1_hits")
         new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)
+        # the hazard of an entering update from the low address bits alone: a block's
+        # successive synapses never share them inside the window (11 stages, 16 values), and a
+        # false match of another block's costs one cycle (the exact `hits` decide the next).
+        # All bits, the comparators and their OR were seven LUT levels at 48 MHz on the iCE40
+        assert 1 << self.HAZARD_BITS > len(ahead), "consecutive synapses would match"
+        low = min(self.HAZARD_BITS, self.addr_bits)
+        near_hits = Cat(st.valid & (st.addr[:low] == new_addr[:low]) for st in ahead)
         with m.If(advance):
             m.d.sync += [
                 entered.eq(self.update.ready),
-                hazard_new.eq(self.update.valid & new_hits.any()),
+                hazard_new.eq(near_hits.any()),
                 hazard_held.eq(s1.valid & hits[:-1].any()),
             ]
 
@@ -593,23 +614,32 @@ class UpdatePipeline(wiring.Component):
             ]
 
         # stage 9: d * M (M the LUT's value, or 1 when the step moves towards the level)
-        # + dither --------------------------------------------------------------------------
+        # + dither, rounded: ``(d * M + r) >> shift`` as the product's high part and the carry
+        # out of its low part with the dither (``r`` has ``shift`` bits), so the carry chain is
+        # the low part's alone (the whole product's, 36 bits, failed 48 MHz on the iCE40) ---
+        prod9 = Signal.like(s9.prod_lut)
+        low9 = Signal(c.round_shift + 1)
+        m.d.comb += [
+            prod9.eq(Mux(s9.atten, s9.prod_lut, s9.prod_one)),
+            low9.eq(prod9[: c.round_shift] + s9.round),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s10.valid.eq(s9.valid),
                 s10.addr.eq(s9.addr),
                 s10.w.eq(s9.w),
                 s10.lvl.eq(s9.lvl),
-                s10.prod.eq(Mux(s9.atten, s9.prod_lut, s9.prod_one) + s9.round),
+                s10.step.eq(prod9 >> c.round_shift),
+                s10.carry.eq(low9[-1]),
             ]
 
-        # stage 10: round (an arithmetic shift), the step taken from W_H -------------------
+        # stage 10: the step, with the carry, taken from W_H --------------------------------
         with m.If(advance):
             m.d.sync += [
                 s11.valid.eq(s10.valid),
                 s11.addr.eq(s10.addr),
                 s11.lvl.eq(s10.lvl),
-                s11.moved.eq(s10.w - (s10.prod >> c.round_shift)),
+                s11.moved.eq(s10.w - s10.step - s10.carry),
             ]
 
         # stage 11: saturate ------------------------------------------------------------------
@@ -634,17 +664,16 @@ class UpdatePipeline(wiring.Component):
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 13: the new level (how many boundaries it reaches), whether it changed: the
-        # level stays when it reaches boundary ``old - 1`` and not boundary ``old`` ----------
-        # (``reached`` is a thermometer: the boundaries ascend)
-        edges = Cat(Const(1, 1), s13.reached, Const(0, 1)).bit_select(s13.old, 2)
+        # stage 13: the new level (how many boundaries it reaches), whether it changed ------
+        new13 = Signal(lvl_t)
+        m.d.comb += new13.eq(thermometer_count(s13.reached, lvl_t.width))
         with m.If(advance):
             m.d.sync += [
                 s14.valid.eq(s13.valid),
                 s14.addr.eq(s13.addr),
                 s14.old.eq(s13.old),
-                s14.new.eq(thermometer_count(s13.reached, lvl_t.width)),
-                s14.event.eq(edges != 0b01),
+                s14.new.eq(new13),
+                s14.event.eq(new13 != s13.old),
                 # the counter's output register (single-port: only for the access port's read,
                 # the increment reads the memory in stage 14)
                 s14.count.eq(counts.rdata),

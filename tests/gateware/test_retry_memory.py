@@ -47,7 +47,7 @@ class Bench:
         """The stored events of ``key`` as a retry would send them, or ``None`` if forgotten."""
         dut = self.dut
         self.set_key(ctx, key)
-        await ctx.tick()  # the comparisons are registers
+        await ctx.tick().repeat(2)  # each byte's comparison, then the key's, are registers
         if not ctx.get(dut.hit):
             return None
         count, bank = ctx.get(dut.stored.events), ctx.get(dut.stored.bank)
@@ -104,7 +104,7 @@ def test_a_retry_repeats_op_seq_and_crc() -> None:
         await bench.execute(ctx, A, [(1, 2, 3)])
         for key in (A, (A[0] ^ 1, A[1], A[2]), (A[0], A[1] + 1, A[2]), (A[0], A[1], A[2] ^ 0x8000)):
             bench.set_key(ctx, key)
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             hits.append(bool(ctx.get(dut.hit)))
 
     simulate(dut, [run], name="retry-key")

@@ -118,6 +118,20 @@ def test_one_update_per_two_cycles_single_port() -> None:
     assert s.cycles == 2 * (n - 1) + 1 + 15
 
 
+def test_a_false_match_of_the_low_address_bits_costs_one_cycle() -> None:
+    """Synapses 16 apart share the low bits the entering hazard is judged by: each waits one
+    cycle (the exact comparison clears it), and the results are the model's."""
+    c = CONTRACTS["default"]
+    n = 64
+    stride = 1 << UpdatePipeline.HAZARD_BITS
+    hidden = [0] * (n * stride)
+    sequential = [(a, 1 << c.guard_bits, 7) for a in range(n)]
+    strided = [(a * stride, 1 << c.guard_bits, 7) for a in range(n)]
+    base = run(Scenario(c, n * stride, hidden, sequential), "hazard-sequential")
+    s = run(Scenario(c, n * stride, hidden, strided), "hazard-strided")
+    assert s.cycles - base.cycles == n - 1
+
+
 @PORTS
 @pytest.mark.parametrize("gap", list(range(UpdatePipeline.depth + 2)))
 def test_read_after_write_at_every_distance(single_port: bool, gap: int) -> None:
