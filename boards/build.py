@@ -27,7 +27,7 @@ from metaplast.gateware.single_port_store import SPRAM_WORDS, spram_blocks
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
-from metaplast.vocabulary import UNIT_MEMORIES
+from metaplast.vocabulary import UNIT_MEMORIES, UNIT_PROG_DEPTH
 
 from .board_top import BoardTop
 from .platforms import Board
@@ -224,7 +224,7 @@ def build(
     target_mhz: float | None = None,
     clock_mhz: float | None = None,
     baud: int | None = None,
-    prog_depth: int = 16,
+    prog_depth: int = UNIT_PROG_DEPTH,
     crossbar_tile: int | None = None,
     driver: wiring.Component | None = None,
     resources: Sequence[Resource] = (),

@@ -16,8 +16,9 @@ Pins toward the programming circuit (documented in ``docs/protocol.md``)::
 ``idle`` tells the command engine that every operation so far has been carried out (it
 forwards a crossbar request to the array's driver only then).
 
-Operations wait in a FIFO; when it is full, the update pipeline stalls (no event is dropped).
-With ``prog_busy`` tied low, one operation leaves every two cycles.
+Operations wait in a FIFO; when it is full, the events wait in the core's event FIFO, and
+when that is, the updates wait (no event is dropped). With ``prog_busy`` tied low, one
+operation leaves every two cycles.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
+from metaplast.vocabulary import UNIT_PROG_DEPTH
 
 from .skid_buffer import SkidBuffer
 from .update_pipeline import EventLayout
@@ -36,7 +38,7 @@ __all__ = ["ProgrammingPort"]
 
 
 class ProgrammingPort(wiring.Component):
-    def __init__(self, contract: Contract, addr_bits: int, *, depth: int = 16) -> None:
+    def __init__(self, contract: Contract, addr_bits: int, *, depth: int = UNIT_PROG_DEPTH) -> None:
         if depth < 2:
             raise ValueError(f"programming FIFO depth must be >= 2, got {depth}")
         self.contract = contract

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from metaplast.contract import Contract
 from metaplast.protocol import Layout
-from metaplast.vocabulary import UNIT_CLOCK_HZ
+from metaplast.vocabulary import UNIT_CLOCK_HZ, UNIT_PROG_DEPTH
 
 from .command_engine import CommandEngine
 from .crossbar_port import CrossbarPort, request_bytes
@@ -53,7 +53,7 @@ class DigitalUnitTop(wiring.Component):
         *,
         clock_hz: int = UNIT_CLOCK_HZ,
         baud_divisor: int = 16,
-        prog_depth: int = 16,
+        prog_depth: int = UNIT_PROG_DEPTH,
         crossbar: int | None = None,
         single_port: bool = False,
     ) -> None:

@@ -30,6 +30,10 @@ UNIT_MAX_BLOCK = 256
 """Synapses per block command."""
 UNIT_COUNTER_WIDTH = 16
 """Bits of each change counter."""
+UNIT_PROG_DEPTH = 2
+"""Operations the programming port queues: the events queue before it, in the core's FIFO
+(block RAM already); a deeper FIFO here took two of the iCE40's 30 block RAMs, which its
+largest unit needs."""
 UNIT_CLOCK_HZ = 48_000_000
 """The clock INFO reports for a unit not built for a board's oscillator."""
 UNIT_MEMORIES: tuple[str, ...] = ("auto", "block", "spram")

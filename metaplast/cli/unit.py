@@ -12,7 +12,7 @@ from metaplast.cli.options import (
     add_unit_options,
     layout_from,
 )
-from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
+from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES, UNIT_PROG_DEPTH
 
 
 def add_gateware(sub: Any) -> None:
@@ -32,7 +32,12 @@ def add_gateware(sub: Any) -> None:
     baud.add_argument(
         "--baud", type=int, default=None, help=f"UART baud rate (default {UNIT_BAUD})"
     )
-    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument(
+        "--prog-depth",
+        type=int,
+        default=UNIT_PROG_DEPTH,
+        help="programming FIFO depth (operations, after the core's event FIFO)",
+    )
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
     add_memory_option(p, "behavioural here, a board build maps them to the iCE40 UP's SPRAM")
 
@@ -119,7 +124,12 @@ def add_build(sub: Any) -> None:
         help="UART rate (default: the fastest the board's USB-serial chip makes that the "
         "clock divides exactly: 12 Mbaud on the iCEBreaker at 48 MHz)",
     )
-    p.add_argument("--prog-depth", type=int, default=16, help="programming FIFO depth")
+    p.add_argument(
+        "--prog-depth",
+        type=int,
+        default=UNIT_PROG_DEPTH,
+        help="programming FIFO depth (operations, after the core's event FIFO)",
+    )
     p.add_argument(
         "--memory",
         choices=UNIT_MEMORIES,
