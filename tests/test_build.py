@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from metaplast.boards.build import REPORT_KEYS, build, memory_for, parse_nextpnr_report
+from metaplast.boards.build import (
+    MAC16_ADDER_NS,
+    MAC16_MULTIPLY_NS,
+    REPORT_KEYS,
+    build,
+    dsp_path_ns,
+    memory_for,
+    parse_nextpnr_report,
+)
 from metaplast.boards.netlist_sim import simulate_netlist
 from metaplast.boards.pinout import pinout_markdown
 from metaplast.boards.platforms import BOARDS, PROG_CONTROL
@@ -80,6 +88,45 @@ def test_an_ecp5_report_parses() -> None:
     assert pr.constraint_mhz == 25
     assert pr.utilization["DP16KD"] == (2, 208)
     assert pr.utilization["MULT18X18D"] == (3, 156)
+
+
+def _path(src: str, dst: str, *delays: float) -> dict:
+    steps = [{"delay": d} for d in delays]
+    return {"from": f"posedge {src}", "to": f"posedge {dst}", "path": steps}
+
+
+def test_the_paths_through_the_ice40_multipliers_are_bounded() -> None:
+    """nextpnr cuts the paths at an unregistered SB_MAC16 (a clock named after the ground net,
+    0.10 ns of setup and clock-to-out): the bound puts the multiply and the second MAC16's
+    adder back between the worst path in, the worst hop and the worst path out."""
+    ghost = "$PACKER_GND_NET_$glb_clk"
+    report = {
+        "critical_paths": [
+            _path("clk", "clk", 1.4, 10.0, 1.2),
+            _path("clk", ghost, 1.4, 2.0, 0.1),
+            _path(ghost, ghost, 0.1, 3.0, 0.1),
+            _path(ghost, "clk", 0.1, 4.0, 1.2),
+        ]
+    }
+    into, hop, out = 1.4 + 2.0, 3.0, 4.0 + 1.2
+    expected = into + MAC16_MULTIPLY_NS + hop + MAC16_ADDER_NS + out
+    assert dsp_path_ns(report) == pytest.approx(expected)
+    # one MAC16 alone: no hop, no adder
+    report["critical_paths"].pop(2)
+    assert dsp_path_ns(report) == pytest.approx(into + MAC16_MULTIPLY_NS + out)
+    # an ECP5's multipliers are timed: nothing to add
+    ecp5 = json.loads((DATA / "nextpnr-ecp5-report.json").read_text())
+    assert dsp_path_ns(ecp5) is None
+
+
+def test_the_reported_fmax_counts_the_multipliers(icebreaker: Path) -> None:
+    report = json.loads((icebreaker / "report.json").read_text())
+    pnr = json.loads((icebreaker / "build" / "metaplast.pnr.json").read_text())
+    through = dsp_path_ns(pnr)
+    assert through is not None and report["dsp_path_ns"] == pytest.approx(through, abs=0.01)
+    assert report["router_fmax_mhz"] == pytest.approx(parse_nextpnr_report(pnr).fmax_mhz, abs=0.01)
+    expected = min(report["router_fmax_mhz"], 1000 / through)
+    assert report["fmax_mhz"] == pytest.approx(expected, abs=0.01)
 
 
 def test_the_header_pins_are_the_documented_ones(icebreaker: Path) -> None:
