@@ -57,9 +57,6 @@ class SynapseCore(wiring.Component):
         self.events_fifo = SyncFIFOBuffered(
             width=EventLayout(contract, addr_bits).size, depth=self.events_depth
         )
-        # and the level-change events leave through registers (the FIFO's data comes straight
-        # from its block RAM, slow on the iCE40)
-        self.outlet = SkidBuffer(EventLayout(contract, addr_bits))
         super().__init__(
             {
                 "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
@@ -79,7 +76,6 @@ class SynapseCore(wiring.Component):
         m.submodules.lut = lut = self.lut
         m.submodules.inlet = inlet = self.inlet
         m.submodules.events_fifo = fifo = self.events_fifo
-        m.submodules.outlet = outlet = self.outlet
         # room for the events of every update the pipeline may hold (its stages, and one more
         # entering), from the FIFO's level a cycle ago (one more written since), and one for
         # the FIFO's output register, which its inner memory's `w_rdy` does not count
@@ -92,21 +88,22 @@ class SynapseCore(wiring.Component):
             fifo.w_data.eq(p.events.payload),
             fifo.w_en.eq(p.events.valid),
             p.events.ready.eq(1),
-            outlet.i.payload.eq(fifo.r_data),
-            outlet.i.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(outlet.i.ready),
+            # the events leave from the FIFO's block RAM: its sinks register them (the
+            # programming port's skid buffer, the retry memory's event buffer)
+            self.events.payload.eq(fifo.r_data),
+            self.events.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.events.ready),
         ]
         m.d.comb += [
             lut.index.eq(p.lut_index),
             lut.index_en.eq(p.lut_en),
             p.lut_value.eq(lut.value),
-            self.busy.eq(p.busy | inlet.busy | (fifo.level != 0) | outlet.busy),
+            self.busy.eq(p.busy | inlet.busy | (fifo.level != 0)),
             self.initializing.eq(p.initializing),
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]
         wiring.connect(m, wiring.flipped(self.update), inlet.i)
-        wiring.connect(m, outlet.o, wiring.flipped(self.events))
         wiring.connect(m, wiring.flipped(self.access), p.access)
         wiring.connect(m, wiring.flipped(self.load), lut.load)
         return m
