@@ -33,7 +33,7 @@ class SynapseCore(wiring.Component):
     one path, 23 ns on the iCE40 against 20.8 at 48 MHz.
     """
 
-    #: entries of the event FIFO: its memory of 32 (one block RAM) and its output register
+    #: entries of the event FIFO: its memory of 32 (block RAM) and its output register
     events_depth = 33
 
     def __init__(
