@@ -6,7 +6,9 @@ leaves it as ``build/metaplast.json``) and estimates every path from a flip-flop
 DSP or input to a flip-flop, block RAM or DSP with a placement-free model of the UP5K (a LUT
 and its route 2.6 ns, a carry 0.3 ns, clock-to-out and setup as nextpnr's), then prints the
 endpoints over the budget with the chain of cells that reaches each. The estimate ranks paths
-and tells how many LUT levels are left to cut; the routed Fmax stays nextpnr's.
+and tells how many LUT levels are left to cut; the routed Fmax stays nextpnr's. A DSP block
+counts as registered at its ports, as nextpnr counts it: the multiply inside an unregistered
+one is in neither (``boards/build.py``'s ``dsp_path_ns`` bounds it).
 
     .venv/bin/python experiments/logic_depth.py build/ice48/build/metaplast.json
         [--budget-ns 17] [--show 20]
