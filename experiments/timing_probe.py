@@ -5,7 +5,8 @@ about the paths behind it. This probe copies the source tree to a temporary dire
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
 bits in place of the level comparators of stages 3 and 12, XOR in place of the two
 multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
-hazard's address comparators, no stall, no saturation in stage 11), and builds it with
+hazard's address comparators, no saturation in stage 11; the stall is already gone, the
+core's event FIFO keeps the pipeline's sink ready), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
 of everything else: the link, the command engine, the memories' ports, the handshakes. The
 repository's files are not changed. With ``--clock-mhz`` the build uses the board's PLL and
@@ -37,11 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STAND_INS = [
     # the level comparators (stages 3 and 12): the top bits
     (
-        "s4.reached.eq(Cat(s3.w >= b for b in c.boundary_ints)),",
+        "s4.reached.eq(boundaries_reached(c, s3.w)),",
         "s4.reached.eq(s3.w[-len(c.boundary_ints) :]),",
     ),
     (
-        "s13.reached.eq(Cat(s12.w >= b for b in c.boundary_ints)),",
+        "s13.reached.eq(boundaries_reached(c, s12.w)),",
         "s13.reached.eq(s12.w[-len(c.boundary_ints) :]),",
     ),
     # the two multipliers (stages 6 and 8)
@@ -58,11 +59,6 @@ STAND_INS = [
     (
         "new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)",
         "new_hits = Cat(st.valid & (st.addr[0] == new_addr[0]) for st in ahead)",
-    ),
-    # the stall (its fan-out to every stage's enable): never
-    (
-        "m.d.comb += advance.eq(~(s14.valid & ~self.events.ready))",
-        "m.d.comb += advance.eq(1)",
     ),
     # stage 11: the saturation
     (

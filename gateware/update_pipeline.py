@@ -96,9 +96,14 @@ def UpdateLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # no
     )
 
 
+def level_shape(contract: Contract) -> Shape:
+    """A level index's shape."""
+    return unsigned(max(1, (len(contract.levels) - 1).bit_length()))
+
+
 def EventLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
     """A level change: the synapse and its level index before and after."""
-    level = unsigned(max(1, (len(contract.levels) - 1).bit_length()))
+    level = level_shape(contract)
     return data.StructLayout({"addr": unsigned(addr_bits), "old": level, "new": level})
 
 
@@ -227,11 +232,6 @@ def _stage_layouts(
     )
 
 
-def level_of(contract: Contract, w: Value) -> Value:
-    """Level index of hidden weight ``w``: how many boundaries it reaches (ties go up)."""
-    return sum((w >= b for b in contract.boundary_ints), Const(0, 8))
-
-
 def thermometer_lookup(t: Value, table: Sequence[int], shape: ShapeLike) -> Value:
     """``table[n]``, ``n`` the number of ones of thermometer ``t`` (ones from bit 0 up, then
     zeros); ``table`` has ``len(t) + 1`` entries.
@@ -268,6 +268,17 @@ def thermometer_lookup(t: Value, table: Sequence[int], shape: ShapeLike) -> Valu
 def thermometer_count(t: Value, width: int) -> Value:
     """How many bits of thermometer ``t`` are set (:func:`thermometer_lookup` of the counts)."""
     return thermometer_lookup(t, range(len(t) + 1), width)
+
+
+def boundaries_reached(contract: Contract, w: Value) -> Value:
+    """Which level boundaries hidden weight ``w`` reaches (ties go up), one comparator each: a
+    thermometer, since the boundaries ascend."""
+    return Cat(w >= b for b in contract.boundary_ints)
+
+
+def level_of(contract: Contract, w: Value) -> Value:
+    """Level index of hidden weight ``w``: how many boundaries it reaches."""
+    return thermometer_count(boundaries_reached(contract, w), level_shape(contract).width)
 
 
 def _mix_rounds(x: Value, rounds: Sequence[tuple[int, int]]) -> Value:
@@ -387,7 +398,7 @@ class UpdatePipeline(wiring.Component):
 
         addr_t = unsigned(self.addr_bits)
         hid_t = signed(c.hidden_width)
-        lvl_t = unsigned(max(1, (len(c.levels) - 1).bit_length()))
+        lvl_t = level_shape(c)
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
@@ -513,13 +524,13 @@ class UpdatePipeline(wiring.Component):
                 s4.addr.eq(s3.addr),
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
-                s4.reached.eq(Cat(s3.w >= b for b in c.boundary_ints)),
+                s4.reached.eq(boundaries_reached(c, s3.w)),
                 s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
             ]
 
         # stage 4: the level, how many boundaries W_H reaches (``reached`` is a thermometer),
-        # and its weight (looked up in stage 5, the table was in series with the offset's
-        # carry chains), both from the thermometer --------------------------------------------
+        # and its weight, both from the thermometer (the weight looked up from the level in
+        # stage 5 was in series with the offset's carry chains) -------------------------------
         with m.If(advance):
             m.d.sync += [
                 s5.valid.eq(s4.valid),
@@ -658,7 +669,7 @@ class UpdatePipeline(wiring.Component):
                 s13.valid.eq(s12.valid),
                 s13.addr.eq(s12.addr),
                 s13.old.eq(s12.lvl),
-                s13.reached.eq(Cat(s12.w >= b for b in c.boundary_ints)),
+                s13.reached.eq(boundaries_reached(c, s12.w)),
             ]
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)

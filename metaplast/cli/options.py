@@ -23,6 +23,7 @@ from metaplast.vocabulary import (
     UNIT_MAX_BLOCK,
     UNIT_MAX_TILE,
     UNIT_MEMORIES,
+    UNIT_PROG_DEPTH,
     UNIT_SYNAPSES,
 )
 
@@ -293,6 +294,16 @@ def add_crossbar_tile(p: argparse.ArgumentParser, where: str) -> None:
         metavar="T",
         help="give the unit the crossbar port, for an array whose tiles have at most T rows "
         f"and T columns, its command channel {where} (default: no port)",
+    )
+
+
+def add_prog_depth(p: argparse.ArgumentParser) -> None:
+    """``--prog-depth`` of the unit's Verilog and of a board build."""
+    p.add_argument(
+        "--prog-depth",
+        type=int,
+        default=UNIT_PROG_DEPTH,
+        help="programming FIFO depth (operations, after the core's event FIFO)",
     )
 
 

@@ -9,10 +9,11 @@ from typing import Any
 from metaplast.cli.options import (
     add_crossbar_tile,
     add_memory_option,
+    add_prog_depth,
     add_unit_options,
     layout_from,
 )
-from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES, UNIT_PROG_DEPTH
+from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
 
 
 def add_gateware(sub: Any) -> None:
@@ -32,12 +33,7 @@ def add_gateware(sub: Any) -> None:
     baud.add_argument(
         "--baud", type=int, default=None, help=f"UART baud rate (default {UNIT_BAUD})"
     )
-    p.add_argument(
-        "--prog-depth",
-        type=int,
-        default=UNIT_PROG_DEPTH,
-        help="programming FIFO depth (operations, after the core's event FIFO)",
-    )
+    add_prog_depth(p)
     p.add_argument("--name", default="metaplast_unit", help="Verilog module name")
     add_memory_option(p, "behavioural here, a board build maps them to the iCE40 UP's SPRAM")
 
@@ -124,12 +120,7 @@ def add_build(sub: Any) -> None:
         help="UART rate (default: the fastest the board's USB-serial chip makes that the "
         "clock divides exactly: 12 Mbaud on the iCEBreaker at 48 MHz)",
     )
-    p.add_argument(
-        "--prog-depth",
-        type=int,
-        default=UNIT_PROG_DEPTH,
-        help="programming FIFO depth (operations, after the core's event FIFO)",
-    )
+    add_prog_depth(p)
     p.add_argument(
         "--memory",
         choices=UNIT_MEMORIES,
