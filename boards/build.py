@@ -125,6 +125,28 @@ MAC16_ADDER_NS = 5.26
 """The 32-bit adder of a second MAC16 summing a partial product (``SB_MAC16_ADS_U_32P32``)."""
 _MAC16_GROUND_CLOCK = "$PACKER_GND_NET"
 
+_ICETIME_DELAY = re.compile(r"^Total path delay: ([0-9.]+) ns", re.M)
+
+
+def icetime_path_ns(workdir: Path, device: str, package: str, env: dict[str, str]) -> float | None:
+    """The critical path of a routed iCE40 design by icestorm's ``icetime``, the second
+    opinion on nextpnr's: it times every cell with iCEcube2's data, the ``SB_MAC16``'s real
+    arcs included (nextpnr's are placeholders). ``None`` when icetime is not installed;
+    its report is kept beside the router's (``metaplast.icetime.rpt``)."""
+    icetime = shutil.which(env.get("ICETIME", "icetime"))
+    if icetime is None:
+        return None
+    chip = device.lower().removeprefix("ice40")
+    rpt = f"{NAME}.icetime.rpt"
+    command = [icetime, "-d", chip, "-P", package.lower(), "-p", f"{NAME}.pcf", "-t"]
+    proc = subprocess.run(
+        [*command, "-r", rpt, f"{NAME}.asc"], cwd=workdir, capture_output=True, text=True
+    )
+    found = _ICETIME_DELAY.search((workdir / rpt).read_text()) if proc.returncode == 0 else None
+    if found is None:
+        raise BuildError(f"icetime could not time the design: {proc.stderr.strip()[-500:]}")
+    return float(found.group(1))
+
 
 def dsp_path_ns(report: dict[str, Any]) -> float | None:
     """The longest path through the iCE40's unregistered multipliers, which nextpnr leaves
@@ -425,9 +447,13 @@ def build(
 
     pnr = json.loads(pnr_report.read_text())
     pr = parse_nextpnr_report(pnr)
-    # the unit's Fmax: the router's, or the multipliers' paths it does not time if slower
+    # the unit's Fmax: the router's, or if slower icetime's or the multipliers' paths the
+    # router does not time
     through_dsp = dsp_path_ns(pnr)
-    fmax = pr.fmax_mhz if through_dsp is None else min(pr.fmax_mhz, 1000 / through_dsp)
+    icetime_ns = None
+    if board.family == "ice40":
+        icetime_ns = icetime_path_ns(workdir, platform.device, platform.package, env)
+    fmax = min(pr.fmax_mhz, *(1000 / ns for ns in (through_dsp, icetime_ns) if ns is not None))
     luts, ffs, cells = _synth_stats(workdir / f"{NAME}.stat.json", board.family)
     names = _CELLS[board.family]
     used = {kind: pr.utilization.get(cell, (0, 0)) for kind, cell in names.items()}
@@ -435,6 +461,7 @@ def build(
         fmax_mhz=round(fmax, 2),
         router_fmax_mhz=round(pr.fmax_mhz, 2),
         dsp_path_ns=None if through_dsp is None else round(through_dsp, 2),
+        icetime_fmax_mhz=None if icetime_ns is None else round(1000 / icetime_ns, 2),
         luts=luts,
         ffs=ffs,
         bram=used["bram"][0],
@@ -453,7 +480,12 @@ def build(
     )
     if fmax < target_mhz:
         reached = f"the router reaches {pr.fmax_mhz:.2f} MHz"
-        if fmax < pr.fmax_mhz:
+        if icetime_ns is not None and fmax == 1000 / icetime_ns:
+            reached = (
+                f"icetime's critical path takes {icetime_ns:.2f} ns ({fmax:.2f} MHz; the "
+                f"router reaches {pr.fmax_mhz:.2f})"
+            )
+        elif fmax < pr.fmax_mhz:
             reached = (
                 f"the paths through the DSP multipliers, which the router does not time, take "
                 f"{through_dsp:.1f} ns ({fmax:.2f} MHz; the router reaches {pr.fmax_mhz:.2f})"

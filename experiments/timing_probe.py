@@ -3,9 +3,9 @@
 While the pipeline's arithmetic is the critical path of a build, the router reports nothing
 about the paths behind it. This probe copies the source tree to a temporary directory,
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
-bits in place of the level comparators of stages 3 and 12, XOR in place of the two
-multipliers and of the dither's origin subtraction, the dither hash left out, one bit for the
-hazard's address comparators, no saturation in stage 11; the stall is already gone, the
+bits in place of the level comparators of stages 3 and 14, XOR in place of the multipliers'
+pieces and of the dither's origin subtraction, the dither hash left out, one bit for the
+hazard's address comparators, no saturation in stage 13; the stall is already gone, the
 core's event FIFO keeps the pipeline's sink ready), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
 of everything else: the link, the command engine, the memories' ports, the handshakes. The
@@ -36,18 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (what the pipeline says, what the probe puts instead): each must match exactly once
 STAND_INS = [
-    # the level comparators (stages 3 and 12): the top bits
+    # the level comparators (stages 3 and 14): the top bits
     (
         "s4.reached.eq(boundaries_reached(c, s3.w)),",
         "s4.reached.eq(s3.w[-len(c.boundary_ints) :]),",
     ),
     (
-        "s13.reached.eq(boundaries_reached(c, s12.w)),",
-        "s13.reached.eq(s12.w[-len(c.boundary_ints) :]),",
+        "s15.reached.eq(boundaries_reached(c, s14.w)),",
+        "s15.reached.eq(s14.w[-len(c.boundary_ints) :]),",
     ),
-    # the two multipliers (stages 6 and 8)
-    ("s7.scaled.eq(s6.mag * s6.recip),", "s7.scaled.eq(s6.mag ^ s6.recip),"),
-    ("s9.prod_lut.eq(s8.d * self.lut_value),", "s9.prod_lut.eq(s8.d ^ self.lut_value),"),
+    # the multipliers' pieces (stages 6 and 9)
+    ("product = piece * narrow", "product = piece ^ narrow"),
     # the dither hash (stages 0 to 3): its input as it is
     (
         "        x = (x + (x << add_shift))[:32]\n        x = x ^ (x >> xor_shift)\n",
@@ -60,10 +59,10 @@ STAND_INS = [
         "new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)",
         "new_hits = Cat(st.valid & (st.addr[0] == new_addr[0]) for st in ahead)",
     ),
-    # stage 11: the saturation
+    # stage 13: the saturation
     (
-        "s12.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
-        "s12.w.eq(moved),",
+        "s14.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),",
+        "s14.w.eq(moved),",
     ),
 ]
 

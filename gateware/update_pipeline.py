@@ -11,41 +11,47 @@ Stages (each a clock; all of them hold while a level-change event waits for the 
  3    which level boundaries ``W_H`` reaches (one comparator each); the hash's last round
  4    the level of ``W_H`` (how many boundaries it reaches) and its weight
  5    offset from the level as sign and magnitude (both differences, one chosen), the
-      interval's reciprocal
- 6    ``|offset| * recip[interval]`` (only the multiplier) into a register
+      interval's reciprocal, into the multiplier's registers
+ 6    ``|offset| * recip[interval]`` (only the multiplier) into a register; ``d`` as
+      magnitude and sign
  7    LUT index (``>> shift``, clamped); read the meta LUT
- 8    ``d * LUT value`` and ``d * 1`` into registers
- 9    ``d * M + dither`` rounded (``M`` the LUT's value, or 1 when the step moves towards the
-      level): the product's high part, the carry out of its low part with the dither
-10    the step and the carry taken from ``W_H``
-11    saturate
-12    write back; which level boundaries the new weight reaches (one comparator each);
+ 8    ``M`` (the LUT's value, or 1 when the step moves towards the level) and ``|d|`` into
+      the multipliers' registers
+ 9    ``|d| * M`` (only the multipliers, a piece of ``|d|``'s each) into registers
+10    the pieces summed
+11    ``d * M + dither`` rounded: the product's high part, the carry out of its low part with
+      the dither (a negative product's parts inverted)
+12    the step and the carry taken from ``W_H``
+13    saturate
+14    write back; which level boundaries the new weight reaches (one comparator each);
       dual-port: read the synapse's change counter
-13    the new level, whether it changed; single-port: read the change counter
-14    on a change emit the event and count it
+15    the new level, whether it changed; single-port: read the change counter
+16    on a change emit the event and count it
 ====  ===========================================================================
 
 Every path is one piece of arithmetic between registers: the stages are cut for the PLL
-clocks (docs/results.md section 11). Every constant (boundaries, reciprocals, shifts, clip
-range, dither hash) comes from :class:`metaplast.contract.Contract`;
+clocks (docs/results.md section 11). A multiply has a stage to itself, between registers
+without reset, which Yosys moves into the iCE40 UP's multiplier blocks (:class:`_Product`).
+Every constant (boundaries, reciprocals, shifts, clip range, dither hash) comes from
+:class:`metaplast.contract.Contract`;
 :class:`metaplast.firmware_sim.unit.digital_unit.DigitalUnit` is the bit-exact model this is
 tested against.
 
 Read-after-write: an update waits in stage 1 while an update of its synapse is in stages 2 to
-12 (the write-back of stage 12 and the read are in one cycle, and the read is not transparent,
+14 (the write-back of stage 14 and the read are in one cycle, and the read is not transparent,
 so that the read data can go straight into the block RAM's output register). Whether it must
 wait is computed a cycle ahead into a register, so the address comparators never reach the
 inlet's handshake, and first from the low four address bits alone (``HAZARD_BITS``), which a
 block's consecutive synapses never share inside the window; the exact comparison decides from
 the next cycle on. Waiting is the only case that costs a cycle: a block addresses distinct
 synapses, so it arises only between blocks that overlap (the same synapse back to back: one
-update per twelve cycles), or for a cycle where an update's low bits match another block's
+update per fourteen cycles), or for a cycle where an update's low bits match another block's
 still in flight.
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
-an odd number of stages apart (the hidden weight's in stages 1 and 12, the counter's in 13 and
-14), and an update leaves stage 1 only when stage 2 (the update before) and stage 12 (the
+an odd number of stages apart (the hidden weight's in stages 1 and 14, the counter's in 15 and
+16), and an update leaves stage 1 only when stage 2 (the update before) and stage 14 (the
 hidden weight's write) are empty: one update per two cycles over distinct synapses. An SPRAM
 is not initialised by the bitstream (block RAM is, to zeros): after reset the pipeline writes
 0 to every hidden weight and counter, one synapse per cycle, with ``initializing`` high;
@@ -57,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import reduce
 from operator import or_
+from typing import Any
 
 from amaranth import (
     Array,
@@ -81,6 +88,10 @@ from metaplast.protocol import address_bits
 from .single_port_store import SinglePortStore
 
 __all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "level_of"]
+
+#: the widest operand the iCE40 UP's multipliers (``SB_MAC16``, 16 x 16) take: a product is
+#: cut into pieces this wide (the ECP5's are 18 x 18)
+MULTIPLIER_WIDTH = 16
 
 
 def UpdateLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
@@ -128,14 +139,25 @@ def AccessSignature(  # noqa: N802
 
 
 def _stage_layouts(
-    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, recip_t: Shape, counter_width: int
+    c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, counter_width: int
 ) -> tuple[data.StructLayout, ...]:
-    """The registers between the stages: what each stage hands to the next."""
+    """The registers between the stages: what each stage hands to the next (the multipliers'
+    operands and products are apart, in registers without reset)."""
     head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
     boundaries_t = unsigned(len(c.boundary_ints))
-    prod_width = c.update_width + c.meta_bits + 2
-    moved_t = signed(max(prod_width - c.round_shift, c.hidden_width) + 1)
+    # |d * M| (M < 2**(meta_bits + 1)), and its high part with the sign: the step
+    prod_t = unsigned(c.update_width + c.meta_bits + 1)
+    step_t = signed(prod_t.width - c.round_shift + 1)
+    moved_t = signed(max(step_t.width, c.hidden_width) + 1)
     hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
+    # d as magnitude and sign from stage 7 on (the multipliers' operands are unsigned)
+    attenuating = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    attenuating |= {"atten": unsigned(1), "round": unsigned(c.round_shift)}
+    attenuating |= {"magnitude": unsigned(c.update_width), "negative": unsigned(1)}
+    # the product's sign beside its magnitude; from stage 10 the dither holds the sign's +1
+    rounding = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    rounding |= {"round": unsigned(c.round_shift), "negative": unsigned(1)}
+    negated = {**rounding, "round": unsigned(c.round_shift + 1)}
     return (
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes}),
@@ -149,49 +171,21 @@ def _stage_layouts(
                 "lvl": lvl_t,
                 "below": unsigned(1),
                 "above": unsigned(1),
-                "mag": unsigned(c.hidden_width + 1),
-                "recip": recip_t,
                 "dither": unsigned(32),
             }
         ),
-        data.StructLayout(
-            {
-                **head,
-                "w": hid_t,
-                "lvl": lvl_t,
-                "atten": unsigned(1),
-                "round": unsigned(c.round_shift),
-                "scaled": unsigned(c.hidden_width + 1 + recip_t.width),
-            }
-        ),
-        data.StructLayout(
-            {
-                **head,
-                "w": hid_t,
-                "lvl": lvl_t,
-                "atten": unsigned(1),
-                "round": unsigned(c.round_shift),
-            }
-        ),
+        data.StructLayout(attenuating),
+        data.StructLayout(attenuating),
+        data.StructLayout(rounding),
+        data.StructLayout(negated),
+        data.StructLayout({**negated, "prod": prod_t}),
         data.StructLayout(
             {
                 "valid": unsigned(1),
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
-                "atten": unsigned(1),
-                "round": unsigned(c.round_shift),
-                "prod_lut": signed(c.update_width + c.meta_bits + 1),
-                "prod_one": signed(c.update_width + c.meta_bits + 1),
-            }
-        ),
-        data.StructLayout(
-            {
-                "valid": unsigned(1),
-                "addr": addr_t,
-                "w": hid_t,
-                "lvl": lvl_t,
-                "step": signed(prod_width - c.round_shift),
+                "step": step_t,
                 "carry": unsigned(1),
             }
         ),
@@ -230,6 +224,46 @@ def _stage_layouts(
             }
         ),
     )
+
+
+class _Product:
+    """``a * b`` of unsigned operands between registers, as the iCE40 UP's multipliers compute
+    it fast: ``a`` cut in pieces of :data:`MULTIPLIER_WIDTH` bits, each piece with a copy of
+    ``b`` in registers without reset, each piece's product in a register without reset, the
+    pieces summed a stage later.
+
+    Yosys moves such registers into an ``SB_MAC16``'s own, so the multiply (9 ns of 20.8 at
+    48 MHz) runs between the block's registers, where nextpnr times the paths around it. It
+    moves none with a reset, a constant's multiplexer in front (it becomes a synchronous
+    reset) or a second multiplier behind (equal registers are merged, so each piece's ``b``
+    is loaded from an expression of its own), and a signed operand's zero-extension keeps its
+    register out: the operands are unsigned.
+    """
+
+    def __init__(self, name: str, a_width: int, b_width: int) -> None:
+        self.a = Signal(a_width, name=f"{name}_a", reset_less=True)
+        self._pieces = []
+        for low in range(0, a_width, MULTIPLIER_WIDTH):
+            piece = self.a[low : low + MULTIPLIER_WIDTH]
+            b = Signal(b_width, name=f"{name}_b{low}", reset_less=True)
+            product = Signal(len(piece) + b_width, name=f"{name}_p{low}", reset_less=True)
+            self._pieces.append((low, piece, b, product))
+
+    def load(self, a: Value, b_forms: Sequence[Value]) -> list[Any]:
+        """The operands into their registers: ``b`` given as equal expressions, a piece's copy
+        from each in turn (a single form leaves the copies to be merged)."""
+        copies = (b.eq(b_forms[i % len(b_forms)]) for i, (_, _, b, _) in enumerate(self._pieces))
+        return [self.a.eq(a), *copies]
+
+    def multiply(self) -> list[Any]:
+        """The pieces' products into their registers."""
+        return [product.eq(piece * b) for _, piece, b, product in self._pieces]
+
+    @property
+    def value(self) -> Value:
+        """The product, summed from the registered pieces (only a wire for one piece)."""
+        pieces = [product << low for low, _, _, product in self._pieces]
+        return sum(pieces[1:], pieces[0])
 
 
 def thermometer_lookup(t: Value, table: Sequence[int], shape: ShapeLike) -> Value:
@@ -347,7 +381,7 @@ class UpdatePipeline(wiring.Component):
     """
 
     #: the registered stages after the inlet: the farthest two updates of one synapse can be
-    depth = 14
+    depth = 16
     #: the low address bits an entering update's hazard is first judged by (more than the
     #: stages that hold an update still to write back: consecutive synapses never match)
     HAZARD_BITS = 4
@@ -401,25 +435,23 @@ class UpdatePipeline(wiring.Component):
         lvl_t = level_shape(c)
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
-        layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, recip_t, self.counter_width)
-        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14 = (
-            Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)
-        )
+        layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, self.counter_width)
+        stages = [Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)]
+        s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16 = stages
+        assert len(stages) == self.depth
 
-        # a stall holds every stage: the events' sink not ready while stage 14 holds an update.
+        # a stall holds every stage: the events' sink not ready while stage 16 holds an update.
         # Whether that update is an event is not asked (a register, but the stall reaches every
         # stage and the inlet)
         advance = Signal()
-        m.d.comb += advance.eq(~(s14.valid & ~self.events.ready))
-
-        stages = [s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14]
+        m.d.comb += advance.eq(~(s16.valid & ~self.events.ready))
 
         new_addr = self.update.payload.addr
-        # stage 1 holds an update until its read is safe: until no update in stages 2 to 12 is
+        # stage 1 holds an update until its read is safe: until no update in stages 2 to 14 is
         # still to write its synapse back. That is known a cycle ahead (stage 1's ``hazard``, a
         # register): the comparators never reach the inlet's control. The write-back in stage
-        # 12 is 11 stages after the read, an odd number (single-port)
-        back_stage = 12
+        # 14 is 13 stages after the read, an odd number (single-port)
+        back_stage = 14
         back = stages[back_stage - 1]
         # whether stage 1 must wait, from three registers: the comparisons' OR of an update
         # that entered stage 1 last cycle, the shifted comparisons' OR of one that waited, and
@@ -433,7 +465,7 @@ class UpdatePipeline(wiring.Component):
         issue_ok = ~waits
         if single:
             # a read and a write of one memory never in the same cycle: the counter's read in
-            # stage 13 and write in stage 14, the hidden weight's read here and write in stage 12
+            # stage 15 and write in stage 16, the hidden weight's read here and write in stage 14
             issue_ok &= ~s2.valid & ~back.valid
         issue = Signal()
         ready = Signal()
@@ -449,13 +481,13 @@ class UpdatePipeline(wiring.Component):
         # before the write-back now, stage 1 too when it issues (an incoming update is only
         # accepted then, or into an empty stage 1)
         ahead = stages[: back_stage - 1]
-        # which of stages 2 to 12 hold an update of stage 1's synapse, one bit each: an
+        # which of stages 2 to 14 hold an update of stage 1's synapse, one bit each: an
         # update's comparisons are made once, as it enters stage 1, and then shift with the
         # stages while it waits, so no comparator is between stage 1's address and ``hazard``
         hits = Signal(len(ahead), name="s1_hits")
         new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)
         # the hazard of an entering update from the low address bits alone: a block's
-        # successive synapses never share them inside the window (11 stages, 16 values), and a
+        # successive synapses never share them inside the window (13 stages, 16 values), and a
         # false match of another block's costs one cycle (the exact `hits` decide the next).
         # All bits, the comparators and their OR were seven LUT levels at 48 MHz on the iCE40
         assert 1 << self.HAZARD_BITS > len(ahead), "consecutive synapses would match"
@@ -543,11 +575,18 @@ class UpdatePipeline(wiring.Component):
             ]
 
         # stage 5: offset from the level as sign and magnitude, the interval's reciprocal: both
-        # differences at once, so the magnitude is one carry chain and a multiplexer (stage 6
-        # is only the multiplier); the reciprocal of either side looked up from the level alone
+        # differences at once, so the magnitude is one carry chain and a multiplexer; the
+        # reciprocal of either side looked up from the level alone. Both into the multiplier's
+        # registers (the magnitude cut to the contract's widest offset)
         up5 = Signal(signed(c.hidden_width + 1))
         down5 = Signal(signed(c.hidden_width + 1))
         recips = Array(Const(r, recip_t) for r in c.recips)
+        scaled = _Product("scaled", recip_t.width, c.offset_max.bit_length())
+        recip5 = Mux(
+            up5 < 0,
+            recips[Mux(s5.lvl == 0, 0, s5.lvl - 1)],
+            recips[Mux(s5.lvl > ivl_count - 1, ivl_count - 1, s5.lvl)],
+        )
         m.d.comb += [up5.eq(s5.w - s5.ws), down5.eq(s5.ws - s5.w)]
         with m.If(advance):
             m.d.sync += [
@@ -558,23 +597,17 @@ class UpdatePipeline(wiring.Component):
                 s6.lvl.eq(s5.lvl),
                 s6.below.eq(up5 < 0),
                 s6.above.eq(down5 < 0),
-                s6.mag.eq(Mux(up5 < 0, down5, up5)),
-                s6.recip.eq(
-                    Mux(
-                        up5 < 0,
-                        recips[Mux(s5.lvl == 0, 0, s5.lvl - 1)],
-                        recips[Mux(s5.lvl > ivl_count - 1, ivl_count - 1, s5.lvl)],
-                    )
-                ),
+                *scaled.load(recip5, [Mux(up5 < 0, down5, up5), Mux(down5 > 0, down5, up5)]),
                 s6.dither.eq(s5.dither),
             ]
 
-        # stage 6: |offset| * reciprocal into a register ------------------------------------
+        # stage 6: |offset| * reciprocal (the multiplier alone); d as magnitude and sign -----
         with m.If(advance):
             m.d.sync += [
                 s7.valid.eq(s6.valid),
                 s7.addr.eq(s6.addr),
-                s7.d.eq(s6.d),
+                s7.magnitude.eq(Mux(s6.d < 0, -s6.d, s6.d)),
+                s7.negative.eq(s6.d < 0),
                 s7.w.eq(s6.w),
                 s7.lvl.eq(s6.lvl),
                 # d * (w - ws) < 0: the step would move W_H away from its level
@@ -584,11 +617,11 @@ class UpdatePipeline(wiring.Component):
                     if c.rounding == "stochastic"
                     else 1 << (c.round_shift - 1)
                 ),
-                s7.scaled.eq(s6.mag * s6.recip),
+                *scaled.multiply(),
             ]
 
         # stage 7: LUT index, LUT read --------------------------------------------------------
-        index = s7.scaled >> c.recip_shift
+        index = scaled.value >> c.recip_shift
         j7 = Signal(range(c.lut_entries))
         m.d.comb += j7.eq(Mux(index >= c.lut_entries, c.lut_entries - 1, index))
         m.d.comb += [self.lut_index.eq(j7), self.lut_en.eq(advance)]
@@ -596,21 +629,22 @@ class UpdatePipeline(wiring.Component):
             m.d.sync += [
                 s8.valid.eq(s7.valid),
                 s8.addr.eq(s7.addr),
-                s8.d.eq(s7.d),
+                s8.magnitude.eq(s7.magnitude),
+                s8.negative.eq(s7.negative),
                 s8.w.eq(s7.w),
                 s8.lvl.eq(s7.lvl),
                 s8.atten.eq(s7.atten),
                 s8.round.eq(s7.round),
             ]
 
-        # stage 8: both products, d * LUT value and d * 1, into registers ------------------
-        # the counter is read two stages before its write in stage 14 (dual-port: in stage 12,
-        # the block RAM's output register in stage 13, the increment from a register) or one
-        # (single-port: a read and a write an odd number of stages apart)
-        count_reader = s13 if single else s12
-        m.d.comb += [
-            counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
-            counts.ren.eq(advance),
+        # stage 8: |d| and M, the LUT's value or 1 (when the step moves towards the level),
+        # into the multipliers' registers, M written twice (and without a multiplexer: one to
+        # the constant 1 would become a synchronous reset) ----------------------------------
+        product = _Product("product", c.update_width, c.meta_bits + 1)
+        on, off = s8.atten.replicate(c.meta_bits + 1), (~s8.atten).replicate(c.meta_bits + 1)
+        meta = [
+            (self.lut_value & on) | (~s8.atten << c.meta_bits),
+            (self.lut_value | off) & (on | c.meta_one),
         ]
         with m.If(advance):
             m.d.sync += [
@@ -618,89 +652,123 @@ class UpdatePipeline(wiring.Component):
                 s9.addr.eq(s8.addr),
                 s9.w.eq(s8.w),
                 s9.lvl.eq(s8.lvl),
-                s9.atten.eq(s8.atten),
                 s9.round.eq(s8.round),
-                s9.prod_lut.eq(s8.d * self.lut_value),
-                s9.prod_one.eq(s8.d * c.meta_one),
+                s9.negative.eq(s8.negative),
+                *product.load(s8.magnitude, meta),
             ]
 
-        # stage 9: d * M (M the LUT's value, or 1 when the step moves towards the level)
-        # + dither, rounded: ``(d * M + r) >> shift`` as the product's high part and the carry
-        # out of its low part with the dither (``r`` has ``shift`` bits), so the carry chain is
-        # the low part's alone (the whole product's, 36 bits, failed 48 MHz on the iCE40) ---
-        prod9 = Signal.like(s9.prod_lut)
-        low9 = Signal(c.round_shift + 1)
-        m.d.comb += [
-            prod9.eq(Mux(s9.atten, s9.prod_lut, s9.prod_one)),
-            low9.eq(prod9[: c.round_shift] + s9.round),
-        ]
+        # stage 9: |d| * M (the multipliers alone); the dither takes the sign's +1 of the
+        # product's two's complement (``-p = ~p + 1``) ------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s10.valid.eq(s9.valid),
                 s10.addr.eq(s9.addr),
                 s10.w.eq(s9.w),
                 s10.lvl.eq(s9.lvl),
-                s10.step.eq(prod9 >> c.round_shift),
-                s10.carry.eq(low9[-1]),
+                s10.round.eq(s9.round + s9.negative),
+                s10.negative.eq(s9.negative),
+                *product.multiply(),
             ]
 
-        # stage 10: the step, with the carry, taken from W_H --------------------------------
+        # stage 10: the multipliers' pieces summed --------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s11.valid.eq(s10.valid),
                 s11.addr.eq(s10.addr),
+                s11.w.eq(s10.w),
                 s11.lvl.eq(s10.lvl),
-                s11.moved.eq(s10.w - s10.step - s10.carry),
+                s11.round.eq(s10.round),
+                s11.negative.eq(s10.negative),
+                s11.prod.eq(product.value),
             ]
 
-        # stage 11: saturate ------------------------------------------------------------------
-        moved = s11.moved
+        # stage 11: d * M + dither, rounded: ``(d * M + r) >> shift`` as the product's high
+        # part and the carry out of its low part with the dither (``r`` has ``shift`` bits), so
+        # the carry chain is the low part's alone (the whole product's, 36 bits, failed 48 MHz
+        # on the iCE40). A negative product is ``~|p| + 1``: its parts inverted, the +1 in the
+        # dither (its low part plus the dither plus one stays below twice the low part's range)
+        # (|p| < 2**(width - 1): the top bit is the sign)
+        ones = Signal(signed(len(s11.prod)))
+        low11 = Signal(c.round_shift + 1)
+        m.d.comb += [
+            ones.eq(s11.prod ^ s11.negative.replicate(len(s11.prod))),
+            low11.eq(ones[: c.round_shift] + s11.round),
+        ]
         with m.If(advance):
             m.d.sync += [
                 s12.valid.eq(s11.valid),
                 s12.addr.eq(s11.addr),
+                s12.w.eq(s11.w),
                 s12.lvl.eq(s11.lvl),
-                s12.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+                s12.step.eq(ones >> c.round_shift),
+                s12.carry.eq(low11[-1]),
             ]
 
-        # stage 12: write back; the boundaries the new weight reaches (one comparator each) ---
+        # stage 12: the step, with the carry, taken from W_H --------------------------------
         with m.If(advance):
             m.d.sync += [
                 s13.valid.eq(s12.valid),
                 s13.addr.eq(s12.addr),
-                s13.old.eq(s12.lvl),
-                s13.reached.eq(boundaries_reached(c, s12.w)),
+                s13.lvl.eq(s12.lvl),
+                s13.moved.eq(s12.w - s12.step - s12.carry),
+            ]
+
+        # stage 13: saturate ------------------------------------------------------------------
+        moved = s13.moved
+        with m.If(advance):
+            m.d.sync += [
+                s14.valid.eq(s13.valid),
+                s14.addr.eq(s13.addr),
+                s14.lvl.eq(s13.lvl),
+                s14.w.eq(Mux(moved < c.w_min, c.w_min, Mux(moved > c.w_max, c.w_max, moved))),
+            ]
+
+        # stage 14: write back; the boundaries the new weight reaches (one comparator each);
+        # the counter is read two stages before its write in stage 16 (dual-port: here, the
+        # block RAM's output register in stage 15, the increment from a register) or one
+        # (single-port: a read and a write an odd number of stages apart) ------------------
+        count_reader = s15 if single else s14
+        m.d.comb += [
+            counts.raddr.eq(Mux(count_reader.valid, count_reader.addr, self.access.addr)),
+            counts.ren.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                s15.valid.eq(s14.valid),
+                s15.addr.eq(s14.addr),
+                s15.old.eq(s14.lvl),
+                s15.reached.eq(boundaries_reached(c, s14.w)),
             ]
         hidden_we = (back.valid & advance) | self.access.we
         hidden_waddr = Mux(back.valid, back.addr, self.access.addr)
         hidden_wdata = Mux(back.valid, back.w, self.access.wdata)
 
-        # stage 13: the new level (how many boundaries it reaches), whether it changed ------
-        new13 = Signal(lvl_t)
-        m.d.comb += new13.eq(thermometer_count(s13.reached, lvl_t.width))
+        # stage 15: the new level (how many boundaries it reaches), whether it changed ------
+        new15 = Signal(lvl_t)
+        m.d.comb += new15.eq(thermometer_count(s15.reached, lvl_t.width))
         with m.If(advance):
             m.d.sync += [
-                s14.valid.eq(s13.valid),
-                s14.addr.eq(s13.addr),
-                s14.old.eq(s13.old),
-                s14.new.eq(new13),
-                s14.event.eq(new13 != s13.old),
+                s16.valid.eq(s15.valid),
+                s16.addr.eq(s15.addr),
+                s16.old.eq(s15.old),
+                s16.new.eq(new15),
+                s16.event.eq(new15 != s15.old),
                 # the counter's output register (single-port: only for the access port's read,
-                # the increment reads the memory in stage 14)
-                s14.count.eq(counts.rdata),
+                # the increment reads the memory in stage 16)
+                s16.count.eq(counts.rdata),
             ]
 
-        # stage 14: emit and count the level change -------------------------------------------
+        # stage 16: emit and count the level change -------------------------------------------
         # a saturating increment, written whether or not the count is saturated: the carry out
         # of the increment says so, in the data alone (a comparison in the write enable was
         # the SPRAM's read -> compare -> write enable, 25.8 ns at 48 MHz)
-        count = counts.rdata if single else s14.count
+        count = counts.rdata if single else s16.count
         incremented = Signal(self.counter_width + 1)
         m.d.comb += incremented.eq(count + 1)
         saturating = incremented[:-1] | incremented[-1].replicate(self.counter_width)
-        counts_we = (s14.valid & advance & s14.event) | self.access.clear
-        counts_waddr = Mux(s14.valid, s14.addr, self.access.addr)
-        counts_wdata = Mux(s14.valid, saturating, 0)
+        counts_we = (s16.valid & advance & s16.event) | self.access.clear
+        counts_waddr = Mux(s16.valid, s16.addr, self.access.addr)
+        counts_wdata = Mux(s16.valid, saturating, 0)
         if single:
             # after reset, 0 into every word of both memories (an SPRAM starts undefined)
             wipe = Signal(range(self.synapses))
@@ -717,10 +785,10 @@ class UpdatePipeline(wiring.Component):
             counts_waddr = Mux(done, counts_waddr, wipe)
             counts_wdata = Mux(done, counts_wdata, 0)
         # the counter's write enable waits for the sink's ready; its address need not (no
-        # read is wanted while stage 14 holds an update: stage 13 is empty then)
+        # read is wanted while stage 16 holds an update: stage 15 is empty then)
         counts_wsel = counts_we
         if single:
-            counts_wsel = s14.valid | self.access.clear | self.initializing
+            counts_wsel = s16.valid | self.access.clear | self.initializing
         m.d.comb += [
             hidden.we.eq(hidden_we),
             hidden.wsel.eq(hidden_we),
@@ -730,13 +798,13 @@ class UpdatePipeline(wiring.Component):
             counts.wsel.eq(counts_wsel),
             counts.waddr.eq(counts_waddr),
             counts.wdata.eq(counts_wdata),
-            self.events.valid.eq(s14.valid & s14.event),
-            self.events.payload.addr.eq(s14.addr),
-            self.events.payload.old.eq(s14.old),
-            self.events.payload.new.eq(s14.new),
+            self.events.valid.eq(s16.valid & s16.event),
+            self.events.payload.addr.eq(s16.addr),
+            self.events.payload.old.eq(s16.old),
+            self.events.payload.new.eq(s16.new),
             # the access port reads through the output registers: the memories' outputs
             # reach no logic of the link's
             self.access.rdata.eq(s3.w),
-            self.access.count.eq(s14.count),
+            self.access.count.eq(s16.count),
         ]
         return m

@@ -221,6 +221,14 @@ class Contract:
         return tuple(b - a for a, b in zip(q[:-1], q[1:], strict=True))
 
     @cached_property
+    def offset_max(self) -> int:
+        """The largest ``|w - ws|`` over the clip range (a level's farthest weight: a boundary
+        beside it, or a clip end past an outer level): the width of the LUT index's product."""
+        q, b = self.level_ints, self.boundary_ints
+        lows, highs = (self.w_min, *b), (*(x - 1 for x in b), self.w_max)
+        return max(max(abs(v - lo), abs(hi - v)) for v, lo, hi in zip(q, lows, highs, strict=True))
+
+    @cached_property
     def recip_shift(self) -> int:
         """Keeps every reciprocal at 15 significant bits or more."""
         widest = max(self.interval_ints)

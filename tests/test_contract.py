@@ -42,6 +42,16 @@ def test_default_formats() -> None:
     assert all(a < b for a, b in zip(c.boundary_ints, c.boundary_ints[1:], strict=False))
 
 
+@pytest.mark.parametrize("c", CONTRACTS, ids=range(len(CONTRACTS)))
+def test_offset_max_is_the_farthest_weight_from_its_level(c: Contract) -> None:
+    """Every weight of the clip range, its level by the spec: the gateware cuts the offset's
+    magnitude to ``offset_max``'s bits, so it must bound every one and be reached."""
+    w = torch.arange(c.w_min, c.w_max + 1)
+    lvl = (w[:, None] >= torch.tensor(c.boundary_ints)).sum(1)
+    offsets = (w - torch.tensor(c.level_ints)[lvl]).abs()
+    assert int(offsets.max()) == c.offset_max
+
+
 def test_int_bits_follow_the_level_range() -> None:
     assert Contract(levels=(-0.5, 0.0, 0.5)).int_bits == 1
     assert Contract(levels=rule.uniform_levels(5, -3.0, 3.0)).int_bits == 3

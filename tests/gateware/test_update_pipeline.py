@@ -104,8 +104,8 @@ def test_one_update_per_clock_over_distinct_addresses() -> None:
     updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
     s = run(Scenario(c, n, hidden, updates), "throughput")
     # cycles with an update offered or in flight: n accepted, plus the inlet's skid buffer and
-    # the 14-stage drain
-    assert s.cycles == n + 15
+    # the pipeline's drain
+    assert s.cycles == n + 1 + UpdatePipeline.depth
 
 
 def test_one_update_per_two_cycles_single_port() -> None:
@@ -114,8 +114,8 @@ def test_one_update_per_two_cycles_single_port() -> None:
     hidden = [0] * n
     updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
     s = run(Scenario(c, n, hidden, updates, single_port=True), "throughput-single")
-    # an update every other cycle, the inlet's skid buffer, the 14-stage drain
-    assert s.cycles == 2 * (n - 1) + 1 + 15
+    # an update every other cycle, the inlet's skid buffer, the pipeline's drain
+    assert s.cycles == 2 * (n - 1) + 1 + 1 + UpdatePipeline.depth
 
 
 def test_a_false_match_of_the_low_address_bits_costs_one_cycle() -> None:
