@@ -56,7 +56,7 @@ STAND_INS = [
     ("(new_addr - self.update.payload.origin)", "(new_addr ^ self.update.payload.origin)"),
     # the read-after-write hazard's address comparators (stage 0): one bit each
     (
-        "new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)",
+        "new_hits = Cat(st.valid & (st.addr[:wait] == new_addr[:wait]) for st in ahead)",
         "new_hits = Cat(st.valid & (st.addr[0] == new_addr[0]) for st in ahead)",
     ),
     # stage 13: the saturation

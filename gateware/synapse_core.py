@@ -53,7 +53,7 @@ class SynapseCore(wiring.Component):
         self.addr_bits = addr_bits
         # the updates enter through registers both ways: the command engine's control and the
         # pipeline's hazard check and stall were one combinational path (70 ns on the iCE40)
-        self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits))
+        self.inlet = SkidBuffer(UpdateLayout(contract, addr_bits, marked=True))
         self.events_fifo = SyncFIFOBuffered(
             width=EventLayout(contract, addr_bits).size, depth=self.events_depth
         )
@@ -103,7 +103,23 @@ class SynapseCore(wiring.Component):
             self.lut_mstar.eq(lut.mstar),
             self.lut_crc.eq(lut.crc),
         ]
-        wiring.connect(m, wiring.flipped(self.update), inlet.i)
+        # each update marked with whether its seed differs from the one's before, so that the
+        # pipeline's choice to hash a seed comes from a register (the comparison was in series
+        # with the inlet's handshake)
+        last_seed = Signal(32)
+        primed = Signal()
+        seed = self.update.payload.seed
+        m.d.comb += [
+            inlet.i.valid.eq(self.update.valid),
+            self.update.ready.eq(inlet.i.ready),
+            inlet.i.payload.addr.eq(self.update.payload.addr),
+            inlet.i.payload.d.eq(self.update.payload.d),
+            inlet.i.payload.seed.eq(seed),
+            inlet.i.payload.origin.eq(self.update.payload.origin),
+            inlet.i.payload.new_seed.eq(~primed | (seed != last_seed)),
+        ]
+        with m.If(self.update.valid & self.update.ready):
+            m.d.sync += [last_seed.eq(seed), primed.eq(1)]
         wiring.connect(m, wiring.flipped(self.access), p.access)
         wiring.connect(m, wiring.flipped(self.load), lut.load)
         return m

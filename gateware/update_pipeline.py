@@ -42,11 +42,12 @@ Read-after-write: an update waits in stage 1 while an update of its synapse is i
 so that the read data can go straight into the block RAM's output register). Whether it must
 wait is computed a cycle ahead into a register, so the address comparators never reach the
 inlet's handshake, and first from the low four address bits alone (``HAZARD_BITS``), which a
-block's consecutive synapses never share inside the window; the exact comparison decides from
-the next cycle on. Waiting is the only case that costs a cycle: a block addresses distinct
-synapses, so it arises only between blocks that overlap (the same synapse back to back: one
-update per fourteen cycles), or for a cycle where an update's low bits match another block's
-still in flight.
+block's consecutive synapses never share inside the window; the low eight (``WAIT_BITS``)
+decide from the next cycle on. Waiting is the only case that costs a cycle: a block addresses
+distinct synapses, so it arises only between blocks that overlap (the same synapse back to
+back: one update per fourteen cycles) or whose synapses are a multiple of 256 apart inside
+the window (as long as the same synapse), or for a cycle where an update's low four bits
+match another block's still in flight.
 
 ``single_port=True`` keeps both memories in single-port stores (:class:`.SinglePortStore`: the
 iCE40 UP's SPRAM), where a cycle either reads or writes. A read and a write of one memory are
@@ -94,17 +95,22 @@ __all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "
 MULTIPLIER_WIDTH = 16
 
 
-def UpdateLayout(contract: Contract, addr_bits: int) -> data.StructLayout:  # noqa: N802
+def UpdateLayout(  # noqa: N802
+    contract: Contract, addr_bits: int, *, marked: bool = False
+) -> data.StructLayout:
     """One synapse update: its address, ``d`` in the update format, the block's seed, and the
-    origin its dither counts addresses from (UPDATE_LAYER's; 0, the memory's, otherwise)."""
-    return data.StructLayout(
-        {
-            "addr": unsigned(addr_bits),
-            "d": signed(contract.update_width),
-            "seed": unsigned(32),
-            "origin": unsigned(addr_bits),
-        }
-    )
+    origin its dither counts addresses from (UPDATE_LAYER's; 0, the memory's, otherwise).
+
+    ``marked``: and whether its seed differs from the update's before (or it is the first),
+    as :class:`.SynapseCore` marks them for the pipeline, which hashes a seed once.
+    """
+    fields = {
+        "addr": unsigned(addr_bits),
+        "d": signed(contract.update_width),
+        "seed": unsigned(32),
+        "origin": unsigned(addr_bits),
+    }
+    return data.StructLayout({**fields, "new_seed": unsigned(1)} if marked else fields)
 
 
 def level_shape(contract: Contract) -> Shape:
@@ -141,29 +147,30 @@ def AccessSignature(  # noqa: N802
 def _stage_layouts(
     c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, counter_width: int
 ) -> tuple[data.StructLayout, ...]:
-    """The registers between the stages: what each stage hands to the next (the multipliers'
-    operands and products are apart, in registers without reset)."""
-    head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
+    """The registers between the stages: what each stage hands to the next, besides whether it
+    holds an update (:class:`_Stage`; the multipliers' operands and products are apart)."""
+    head = {"addr": addr_t, "d": signed(c.update_width)}
     boundaries_t = unsigned(len(c.boundary_ints))
     # |d * M| (M < 2**(meta_bits + 1)), and its high part with the sign: the step
     prod_t = unsigned(c.update_width + c.meta_bits + 1)
     step_t = signed(prod_t.width - c.round_shift + 1)
     moved_t = signed(max(step_t.width, c.hidden_width) + 1)
-    hashes = {"hash_a": unsigned(32), "hash_s": unsigned(32)}
+    # the dither hash's rounds, of an update's address or of a token's seed
+    hashes = {"hash": unsigned(32), "seeding": unsigned(1)}
+    dither_t = unsigned(c.round_shift)
     # d as magnitude and sign from stage 7 on (the multipliers' operands are unsigned)
-    attenuating = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    attenuating = {"addr": addr_t, "w": hid_t, "lvl": lvl_t}
     attenuating |= {"atten": unsigned(1), "round": unsigned(c.round_shift)}
     attenuating |= {"magnitude": unsigned(c.update_width), "negative": unsigned(1)}
-    # the product's sign beside its magnitude; from stage 10 the dither holds the sign's +1
-    rounding = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    # the product's sign beside its magnitude (from stage 9 the dither is inverted with it)
+    rounding = {"addr": addr_t, "w": hid_t, "lvl": lvl_t}
     rounding |= {"round": unsigned(c.round_shift), "negative": unsigned(1)}
-    negated = {**rounding, "round": unsigned(c.round_shift + 1)}
     return (
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes}),
         data.StructLayout({**head, **hashes, "w": hid_t}),
-        data.StructLayout({**head, "w": hid_t, "reached": boundaries_t, "dither": unsigned(32)}),
-        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "ws": hid_t, "dither": unsigned(32)}),
+        data.StructLayout({**head, "w": hid_t, "reached": boundaries_t, "dither": dither_t}),
+        data.StructLayout({**head, "w": hid_t, "lvl": lvl_t, "ws": hid_t, "dither": dither_t}),
         data.StructLayout(
             {
                 **head,
@@ -171,17 +178,16 @@ def _stage_layouts(
                 "lvl": lvl_t,
                 "below": unsigned(1),
                 "above": unsigned(1),
-                "dither": unsigned(32),
+                "dither": dither_t,
             }
         ),
         data.StructLayout(attenuating),
         data.StructLayout(attenuating),
         data.StructLayout(rounding),
-        data.StructLayout(negated),
-        data.StructLayout({**negated, "prod": prod_t}),
+        data.StructLayout(rounding),
+        data.StructLayout({**rounding, "prod": prod_t}),
         data.StructLayout(
             {
-                "valid": unsigned(1),
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
@@ -191,7 +197,6 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
-                "valid": unsigned(1),
                 "addr": addr_t,
                 "lvl": lvl_t,
                 "moved": moved_t,
@@ -199,7 +204,6 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
-                "valid": unsigned(1),
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
@@ -207,7 +211,6 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
-                "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
                 "reached": boundaries_t,
@@ -215,7 +218,6 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
-                "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
                 "new": lvl_t,
@@ -224,6 +226,22 @@ def _stage_layouts(
             }
         ),
     )
+
+
+class _Stage:
+    """A stage's registers: ``valid``, which resets, and the update's fields, which do not.
+
+    The fields matter only while ``valid`` is set, and registers without a reset are the
+    iCE40's plainest: they pack with any logic cell's, and Yosys can move them into a block's
+    own registers. The fields read as attributes (``s3.w``).
+    """
+
+    def __init__(self, layout: data.StructLayout, name: str) -> None:
+        self.valid = Signal(name=f"{name}_valid")
+        self.fields = Signal(layout, name=name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fields, name)
 
 
 class _Product:
@@ -385,6 +403,11 @@ class UpdatePipeline(wiring.Component):
     #: the low address bits an entering update's hazard is first judged by (more than the
     #: stages that hold an update still to write back: consecutive synapses never match)
     HAZARD_BITS = 4
+    #: the low address bits an update waits by: it waits while an update in flight shares
+    #: them, its own synapse's or one a multiple of 256 away (which no block's consecutive
+    #: synapses are inside the window), for the comparators' sake (a third of them in LUTs
+    #: on a 32,768-synapse unit, where the iCE40's logic cells run out)
+    WAIT_BITS = 8
 
     def __init__(
         self,
@@ -406,7 +429,7 @@ class UpdatePipeline(wiring.Component):
         self.addr_bits = addr_bits
         super().__init__(
             {
-                "update": In(stream.Signature(UpdateLayout(contract, addr_bits))),
+                "update": In(stream.Signature(UpdateLayout(contract, addr_bits, marked=True))),
                 "events": Out(stream.Signature(EventLayout(contract, addr_bits))),
                 "lut_index": Out(range(contract.lut_entries)),
                 "lut_en": Out(1),
@@ -436,7 +459,7 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, self.counter_width)
-        stages = [Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)]
+        stages = [_Stage(lay, f"s{i}") for i, lay in enumerate(layouts, start=1)]
         s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16 = stages
         assert len(stages) == self.depth
 
@@ -469,11 +492,23 @@ class UpdatePipeline(wiring.Component):
             issue_ok &= ~s2.valid & ~back.valid
         issue = Signal()
         ready = Signal()
+        take = Signal()  # stage 1 takes what stage 0 offers: an update, a seed's token, nothing
         accept = Signal()
+        # the seed's half of the dither is hashed once per seed, by the address's rounds: an
+        # update whose seed differs from the update's before (``new_seed``) waits a cycle at the
+        # inlet while a token of its seed (no update) enters stage 1; the token's hash is kept
+        # in stage 3, where the updates behind it take it (the seed's own rounds for every
+        # update and their registers were 290 of the iCE40's 5,280 logic cells)
+        seed = self.update.payload.seed
+        tokened = Signal()  # the update offered has sent its seed's token
+        fresh = Signal()
+        if c.rounding == "stochastic":
+            m.d.comb += fresh.eq(self.update.valid & self.update.payload.new_seed & ~tokened)
         m.d.comb += [
             issue.eq(advance & s1.valid & issue_ok),
             ready.eq(advance & (~s1.valid | issue_ok) if single else advance & ~waits),
-            self.update.ready.eq(ready & ~self.initializing if single else ready),
+            take.eq(ready & ~self.initializing if single else ready),
+            self.update.ready.eq(take & ~fresh),
             accept.eq(self.update.valid & self.update.ready),
             self.busy.eq(reduce(or_, (st.valid for st in stages))),
         ]
@@ -481,21 +516,23 @@ class UpdatePipeline(wiring.Component):
         # before the write-back now, stage 1 too when it issues (an incoming update is only
         # accepted then, or into an empty stage 1)
         ahead = stages[: back_stage - 1]
-        # which of stages 2 to 14 hold an update of stage 1's synapse, one bit each: an
+        # which of stages 2 to 14 hold an update of stage 1's synapse (or of one that shares
+        # its low ``WAIT_BITS``), one bit each: an
         # update's comparisons are made once, as it enters stage 1, and then shift with the
         # stages while it waits, so no comparator is between stage 1's address and ``hazard``
         hits = Signal(len(ahead), name="s1_hits")
-        new_hits = Cat(st.valid & (st.addr == new_addr) for st in ahead)
+        wait = min(self.WAIT_BITS, self.addr_bits)
+        new_hits = Cat(st.valid & (st.addr[:wait] == new_addr[:wait]) for st in ahead)
         # the hazard of an entering update from the low address bits alone: a block's
         # successive synapses never share them inside the window (13 stages, 16 values), and a
-        # false match of another block's costs one cycle (the exact `hits` decide the next).
+        # false match of another block's costs one cycle (the wider `hits` decide the next).
         # All bits, the comparators and their OR were seven LUT levels at 48 MHz on the iCE40
         assert 1 << self.HAZARD_BITS > len(ahead), "consecutive synapses would match"
         low = min(self.HAZARD_BITS, self.addr_bits)
         near_hits = Cat(st.valid & (st.addr[:low] == new_addr[:low]) for st in ahead)
         with m.If(advance):
             m.d.sync += [
-                entered.eq(self.update.ready),
+                entered.eq(take),
                 hazard_new.eq(near_hits.any()),
                 hazard_held.eq(s1.valid & hits[:-1].any()),
             ]
@@ -505,19 +542,21 @@ class UpdatePipeline(wiring.Component):
             rounds = MIX32_ROUNDS[stage:] if stage == 3 else MIX32_ROUNDS[stage : stage + 1]
             return _mix_rounds(x, rounds)
 
-        # stage 0: into stage 1, the dither hash's first round; a hazard ahead ---------------
+        # stage 0: into stage 1, the dither hash's first round (of the address from its
+        # block's origin, or of a token's seed: the seed's round apart, so that the choice
+        # is not in series with the round's adder); a hazard ahead -------------------------
+        offset0 = (new_addr - self.update.payload.origin)[: self.addr_bits]
         with m.If(advance):
-            with m.If(self.update.ready):
+            with m.If(take):
                 m.d.sync += [
-                    s1.valid.eq(self.update.valid),
+                    s1.valid.eq(self.update.valid & ~fresh),
+                    s1.seeding.eq(fresh),
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
-                    s1.hash_a.eq(
-                        hash_in(0, (new_addr - self.update.payload.origin)[: self.addr_bits])
-                    ),
-                    s1.hash_s.eq(hash_in(0, self.update.payload.seed)),
+                    s1.hash.eq(Mux(fresh, hash_in(0, seed), hash_in(0, offset0))),
                     hits.eq(new_hits),
                 ]
+                m.d.sync += tokened.eq(fresh)
             with m.Else():
                 # stage 1 holds (a bubble into stage 2): the older updates move on a stage
                 m.d.sync += hits.eq(Cat(Const(0, 1), hits[:-1]))
@@ -532,8 +571,8 @@ class UpdatePipeline(wiring.Component):
                 s2.valid.eq(issue),
                 s2.addr.eq(s1.addr),
                 s2.d.eq(s1.d),
-                s2.hash_a.eq(hash_in(1, s1.hash_a)),
-                s2.hash_s.eq(hash_in(1, s1.hash_s)),
+                s2.hash.eq(hash_in(1, s1.hash)),
+                s2.seeding.eq(s1.seeding),
             ]
 
         # stage 2: the memory's output into a register (the block RAM's own, where it has one);
@@ -544,12 +583,17 @@ class UpdatePipeline(wiring.Component):
                 s3.addr.eq(s2.addr),
                 s3.d.eq(s2.d),
                 s3.w.eq(hidden.rdata),
-                s3.hash_a.eq(hash_in(2, s2.hash_a)),
-                s3.hash_s.eq(hash_in(2, s2.hash_s)),
+                s3.hash.eq(hash_in(2, s2.hash)),
+                s3.seeding.eq(s2.seeding),
             ]
 
         # stage 3: which boundaries W_H reaches (one comparator each) into a register, as in
-        # stage 12; the hash's last round, the dither -----------------------------------------
+        # stage 14; the hash's last round: a token's is kept, an update's with it the dither -
+        mixed = Signal(c.round_shift)
+        seed_hash = Signal(c.round_shift)
+        m.d.comb += mixed.eq(hash_in(3, s3.hash))
+        with m.If(advance & s3.seeding):
+            m.d.sync += seed_hash.eq(mixed)
         with m.If(advance):
             m.d.sync += [
                 s4.valid.eq(s3.valid),
@@ -557,7 +601,7 @@ class UpdatePipeline(wiring.Component):
                 s4.d.eq(s3.d),
                 s4.w.eq(s3.w),
                 s4.reached.eq(boundaries_reached(c, s3.w)),
-                s4.dither.eq(hash_in(3, s3.hash_a) ^ hash_in(3, s3.hash_s)),
+                s4.dither.eq(mixed ^ seed_hash),
             ]
 
         # stage 4: the level, how many boundaries W_H reaches (``reached`` is a thermometer),
@@ -639,7 +683,7 @@ class UpdatePipeline(wiring.Component):
 
         # stage 8: |d| and M, the LUT's value or 1 (when the step moves towards the level),
         # into the multipliers' registers, M written twice (and without a multiplexer: one to
-        # the constant 1 would become a synchronous reset) ----------------------------------
+        # the constant 1 would become a synchronous reset); a negative d's dither inverted ---
         product = _Product("product", c.update_width, c.meta_bits + 1)
         on, off = s8.atten.replicate(c.meta_bits + 1), (~s8.atten).replicate(c.meta_bits + 1)
         meta = [
@@ -652,20 +696,19 @@ class UpdatePipeline(wiring.Component):
                 s9.addr.eq(s8.addr),
                 s9.w.eq(s8.w),
                 s9.lvl.eq(s8.lvl),
-                s9.round.eq(s8.round),
+                s9.round.eq(s8.round ^ s8.negative.replicate(c.round_shift)),
                 s9.negative.eq(s8.negative),
                 *product.load(s8.magnitude, meta),
             ]
 
-        # stage 9: |d| * M (the multipliers alone); the dither takes the sign's +1 of the
-        # product's two's complement (``-p = ~p + 1``) ------------------------------------------
+        # stage 9: |d| * M (the multipliers alone) ---------------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s10.valid.eq(s9.valid),
                 s10.addr.eq(s9.addr),
                 s10.w.eq(s9.w),
                 s10.lvl.eq(s9.lvl),
-                s10.round.eq(s9.round + s9.negative),
+                s10.round.eq(s9.round),
                 s10.negative.eq(s9.negative),
                 *product.multiply(),
             ]
@@ -682,35 +725,33 @@ class UpdatePipeline(wiring.Component):
                 s11.prod.eq(product.value),
             ]
 
-        # stage 11: d * M + dither, rounded: ``(d * M + r) >> shift`` as the product's high
-        # part and the carry out of its low part with the dither (``r`` has ``shift`` bits), so
-        # the carry chain is the low part's alone (the whole product's, 36 bits, failed 48 MHz
-        # on the iCE40). A negative product is ``~|p| + 1``: its parts inverted, the +1 in the
-        # dither (its low part plus the dither plus one stays below twice the low part's range)
-        # (|p| < 2**(width - 1): the top bit is the sign)
-        ones = Signal(signed(len(s11.prod)))
+        # stage 11: ``(d * M + r) >> shift`` (``r`` the dither, ``shift`` bits) as the
+        # product's high part and the carry out of its low part with the dither, so the carry
+        # chain is the low part's alone (the whole product's, 36 bits, failed 48 MHz on the
+        # iCE40). For d < 0 it is ``-((|d| * M + ~r) >> shift)`` (``~r = 2**shift - 1 - r``,
+        # inverted in stage 8). Both go to stage 12 as the terms it adds to W_H: negated
+        # (inverted, and the carry inverted for the +1) where d >= 0 --------------------------
         low11 = Signal(c.round_shift + 1)
-        m.d.comb += [
-            ones.eq(s11.prod ^ s11.negative.replicate(len(s11.prod))),
-            low11.eq(ones[: c.round_shift] + s11.round),
-        ]
+        high11 = Cat(s11.prod[c.round_shift :], Const(0, 1))
+        keep = ~s11.negative
+        m.d.comb += low11.eq(s11.prod[: c.round_shift] + s11.round)
         with m.If(advance):
             m.d.sync += [
                 s12.valid.eq(s11.valid),
                 s12.addr.eq(s11.addr),
                 s12.w.eq(s11.w),
                 s12.lvl.eq(s11.lvl),
-                s12.step.eq(ones >> c.round_shift),
-                s12.carry.eq(low11[-1]),
+                s12.step.eq((high11 ^ keep.replicate(len(high11))).as_signed()),
+                s12.carry.eq(low11[-1] ^ keep),
             ]
 
-        # stage 12: the step, with the carry, taken from W_H --------------------------------
+        # stage 12: W_H moved by the step and its carry ---------------------------------------
         with m.If(advance):
             m.d.sync += [
                 s13.valid.eq(s12.valid),
                 s13.addr.eq(s12.addr),
                 s13.lvl.eq(s12.lvl),
-                s13.moved.eq(s12.w - s12.step - s12.carry),
+                s13.moved.eq(s12.w + s12.step + s12.carry),
             ]
 
         # stage 13: saturate ------------------------------------------------------------------

@@ -103,9 +103,9 @@ def test_one_update_per_clock_over_distinct_addresses() -> None:
     hidden = [0] * n
     updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
     s = run(Scenario(c, n, hidden, updates), "throughput")
-    # cycles with an update offered or in flight: n accepted, plus the inlet's skid buffer and
-    # the pipeline's drain
-    assert s.cycles == n + 1 + UpdatePipeline.depth
+    # cycles with an update offered or in flight: n accepted, plus the seed's token (its hash
+    # into stage 3), the inlet's skid buffer and the pipeline's drain
+    assert s.cycles == n + 1 + 1 + UpdatePipeline.depth
 
 
 def test_one_update_per_two_cycles_single_port() -> None:
@@ -114,8 +114,8 @@ def test_one_update_per_two_cycles_single_port() -> None:
     hidden = [0] * n
     updates = [(a, 1 << c.guard_bits, 7) for a in range(n)]
     s = run(Scenario(c, n, hidden, updates, single_port=True), "throughput-single")
-    # an update every other cycle, the inlet's skid buffer, the pipeline's drain
-    assert s.cycles == 2 * (n - 1) + 1 + 1 + UpdatePipeline.depth
+    # an update every other cycle, the seed's token, the inlet's skid buffer, the drain
+    assert s.cycles == 2 * (n - 1) + 1 + 1 + 1 + UpdatePipeline.depth
 
 
 def test_a_false_match_of_the_low_address_bits_costs_one_cycle() -> None:
@@ -130,6 +130,39 @@ def test_a_false_match_of_the_low_address_bits_costs_one_cycle() -> None:
     base = run(Scenario(c, n * stride, hidden, sequential), "hazard-sequential")
     s = run(Scenario(c, n * stride, hidden, strided), "hazard-strided")
     assert s.cycles - base.cycles == n - 1
+
+
+@PORTS
+def test_a_new_seed_costs_a_cycle_at_most(single_port: bool) -> None:
+    """The seed's half of the dither is hashed once per seed: a block of another seed waits a
+    cycle at the inlet for its token (single-port: the token takes the cycle stage 1 has free
+    between two updates), the same seed again does not, and each rounds with its own seed
+    (the model's results)."""
+    c = CONTRACTS["default"]
+    n = 32
+
+    def cycles(seeds: tuple[int, int]) -> int:
+        updates = [(a, 3 << c.guard_bits, seeds[a // (n // 2)]) for a in range(n)]
+        s = Scenario(c, n, [0] * n, updates, single_port=single_port)
+        return run(s, f"seeds-{seeds}-{single_port}").cycles
+
+    assert cycles((7, 9)) == cycles((7, 7)) + (0 if single_port else 1)
+
+
+@PORTS
+def test_synapses_a_multiple_of_256_apart_wait_as_one_synapse_does(single_port: bool) -> None:
+    """The hazard compares the low ``WAIT_BITS``: synapse 256 right after synapse 0 waits for
+    its write-back as synapse 0 again would, and both end as the model's."""
+    c = CONTRACTS["default"]
+    alias = 1 << UpdatePipeline.WAIT_BITS
+    step = 1 << c.guard_bits
+
+    def cycles(second: int) -> int:
+        updates = [(0, step, 7), (second, step, 7)]
+        s = Scenario(c, 2 * alias, [0] * (2 * alias), updates, single_port=single_port)
+        return run(s, f"alias-{second}-{single_port}").cycles
+
+    assert cycles(alias) == cycles(0) > cycles(1)
 
 
 @PORTS
