@@ -453,7 +453,8 @@ def build(
     icetime_ns = None
     if board.family == "ice40":
         icetime_ns = icetime_path_ns(workdir, platform.device, platform.package, env)
-    fmax = min(pr.fmax_mhz, *(1000 / ns for ns in (through_dsp, icetime_ns) if ns is not None))
+    slower = [1000 / ns for ns in (through_dsp, icetime_ns) if ns is not None]
+    fmax = min([pr.fmax_mhz, *slower])
     luts, ffs, cells = _synth_stats(workdir / f"{NAME}.stat.json", board.family)
     names = _CELLS[board.family]
     used = {kind: pr.utilization.get(cell, (0, 0)) for kind, cell in names.items()}

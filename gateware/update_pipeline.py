@@ -543,8 +543,7 @@ class UpdatePipeline(wiring.Component):
             return _mix_rounds(x, rounds)
 
         # stage 0: into stage 1, the dither hash's first round (of the address from its
-        # block's origin, or of a token's seed: the seed's round apart, so that the choice
-        # is not in series with the round's adder); a hazard ahead -------------------------
+        # block's origin, or of a token's seed); a hazard ahead -----------------------------
         offset0 = (new_addr - self.update.payload.origin)[: self.addr_bits]
         with m.If(advance):
             with m.If(take):
@@ -553,7 +552,7 @@ class UpdatePipeline(wiring.Component):
                     s1.seeding.eq(fresh),
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
-                    s1.hash.eq(Mux(fresh, hash_in(0, seed), hash_in(0, offset0))),
+                    s1.hash.eq(hash_in(0, Mux(fresh, seed, offset0))),
                     hits.eq(new_hits),
                 ]
                 m.d.sync += tokened.eq(fresh)
