@@ -105,7 +105,8 @@ class SynapseCore(wiring.Component):
         ]
         # each update marked with whether its seed differs from the one's before, so that the
         # pipeline's choice to hash a seed comes from a register (the comparison was in series
-        # with the inlet's handshake)
+        # with the inlet's handshake), and counted from its origin (the subtraction was in
+        # series with the dither hash's first round)
         last_seed = Signal(32)
         primed = Signal()
         seed = self.update.payload.seed
@@ -115,7 +116,7 @@ class SynapseCore(wiring.Component):
             inlet.i.payload.addr.eq(self.update.payload.addr),
             inlet.i.payload.d.eq(self.update.payload.d),
             inlet.i.payload.seed.eq(seed),
-            inlet.i.payload.origin.eq(self.update.payload.origin),
+            inlet.i.payload.offset.eq(self.update.payload.addr - self.update.payload.origin),
             inlet.i.payload.new_seed.eq(~primed | (seed != last_seed)),
         ]
         with m.If(self.update.valid & self.update.ready):

@@ -3,7 +3,7 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed, origin)`` into stage 1; the dither hash's first round;
+ 0    accept ``(addr, d, seed, offset)`` into stage 1; the dither hash's first round;
       whether the update must wait (a register, from the stages ahead)
  1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
       hash's second round
@@ -101,16 +101,19 @@ def UpdateLayout(  # noqa: N802
     """One synapse update: its address, ``d`` in the update format, the block's seed, and the
     origin its dither counts addresses from (UPDATE_LAYER's; 0, the memory's, otherwise).
 
-    ``marked``: and whether its seed differs from the update's before (or it is the first),
-    as :class:`.SynapseCore` marks them for the pipeline, which hashes a seed once.
+    ``marked``: as :class:`.SynapseCore` hands them to the pipeline, the address counted from
+    the origin (``offset``) in place of the origin, and whether the seed differs from the
+    update's before (or it is the first): the pipeline hashes a seed once, and either into
+    the hash's first round with one choice in front of its adder.
     """
     fields = {
         "addr": unsigned(addr_bits),
         "d": signed(contract.update_width),
         "seed": unsigned(32),
-        "origin": unsigned(addr_bits),
     }
-    return data.StructLayout({**fields, "new_seed": unsigned(1)} if marked else fields)
+    if marked:
+        return data.StructLayout({**fields, "offset": unsigned(addr_bits), "new_seed": 1})
+    return data.StructLayout({**fields, "origin": unsigned(addr_bits)})
 
 
 def level_shape(contract: Contract) -> Shape:
@@ -502,8 +505,14 @@ class UpdatePipeline(wiring.Component):
         seed = self.update.payload.seed
         tokened = Signal()  # the update offered has sent its seed's token
         fresh = Signal()
+        # (the seed or the address into the hash, chosen without the inlet's valid: two
+        # registers and the two bits meet in one LUT in front of the round's adder)
+        hash_seed = Signal()
         if c.rounding == "stochastic":
-            m.d.comb += fresh.eq(self.update.valid & self.update.payload.new_seed & ~tokened)
+            m.d.comb += [
+                hash_seed.eq(self.update.payload.new_seed & ~tokened),
+                fresh.eq(self.update.valid & hash_seed),
+            ]
         m.d.comb += [
             issue.eq(advance & s1.valid & issue_ok),
             ready.eq(advance & (~s1.valid | issue_ok) if single else advance & ~waits),
@@ -544,7 +553,6 @@ class UpdatePipeline(wiring.Component):
 
         # stage 0: into stage 1, the dither hash's first round (of the address from its
         # block's origin, or of a token's seed); a hazard ahead -----------------------------
-        offset0 = (new_addr - self.update.payload.origin)[: self.addr_bits]
         with m.If(advance):
             with m.If(take):
                 m.d.sync += [
@@ -552,7 +560,7 @@ class UpdatePipeline(wiring.Component):
                     s1.seeding.eq(fresh),
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
-                    s1.hash.eq(hash_in(0, Mux(fresh, seed, offset0))),
+                    s1.hash.eq(hash_in(0, Mux(hash_seed, seed, self.update.payload.offset))),
                     hits.eq(new_hits),
                 ]
                 m.d.sync += tokened.eq(fresh)
