@@ -4,7 +4,7 @@ While the pipeline's arithmetic is the critical path of a build, the router repo
 about the paths behind it. This probe copies the source tree to a temporary directory,
 replaces that arithmetic in the copy's ``gateware/update_pipeline.py`` by stand-ins (the top
 bits in place of the level comparators of stages 3 and 14, XOR in place of the multipliers'
-pieces and of the dither's origin subtraction, the dither hash left out, one bit for the
+pieces, the dither hash left out, one bit for the
 hazard's address comparators, no saturation in stage 13; the stall is already gone, the
 core's event FIFO keeps the pipeline's sink ready), and builds it with
 ``metaplast build``. The bitstream computes nonsense; its Fmax and critical path are those
@@ -46,14 +46,12 @@ STAND_INS = [
         "s15.reached.eq(s14.w[-len(c.boundary_ints) :]),",
     ),
     # the multipliers' pieces (stages 6 and 9)
-    ("product = piece * narrow", "product = piece ^ narrow"),
+    ("product.eq(piece * b)", "product.eq(piece ^ b)"),
     # the dither hash (stages 0 to 3): its input as it is
     (
         "        x = (x + (x << add_shift))[:32]\n        x = x ^ (x >> xor_shift)\n",
         "        x = x[:32]\n",
     ),
-    # the dither's origin subtracted (stage 0)
-    ("(new_addr - self.update.payload.origin)", "(new_addr ^ self.update.payload.origin)"),
     # the read-after-write hazard's address comparators (stage 0): one bit each
     (
         "new_hits = Cat(st.valid & (st.addr[:wait] == new_addr[:wait]) for st in ahead)",

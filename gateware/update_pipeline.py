@@ -150,9 +150,9 @@ def AccessSignature(  # noqa: N802
 def _stage_layouts(
     c: Contract, addr_t: Shape, hid_t: Shape, lvl_t: Shape, counter_width: int
 ) -> tuple[data.StructLayout, ...]:
-    """The registers between the stages: what each stage hands to the next, besides whether it
-    holds an update (:class:`_Stage`; the multipliers' operands and products are apart)."""
-    head = {"addr": addr_t, "d": signed(c.update_width)}
+    """The registers between the stages: what each stage hands to the next (the multipliers'
+    operands and products are apart, in :class:`_Product`)."""
+    head = {"valid": unsigned(1), "addr": addr_t, "d": signed(c.update_width)}
     boundaries_t = unsigned(len(c.boundary_ints))
     # |d * M| (M < 2**(meta_bits + 1)), and its high part with the sign: the step
     prod_t = unsigned(c.update_width + c.meta_bits + 1)
@@ -162,11 +162,11 @@ def _stage_layouts(
     hashes = {"hash": unsigned(32), "seeding": unsigned(1)}
     dither_t = unsigned(c.round_shift)
     # d as magnitude and sign from stage 7 on (the multipliers' operands are unsigned)
-    attenuating = {"addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    attenuating = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
     attenuating |= {"atten": unsigned(1), "round": unsigned(c.round_shift)}
     attenuating |= {"magnitude": unsigned(c.update_width), "negative": unsigned(1)}
     # the product's sign beside its magnitude (from stage 9 the dither is inverted with it)
-    rounding = {"addr": addr_t, "w": hid_t, "lvl": lvl_t}
+    rounding = {"valid": unsigned(1), "addr": addr_t, "w": hid_t, "lvl": lvl_t}
     rounding |= {"round": unsigned(c.round_shift), "negative": unsigned(1)}
     return (
         data.StructLayout({**head, **hashes}),
@@ -191,6 +191,7 @@ def _stage_layouts(
         data.StructLayout({**rounding, "prod": prod_t}),
         data.StructLayout(
             {
+                "valid": unsigned(1),
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
@@ -200,6 +201,7 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
+                "valid": unsigned(1),
                 "addr": addr_t,
                 "lvl": lvl_t,
                 "moved": moved_t,
@@ -207,6 +209,7 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
+                "valid": unsigned(1),
                 "addr": addr_t,
                 "w": hid_t,
                 "lvl": lvl_t,
@@ -214,6 +217,7 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
+                "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
                 "reached": boundaries_t,
@@ -221,6 +225,7 @@ def _stage_layouts(
         ),
         data.StructLayout(
             {
+                "valid": unsigned(1),
                 "addr": addr_t,
                 "old": lvl_t,
                 "new": lvl_t,
@@ -229,22 +234,6 @@ def _stage_layouts(
             }
         ),
     )
-
-
-class _Stage:
-    """A stage's registers: ``valid``, which resets, and the update's fields, which do not.
-
-    The fields matter only while ``valid`` is set, and registers without a reset are the
-    iCE40's plainest: they pack with any logic cell's, and Yosys can move them into a block's
-    own registers. The fields read as attributes (``s3.w``).
-    """
-
-    def __init__(self, layout: data.StructLayout, name: str) -> None:
-        self.valid = Signal(name=f"{name}_valid")
-        self.fields = Signal(layout, name=name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fields, name)
 
 
 class _Product:
@@ -462,7 +451,7 @@ class UpdatePipeline(wiring.Component):
         recip_t = unsigned(max(c.recips).bit_length())
         ivl_count = len(c.levels) - 1
         layouts = _stage_layouts(c, addr_t, hid_t, lvl_t, self.counter_width)
-        stages = [_Stage(lay, f"s{i}") for i, lay in enumerate(layouts, start=1)]
+        stages = [Signal(lay, name=f"s{i}") for i, lay in enumerate(layouts, start=1)]
         s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16 = stages
         assert len(stages) == self.depth
 
