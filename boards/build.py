@@ -27,7 +27,7 @@ from metaplast.gateware.single_port_store import SPRAM_WORDS, spram_blocks
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
-from metaplast.vocabulary import UNIT_MEMORIES, UNIT_PROG_DEPTH
+from metaplast.vocabulary import BUILD_SEED, BUILD_SEEDS, UNIT_MEMORIES, UNIT_PROG_DEPTH
 
 from .board_top import BoardTop
 from .platforms import Board
@@ -41,6 +41,8 @@ __all__ = [
     "dsp_path_ns",
     "memory_for",
     "parse_nextpnr_report",
+    "plan_overrides",
+    "split_plan",
 ]
 
 NAME = "metaplast"
@@ -49,8 +51,10 @@ NAME = "metaplast"
 REPORT_KEYS = ("board", "synapses", "target_mhz", "fmax_mhz", "luts", "ffs", "bram", "bitstream")
 """The keys every ``report.json`` has (it has more)."""
 
-SEED = 1
-"""nextpnr's placer seed: the same design gives the same bitstream and the same Fmax."""
+SEED_SPREAD = 0.15
+"""A placement more than this fraction short of the target ends the seed sweep: no other seed
+measured has made up as much (:data:`~metaplast.vocabulary.BUILD_SEEDS`), and each costs a
+whole place and route."""
 
 # the place-and-route report's names, per family
 _CELLS = {
@@ -86,6 +90,52 @@ _TOOLS = {
 
 class BuildError(Exception):
     """The design does not fit, fails timing, or a tool failed: no bitstream was written."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One placer seed's routed design and its clock by every timer that looked at it."""
+
+    seed: int
+    router_mhz: float
+    """nextpnr's Fmax."""
+    icetime_ns: float | None
+    """icetime's critical path (iCE40 with icetime installed)."""
+    dsp_ns: float | None
+    """The bound on paths through unregistered iCE40 multipliers (:func:`dsp_path_ns`)."""
+
+    @property
+    def fmax_mhz(self) -> float:
+        """The lowest of the timers' clocks: what the placement is certified for."""
+        return min([self.router_mhz, *(1000 / ns for ns in (self.icetime_ns, self.dsp_ns) if ns)])
+
+    def limit(self) -> str:
+        """Which timer sets :attr:`fmax_mhz`, in words."""
+        fmax = self.fmax_mhz
+        if fmax == self.router_mhz:
+            return f"the router reaches {fmax:.2f} MHz"
+        if self.icetime_ns is not None and fmax == 1000 / self.icetime_ns:
+            return (
+                f"icetime's critical path takes {self.icetime_ns:.2f} ns ({fmax:.2f} MHz; the "
+                f"router reaches {self.router_mhz:.2f})"
+            )
+        return (
+            f"the paths through the DSP multipliers, which the router does not time, take "
+            f"{self.dsp_ns:.1f} ns ({fmax:.2f} MHz; the router reaches {self.router_mhz:.2f})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "fmax_mhz": round(self.fmax_mhz, 2),
+            "router_fmax_mhz": round(self.router_mhz, 2),
+            "icetime_fmax_mhz": _mhz(self.icetime_ns),
+            "dsp_path_ns": None if self.dsp_ns is None else round(self.dsp_ns, 2),
+        }
+
+
+def _mhz(ns: float | None) -> float | None:
+    return None if ns is None else round(1000 / ns, 2)
 
 
 @dataclass(frozen=True)
@@ -144,7 +194,8 @@ def icetime_path_ns(workdir: Path, device: str, package: str, env: dict[str, str
     )
     found = _ICETIME_DELAY.search((workdir / rpt).read_text()) if proc.returncode == 0 else None
     if found is None:
-        raise BuildError(f"icetime could not time the design: {proc.stderr.strip()[-500:]}")
+        hint = " (Debian's icetime needs fpga-icestorm-chipdb)" if "chipdb" in proc.stderr else ""
+        raise BuildError(f"icetime could not time the design: {proc.stderr.strip()[-500:]}{hint}")
     return float(found.group(1))
 
 
@@ -271,6 +322,48 @@ def memory_for(board: Board, layout: Layout, memory: str = "auto") -> str:
 HEARTBEAT_S = 30.0
 
 
+def plan_overrides(board: Board, seed: int) -> dict[str, str]:
+    """What the build asks of Amaranth's open-toolchain script beyond its defaults: Yosys's
+    statistics and netlist, and nextpnr's report, placing with ``seed``."""
+    if not board.open_toolchain:
+        return {}
+    return {
+        "script_after_synth": f"{board.synth_after}\n"
+        f"tee -q -o {NAME}.stat.json stat -json\n"
+        f"write_verilog -noattr {NAME}.syn.v",
+        "synth_opts": board.synth_opts,
+        "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {seed}",
+    }
+
+
+def split_plan(script: Path, seed: int) -> tuple[Path, Path]:
+    """Amaranth's build script cut in two beside it: ``synth_*.sh`` (Yosys) and ``place_*.sh``
+    (nextpnr and the packer, the seed from ``$SEED``), so one synthesis serves every seed. The
+    original stays whole for a lab to rerun by hand."""
+    lines = script.read_text().splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.startswith('"$YOSYS"')), None)
+    rest = "".join(lines[at + 1 :]) if at is not None else ""
+    if at is None or rest.count(f"--seed {seed} ") != 1:
+        raise BuildError(f"{script} does not run Yosys, then nextpnr with --seed {seed}")
+    synth = script.with_name(f"synth_{script.name.removeprefix('build_')}")
+    place = script.with_name(f"place_{script.name.removeprefix('build_')}")
+    synth.write_text("".join(lines[: at + 1]))
+    place.write_text("".join(lines[:at]) + rest.replace(f"--seed {seed} ", '--seed "$SEED" '))
+    return synth, place
+
+
+def _run_plan(
+    script: Path, workdir: Path, env: dict[str, str], log: Path, what: str, t0: float
+) -> int:
+    """Run a build script in ``workdir``, its output appended to ``log``; its exit status."""
+    with log.open("a") as f:
+        proc = subprocess.Popen(
+            ["sh", script.name], cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
+        _wait_telling(proc, log, what, t0)
+    return proc.returncode
+
+
 def _wait_telling(proc: subprocess.Popen[bytes], log: Path, what: str, t0: float) -> None:
     """Wait for ``proc``, saying on stderr every :data:`HEARTBEAT_S` seconds how long it has
     run and the last line of its log: a build takes minutes, and silence looks like a hang."""
@@ -298,6 +391,8 @@ def build(
     driver: wiring.Component | None = None,
     resources: Sequence[Resource] = (),
     memory: str = "auto",
+    seed: int = BUILD_SEED,
+    seeds: int = BUILD_SEEDS,
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -316,8 +411,14 @@ def build(
 
     ``memory``: where the hidden weights and counters go (:func:`memory_for`): dual-port block
     RAM, one update per clock, or the iCE40 UP's single-port SPRAM, one update per two cycles.
+
+    ``seed``, ``seeds``: nextpnr places the synthesized design with seed ``seed``, then
+    ``seed + 1`` and on, at most ``seeds`` times, until a placement meets the target; the
+    report names the seed it kept and every placement tried.
     """
     memory = memory_for(board, layout, memory)
+    if seeds < 1:
+        raise ValueError(f"a build tries at least one placer seed, not {seeds}")
     if driver is not None and crossbar_tile is None:
         raise ValueError("a crossbar driver needs a unit with the crossbar port (crossbar_tile)")
     pll = None
@@ -394,17 +495,8 @@ def build(
         "info": unit.engine.info.to_dict(),
     }
 
-    overrides: dict[str, str] = {}
-    if board.open_toolchain:
-        overrides = {
-            "script_after_synth": f"{board.synth_after}\n"
-            f"tee -q -o {NAME}.stat.json stat -json\n"
-            f"write_verilog -noattr {NAME}.syn.v",
-            "synth_opts": board.synth_opts,
-            "nextpnr_opts": f"--report {NAME}.pnr.json --timing-allow-fail --seed {SEED}",
-        }
     t0 = time.perf_counter()
-    plan = platform.prepare(top, name=NAME, **overrides)
+    plan = platform.prepare(top, name=NAME, **plan_overrides(board, seed))
     plan.extract(str(workdir))
     if not board.open_toolchain:
         report.update(
@@ -416,53 +508,65 @@ def build(
         return report
 
     env = tool_env(board.family)
+    synth, place = split_plan(workdir / f"{plan.script}.sh", seed)
     log = workdir / "build.log"
-    with log.open("w") as f:
-        proc = subprocess.Popen(
-            ["sh", f"{plan.script}.sh"], cwd=workdir, env=env, stdout=f, stderr=subprocess.STDOUT
-        )
-        _wait_telling(proc, log, f"build {board.name}", t0)
-    seconds = time.perf_counter() - t0
     pnr_log = workdir / f"{NAME}.tim"
     pnr_report = workdir / f"{NAME}.pnr.json"
-    if proc.returncode != 0 or not pnr_report.exists():
-        text = log.read_text(errors="replace")
-        if pnr_log.exists():
-            text += pnr_log.read_text(errors="replace")
-        reason = _not_fit(text)
-        if reason:
-            short_of_block_ram = _CELLS[board.family]["bram"] in reason
-            hint = (
-                "; --memory spram keeps them in its SPRAM"
-                if memory == "block" and board.spram and short_of_block_ram
-                else ""
-            )
-            raise BuildError(
-                f"{_what(layout, crossbar_tile)} do not fit the {board.name} ({reason}){hint}; "
-                f"logs in {workdir}"
-            )
+    returncode = _run_plan(synth, workdir, env, log, f"build {board.name}: synthesis", t0)
+    if returncode != 0:
         raise BuildError(
-            f"the toolchain failed (exit {proc.returncode}); logs in {workdir}:\n{_log_tail(log)}"
+            f"the toolchain failed (exit {returncode}); logs in {workdir}:\n{_log_tail(log)}"
         )
-
-    pnr = json.loads(pnr_report.read_text())
-    pr = parse_nextpnr_report(pnr)
-    # the unit's Fmax: the router's, or if slower icetime's or the multipliers' paths the
-    # router does not time
-    through_dsp = dsp_path_ns(pnr)
-    icetime_ns = None
-    if board.family == "ice40":
-        icetime_ns = icetime_path_ns(workdir, platform.device, platform.package, env)
-    slower = [1000 / ns for ns in (through_dsp, icetime_ns) if ns is not None]
-    fmax = min([pr.fmax_mhz, *slower])
+    placements: list[Placement] = []
+    for attempt in range(seed, seed + seeds):
+        pnr_report.unlink(missing_ok=True)
+        what = f"build {board.name}: seed {attempt}"
+        returncode = _run_plan(place, workdir, {**env, "SEED": str(attempt)}, log, what, t0)
+        if returncode != 0 or not pnr_report.exists():
+            text = log.read_text(errors="replace")
+            if pnr_log.exists():
+                text += pnr_log.read_text(errors="replace")
+            reason = _not_fit(text)
+            if reason:
+                short_of_block_ram = _CELLS[board.family]["bram"] in reason
+                hint = (
+                    "; --memory spram keeps them in its SPRAM"
+                    if memory == "block" and board.spram and short_of_block_ram
+                    else ""
+                )
+                raise BuildError(
+                    f"{_what(layout, crossbar_tile)} do not fit the {board.name} ({reason})"
+                    f"{hint}; logs in {workdir}"
+                )
+            raise BuildError(
+                f"the toolchain failed (exit {returncode}); logs in {workdir}:\n{_log_tail(log)}"
+            )
+        pnr = json.loads(pnr_report.read_text())
+        pr = parse_nextpnr_report(pnr)
+        icetime_ns = None
+        if board.family == "ice40":
+            icetime_ns = icetime_path_ns(workdir, platform.device, platform.package, env)
+        placement = Placement(attempt, pr.fmax_mhz, icetime_ns, dsp_path_ns(pnr))
+        placements.append(placement)
+        shutil.copyfile(pnr_log, workdir / f"{NAME}.seed{attempt}.tim")
+        fmax = placement.fmax_mhz
+        if fmax >= target_mhz or fmax < target_mhz * (1 - SEED_SPREAD):
+            break
+        if attempt + 1 < seed + seeds:
+            print(
+                f"build {board.name}: seed {attempt} reaches {fmax:.2f} MHz of {target_mhz:g}, "
+                f"placing again with seed {attempt + 1}",
+                file=sys.stderr,
+                flush=True,
+            )
+    seconds = time.perf_counter() - t0
     luts, ffs, cells = _synth_stats(workdir / f"{NAME}.stat.json", board.family)
     names = _CELLS[board.family]
     used = {kind: pr.utilization.get(cell, (0, 0)) for kind, cell in names.items()}
     report.update(
-        fmax_mhz=round(fmax, 2),
-        router_fmax_mhz=round(pr.fmax_mhz, 2),
-        dsp_path_ns=None if through_dsp is None else round(through_dsp, 2),
-        icetime_fmax_mhz=None if icetime_ns is None else round(1000 / icetime_ns, 2),
+        **placement.to_dict(),
+        margin_percent=round(100 * (fmax * 1e6 / clock_hz - 1), 1),
+        placements=[p.to_dict() for p in placements],
         luts=luts,
         ffs=ffs,
         bram=used["bram"][0],
@@ -480,20 +584,12 @@ def build(
         netlist=str(workdir / f"{NAME}.syn.v"),
     )
     if fmax < target_mhz:
-        reached = f"the router reaches {pr.fmax_mhz:.2f} MHz"
-        if icetime_ns is not None and fmax == 1000 / icetime_ns:
-            reached = (
-                f"icetime's critical path takes {icetime_ns:.2f} ns ({fmax:.2f} MHz; the "
-                f"router reaches {pr.fmax_mhz:.2f})"
-            )
-        elif fmax < pr.fmax_mhz:
-            reached = (
-                f"the paths through the DSP multipliers, which the router does not time, take "
-                f"{through_dsp:.1f} ns ({fmax:.2f} MHz; the router reaches {pr.fmax_mhz:.2f})"
-            )
+        best = max(placements, key=lambda p: p.fmax_mhz)
+        tried = ", ".join(f"{p.seed}: {p.fmax_mhz:.2f}" for p in placements)
         raise BuildError(
-            f"{_what(layout, crossbar_tile)} on the {board.name} fail timing: {reached}, the "
-            f"target is {target_mhz:g} MHz; logs in {workdir}"
+            f"{_what(layout, crossbar_tile)} on the {board.name} fail timing: at its best "
+            f"placement (seed {best.seed}) {best.limit()}, the target is {target_mhz:g} MHz "
+            f"(MHz by seed: {tried}); logs in {workdir}"
         )
     shutil.copyfile(workdir / f"{NAME}.{board.bitstream_suffix}", bitstream)
     report["bitstream"] = str(bitstream)

@@ -40,6 +40,17 @@ UNIT_MEMORIES: tuple[str, ...] = ("auto", "block", "spram")
 """Where a board build keeps the hidden weights and change counters: dual-port block RAM (one
 update per clock), single-port SPRAM (the iCE40 UP's; one update per two cycles), or auto
 (SPRAM on a board that has it when the synapses exceed what its block RAM holds)."""
+BUILD_SEED = 1
+"""nextpnr's first placer seed in a board build: the same design and seed give the same
+bitstream and Fmax."""
+
+BUILD_SEEDS = 8
+"""How many placer seeds a board build tries, from :data:`BUILD_SEED` on, until one meets the
+target. Placements of one netlist differ by about 10 % in Fmax (the iCEBreaker's
+1,024-synapse unit at 48 MHz: 46.2 to 50.5 MHz over seeds 1-8, four of them meeting it,
+``docs/results.md`` section 11), so a design a few percent short of its clock is worth a few
+more; synthesis runs once."""
+
 UNIT_BAUD = 3_000_000
 """The UART rate of a board that is not told another (an FT2232H makes it exactly)."""
 PROBE_BAUDS: tuple[int, ...] = (UNIT_BAUD, 12_000_000, 1_000_000, 2_000_000, 4_000_000, 115_200)

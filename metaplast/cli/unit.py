@@ -13,7 +13,7 @@ from metaplast.cli.options import (
     add_unit_options,
     layout_from,
 )
-from metaplast.vocabulary import UNIT_BAUD, UNIT_MEMORIES
+from metaplast.vocabulary import BUILD_SEED, BUILD_SEEDS, UNIT_BAUD, UNIT_MEMORIES
 
 
 def add_gateware(sub: Any) -> None:
@@ -129,6 +129,20 @@ def add_build(sub: Any) -> None:
         "iCE40 UP's SPRAM (one update per two cycles); auto: SPRAM on the iCEBreaker above "
         "the 2,304 synapses its block RAM holds",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=BUILD_SEED,
+        help=f"nextpnr's first placer seed (default {BUILD_SEED})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=BUILD_SEEDS,
+        help="place with seeds SEED, SEED+1, ... at most this many times until one meets the "
+        f"target (default {BUILD_SEEDS}; synthesis runs once); report.json names the seed kept and "
+        "every placement's Fmax",
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -150,6 +164,8 @@ def run_build(args: argparse.Namespace) -> int:
             prog_depth=args.prog_depth,
             crossbar_tile=args.crossbar_tile,
             memory=args.memory,
+            seed=args.seed,
+            seeds=args.seeds,
         )
     except (ValueError, BuildError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -165,7 +181,8 @@ def run_build(args: argparse.Namespace) -> int:
     print(
         f"{report['bitstream']}: {layout.synapses} synapses{port}, {report['luts']} LUTs, "
         f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} BRAM{spram}, "
-        f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}), "
+        f"Fmax {report['fmax_mhz']:.1f} MHz (target {report['target_mhz']:g}, seed "
+        f"{report['seed']}), "
         f"{report['baud']} baud, {report['build_seconds']:.0f} s\nload it: {report['program']}"
     )
     return 0
