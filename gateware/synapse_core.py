@@ -16,7 +16,13 @@ from metaplast.contract import Contract
 
 from .meta_lut import LoadSignature, MetaLUT
 from .skid_buffer import SkidBuffer
-from .update_pipeline import AccessSignature, EventLayout, UpdateLayout, UpdatePipeline
+from .update_pipeline import (
+    AccessSignature,
+    EventLayout,
+    UpdateLayout,
+    UpdatePipeline,
+    seed_round,
+)
 
 __all__ = ["SynapseCore"]
 
@@ -105,8 +111,9 @@ class SynapseCore(wiring.Component):
         ]
         # each update marked with whether its seed differs from the one's before, so that the
         # pipeline's choice to hash a seed comes from a register (the comparison was in series
-        # with the inlet's handshake), and counted from its origin (the subtraction was in
-        # series with the dither hash's first round)
+        # with the inlet's handshake), counted from its origin (the subtraction was in series
+        # with the dither hash's first round), and its seed through that round (the seed
+        # changes once a block; its adder was in series with the choice of seed or offset)
         last_seed = Signal(32)
         primed = Signal()
         seed = self.update.payload.seed
@@ -115,7 +122,7 @@ class SynapseCore(wiring.Component):
             self.update.ready.eq(inlet.i.ready),
             inlet.i.payload.addr.eq(self.update.payload.addr),
             inlet.i.payload.d.eq(self.update.payload.d),
-            inlet.i.payload.seed.eq(seed),
+            inlet.i.payload.seed_round.eq(seed_round(seed)),
             inlet.i.payload.offset.eq(self.update.payload.addr - self.update.payload.origin),
             inlet.i.payload.new_seed.eq(~primed | (seed != last_seed)),
         ]

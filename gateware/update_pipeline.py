@@ -3,7 +3,8 @@
 Stages (each a clock; all of them hold while a level-change event waits for the event sink):
 
 ====  ===========================================================================
- 0    accept ``(addr, d, seed, offset)`` into stage 1; the dither hash's first round;
+ 0    accept ``(addr, d, offset)`` into stage 1 with the dither hash's first round (of the
+      offset, or of a token's seed: that one made in front of the inlet);
       whether the update must wait (a register, from the stages ahead)
  1    hold the update until its synapse is written back; then read ``W_H[addr]``; the
       hash's second round
@@ -88,7 +89,14 @@ from metaplast.protocol import address_bits
 
 from .single_port_store import SinglePortStore
 
-__all__ = ["AccessSignature", "EventLayout", "UpdateLayout", "UpdatePipeline", "level_of"]
+__all__ = [
+    "AccessSignature",
+    "EventLayout",
+    "UpdateLayout",
+    "UpdatePipeline",
+    "level_of",
+    "seed_round",
+]
 
 #: the widest operand the iCE40 UP's multipliers (``SB_MAC16``, 16 x 16) take: a product is
 #: cut into pieces this wide (the ECP5's are 18 x 18)
@@ -102,18 +110,28 @@ def UpdateLayout(  # noqa: N802
     origin its dither counts addresses from (UPDATE_LAYER's; 0, the memory's, otherwise).
 
     ``marked``: as :class:`.SynapseCore` hands them to the pipeline, the address counted from
-    the origin (``offset``) in place of the origin, and whether the seed differs from the
-    update's before (or it is the first): the pipeline hashes a seed once, and either into
-    the hash's first round with one choice in front of its adder.
+    the origin (``offset``) in place of the origin, the seed through the dither hash's first
+    round (:func:`seed_round`), and whether the seed differs from the update's before (or it
+    is the first): the pipeline hashes a seed once, and chooses between the seed's first
+    round and the offset's behind both adders.
     """
-    fields = {
-        "addr": unsigned(addr_bits),
-        "d": signed(contract.update_width),
-        "seed": unsigned(32),
-    }
+    fields = {"addr": unsigned(addr_bits), "d": signed(contract.update_width)}
     if marked:
-        return data.StructLayout({**fields, "offset": unsigned(addr_bits), "new_seed": 1})
-    return data.StructLayout({**fields, "origin": unsigned(addr_bits)})
+        return data.StructLayout(
+            {
+                **fields,
+                "seed_round": unsigned(32),
+                "offset": unsigned(addr_bits),
+                "new_seed": 1,
+            }
+        )
+    return data.StructLayout({**fields, "seed": unsigned(32), "origin": unsigned(addr_bits)})
+
+
+def seed_round(seed: Value) -> Value:
+    """The dither hash's first round of a seed, made before the pipeline's inlet: the seed
+    changes once a block, so its adder is off the path into stage 1."""
+    return _mix_rounds(seed, MIX32_ROUNDS[:1])
 
 
 def level_shape(contract: Contract) -> Shape:
@@ -491,11 +509,11 @@ class UpdatePipeline(wiring.Component):
         # inlet while a token of its seed (no update) enters stage 1; the token's hash is kept
         # in stage 3, where the updates behind it take it (the seed's own rounds for every
         # update and their registers were 290 of the iCE40's 5,280 logic cells)
-        seed = self.update.payload.seed
         tokened = Signal()  # the update offered has sent its seed's token
         fresh = Signal()
-        # (the seed or the address into the hash, chosen without the inlet's valid: two
-        # registers and the two bits meet in one LUT in front of the round's adder)
+        # (the seed's first round or the offset's, chosen without the inlet's valid: two
+        # registers meet in one LUT, which chooses behind the offset's adder; the seed's adder
+        # is in front of the inlet and the choice was in front of a shared one, 21 ns)
         hash_seed = Signal()
         if c.rounding == "stochastic":
             m.d.comb += [
@@ -549,7 +567,13 @@ class UpdatePipeline(wiring.Component):
                     s1.seeding.eq(fresh),
                     s1.addr.eq(new_addr),
                     s1.d.eq(self.update.payload.d),
-                    s1.hash.eq(hash_in(0, Mux(hash_seed, seed, self.update.payload.offset))),
+                    s1.hash.eq(
+                        Mux(
+                            hash_seed,
+                            self.update.payload.seed_round,
+                            hash_in(0, self.update.payload.offset),
+                        )
+                    ),
                     hits.eq(new_hits),
                 ]
                 m.d.sync += tokened.eq(fresh)
