@@ -27,7 +27,13 @@ from metaplast.gateware.single_port_store import SPRAM_WORDS, spram_blocks
 from metaplast.gateware.top import DigitalUnitTop
 from metaplast.gateware.uart import divisor_for
 from metaplast.protocol import Layout
-from metaplast.vocabulary import BUILD_SEED, BUILD_SEEDS, UNIT_MEMORIES, UNIT_PROG_DEPTH
+from metaplast.vocabulary import (
+    BUILD_MARGIN,
+    BUILD_SEED,
+    BUILD_SEEDS,
+    UNIT_MEMORIES,
+    UNIT_PROG_DEPTH,
+)
 
 from .board_top import BoardTop
 from .platforms import Board
@@ -393,6 +399,7 @@ def build(
     memory: str = "auto",
     seed: int = BUILD_SEED,
     seeds: int = BUILD_SEEDS,
+    margin: float = BUILD_MARGIN,
 ) -> dict[str, Any]:
     """Build ``layout`` for ``board`` into ``out``; return the report (also ``out/report.json``).
 
@@ -412,13 +419,16 @@ def build(
     ``memory``: where the hidden weights and counters go (:func:`memory_for`): dual-port block
     RAM, one update per clock, or the iCE40 UP's single-port SPRAM, one update per two cycles.
 
-    ``seed``, ``seeds``: nextpnr places the synthesized design with seed ``seed``, then
-    ``seed + 1`` and on, at most ``seeds`` times, until a placement meets the target; the
-    report names the seed it kept and every placement tried.
+    ``seed``, ``seeds``, ``margin``: nextpnr places the synthesized design with seed ``seed``,
+    then ``seed + 1`` and on, at most ``seeds`` times, until a placement is ``margin`` percent
+    above the target; if none is, the fastest is placed again and kept when it meets the target.
+    The report names the seed it kept and every placement made.
     """
     memory = memory_for(board, layout, memory)
     if seeds < 1:
         raise ValueError(f"a build tries at least one placer seed, not {seeds}")
+    if margin < 0:
+        raise ValueError(f"the timing margin is a percentage above the target, not {margin}")
     if driver is not None and crossbar_tile is None:
         raise ValueError("a crossbar driver needs a unit with the crossbar port (crossbar_tile)")
     pll = None
@@ -517,8 +527,8 @@ def build(
         raise BuildError(
             f"the toolchain failed (exit {returncode}); logs in {workdir}:\n{_log_tail(log)}"
         )
-    placements: list[Placement] = []
-    for attempt in range(seed, seed + seeds):
+
+    def place_with(attempt: int) -> tuple[Placement, PlaceRoute]:
         pnr_report.unlink(missing_ok=True)
         what = f"build {board.name}: seed {attempt}"
         returncode = _run_plan(place, workdir, {**env, "SEED": str(attempt)}, log, what, t0)
@@ -546,19 +556,32 @@ def build(
         icetime_ns = None
         if board.family == "ice40":
             icetime_ns = icetime_path_ns(workdir, platform.device, platform.package, env)
-        placement = Placement(attempt, pr.fmax_mhz, icetime_ns, dsp_path_ns(pnr))
-        placements.append(placement)
         shutil.copyfile(pnr_log, workdir / f"{NAME}.seed{attempt}.tim")
+        return Placement(attempt, pr.fmax_mhz, icetime_ns, dsp_path_ns(pnr)), pr
+
+    def tell(message: str) -> None:
+        print(f"build {board.name}: {message}", file=sys.stderr, flush=True)
+
+    goal = target_mhz * (1 + margin / 100)
+    placements: list[Placement] = []
+    for attempt in range(seed, seed + seeds):
+        placement, pr = place_with(attempt)
+        placements.append(placement)
         fmax = placement.fmax_mhz
-        if fmax >= target_mhz or fmax < target_mhz * (1 - SEED_SPREAD):
+        if fmax >= goal or fmax < target_mhz * (1 - SEED_SPREAD):
             break
         if attempt + 1 < seed + seeds:
-            print(
-                f"build {board.name}: seed {attempt} reaches {fmax:.2f} MHz of {target_mhz:g}, "
-                f"placing again with seed {attempt + 1}",
-                file=sys.stderr,
-                flush=True,
+            tell(
+                f"seed {attempt} reaches {fmax:.2f} MHz of {target_mhz:g} (the sweep seeks "
+                f"{goal:.2f}), placing again with seed {attempt + 1}"
             )
+    best = max(placements, key=lambda p: p.fmax_mhz)
+    if placement.fmax_mhz < goal and best is not placement and best.fmax_mhz >= target_mhz:
+        # the outputs on disk are the last placement's: the fastest is placed again
+        tell(f"no seed reaches {goal:.2f} MHz; placing seed {best.seed}, the fastest, again")
+        placement, pr = place_with(best.seed)
+        placements.append(placement)
+    fmax = placement.fmax_mhz
     seconds = time.perf_counter() - t0
     luts, ffs, cells = _synth_stats(workdir / f"{NAME}.stat.json", board.family)
     names = _CELLS[board.family]
@@ -584,7 +607,6 @@ def build(
         netlist=str(workdir / f"{NAME}.syn.v"),
     )
     if fmax < target_mhz:
-        best = max(placements, key=lambda p: p.fmax_mhz)
         tried = ", ".join(f"{p.seed}: {p.fmax_mhz:.2f}" for p in placements)
         raise BuildError(
             f"{_what(layout, crossbar_tile)} on the {board.name} fail timing: at its best "

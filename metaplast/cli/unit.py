@@ -13,7 +13,7 @@ from metaplast.cli.options import (
     add_unit_options,
     layout_from,
 )
-from metaplast.vocabulary import BUILD_SEED, BUILD_SEEDS, UNIT_BAUD, UNIT_MEMORIES
+from metaplast.vocabulary import BUILD_MARGIN, BUILD_SEED, BUILD_SEEDS, UNIT_BAUD, UNIT_MEMORIES
 
 
 def add_gateware(sub: Any) -> None:
@@ -139,9 +139,17 @@ def add_build(sub: Any) -> None:
         "--seeds",
         type=int,
         default=BUILD_SEEDS,
-        help="place with seeds SEED, SEED+1, ... at most this many times until one meets the "
-        f"target (default {BUILD_SEEDS}; synthesis runs once); report.json names the seed kept and "
-        "every placement's Fmax",
+        help="place with seeds SEED, SEED+1, ... at most this many times until one is --margin "
+        f"above the target (default {BUILD_SEEDS}; synthesis runs once); report.json names the "
+        "seed kept and every placement's Fmax",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=BUILD_MARGIN,
+        metavar="PERCENT",
+        help="how far above the target the seed sweep looks for a placement; if none is, the "
+        f"fastest that meets the target is kept (default {BUILD_MARGIN:g})",
     )
 
 
@@ -166,6 +174,7 @@ def run_build(args: argparse.Namespace) -> int:
             memory=args.memory,
             seed=args.seed,
             seeds=args.seeds,
+            margin=args.margin,
         )
     except (ValueError, BuildError) as exc:
         raise ConfigError(str(exc)) from exc
